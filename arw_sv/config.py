@@ -1,0 +1,282 @@
+"""Typed, frozen experiment configuration.
+
+YAML holds values only; :func:`load_config` turns it into nested frozen dataclasses and
+applies dotted command-line overrides (``train.lr=0.001``). An unknown section or key, or a
+value of the wrong type, raises :class:`ConfigError` naming it. The ERM baseline is the same
+config with ``adversary.formulation=erm``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data and batching (P speakers x K utterances per batch)."""
+
+    train_manifest: str = ""
+    crop_seconds: float = 2.0
+    speakers_per_batch: int = 16
+    utterances_per_speaker: int = 2
+    num_workers: int = 0
+    # "speaker": every batch holds P distinct speakers drawn uniformly from shuffled chunks.
+    # "group_balanced": label-aware reference; speakers are drawn so that each value of
+    # `balance_key` (e.g. nationality) is equally represented.
+    sampling: str = "speaker"
+    balance_key: str = "nationality"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel filterbank front end (SpeechBrain ``Fbank``) with per-utterance mean norm."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_length_ms: float = 25.0
+    hop_length_ms: float = 10.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """ECAPA-TDNN extractor. ``preset`` picks channel widths; ``channels`` overrides them."""
+
+    preset: str = "c512"
+    channels: tuple[int, ...] = ()
+    embedding_dim: int = 192
+    attention_channels: int = 128
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """AAM-softmax head plus the pairwise metric-learning term (see docs/method.md)."""
+
+    aam_margin: float = 0.2
+    aam_scale: float = 30.0
+    # Margin warm-up (as WeSpeaker's MarginScheduler): 0 until `margin_warmup_start`, then
+    # rises linearly to `aam_margin` over `margin_warmup_steps` steps.
+    margin_warmup_start: int = 0
+    margin_warmup_steps: int = 0
+    aam_weight: float = 1.0
+    pair_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdversaryConfig:
+    """Adversarial reweighting. ``formulation: erm`` switches the adversary off."""
+
+    formulation: str = "erm"
+    hidden: int = 64
+    use_embedding: bool = True
+    use_cluster: bool = True
+    n_clusters: int = 8
+    lr: float = 0.01
+    optimizer: str = "adam"
+    adversary_every: int = 1
+    warmup_steps: int = 0
+    cluster_refresh_steps: int = 200
+    weight_aam: bool = True
+    normalize: str = "sum"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, precision, logging and checkpointing."""
+
+    out_dir: str = "runs/exp"
+    steps: int = 1000
+    optimizer: str = "adam"
+    lr: float = 0.001
+    final_lr: float = 0.0001
+    warmup_steps: int = 100
+    weight_decay: float = 2e-5
+    momentum: float = 0.9
+    grad_clip: float = 5.0
+    seed: int = 0
+    precision: str = "fp32"
+    device: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.sampling": ("speaker", "group_balanced"),
+    "data.balance_key": ("nationality", "gender", "gender_nationality"),
+    "model.preset": ("tiny", "c256", "c512", "c1024"),
+    "adversary.formulation": ("erm", "aps", "pl", "pw"),
+    "adversary.optimizer": ("adam", "adagrad", "sgd"),
+    "adversary.normalize": ("sum", "none"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field's type, converting lists to tuples and ints to floats."""
+    hints = typing.get_origin(annotation)
+    if hints is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner, _ellipsis) = typing.get_args(annotation)
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(annotation, types.UnionType):  # pragma: no cover - no such fields yet
+        return value
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key '{(prefix + '.') if prefix else ''}{unknown[0]}' in {where}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+            kwargs[name] = _build(annotation, value, key)
+        else:
+            value = _coerce(value, annotation, key)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=0.01", "model.channels=[64,64,64,64,192]"]`` into a nested dict.
+
+    Values are parsed as YAML scalars/lists, so ``true``, ``3`` and ``[1, 2]`` get their types.
+    """
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override key '{key}' must be section.key (e.g. train.lr)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': cannot parse value: {exc}") from None
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for section, values in extra.items():
+        if isinstance(values, Mapping) and isinstance(out.get(section), Mapping):
+            out[section] = {**out[section], **values}
+        else:
+            out[section] = values
+    return out
+
+
+def config_from_dict(values: Mapping[str, Any], overrides: Iterable[str] = ()) -> Config:
+    """Build a :class:`Config` from a nested mapping plus dotted overrides."""
+    merged = _merge(dict(values), parse_overrides(overrides))
+    return _build(Config, merged, "")
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
+    """Load a YAML config and apply dotted overrides.
+
+    Args:
+        path: YAML file (sections ``data``, ``features``, ``model``, ``loss``, ``adversary``,
+            ``train``); ``None`` starts from the defaults.
+        overrides: ``section.key=value`` strings applied after the file.
+
+    Raises:
+        ConfigError: unknown key, wrong type or invalid choice, naming the key (and file).
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        values = dict(loaded)
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML/JSON and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from arw_sv.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

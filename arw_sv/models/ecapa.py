@@ -1,0 +1,100 @@
+"""ECAPA-TDNN speaker-embedding extractor (SpeechBrain's implementation) with presets.
+
+Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from arw_sv.audio import FbankFrontend
+
+# Channel widths of the five TDNN/SE-Res2Net layers. c512/c1024 are the published ECAPA
+# sizes (Desplanques et al., 2020); c256 is the CPU demo size; tiny is for tests.
+PRESETS: dict[str, tuple[int, ...]] = {
+    "tiny": (32, 32, 32, 32, 96),
+    "c256": (256, 256, 256, 256, 768),
+    "c512": (512, 512, 512, 512, 1536),
+    "c1024": (1024, 1024, 1024, 1024, 3072),
+}
+
+
+class EcapaTdnn(nn.Module):
+    """Fbank front end + ECAPA-TDNN: waveforms in, embeddings (not normalised) out.
+
+    Shape:
+        waveforms (B, S), lengths (B,) absolute samples or None -> (B, D)
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = PRESETS["c512"],
+        embedding_dim: int = 192,
+        attention_channels: int = 128,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        win_length_ms: float = 25.0,
+        hop_length_ms: float = 10.0,
+    ) -> None:
+        super().__init__()
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        if len(channels) != 5:
+            raise ValueError(f"model.channels needs 5 widths, got {list(channels)}")
+        scale = 8 if min(channels[:4]) >= 64 else 4
+        if any(c % scale for c in channels[:4]):
+            raise ValueError(f"model.channels {list(channels)} must be divisible by {scale}")
+        self.sample_rate = sample_rate
+        self.embedding_dim = embedding_dim
+        self.frontend = FbankFrontend(sample_rate, n_mels, win_length_ms, hop_length_ms)
+        self.ecapa = ECAPA_TDNN(
+            input_size=n_mels,
+            lin_neurons=embedding_dim,
+            channels=list(channels),
+            kernel_sizes=[5, 3, 3, 3, 1],
+            dilations=[1, 2, 3, 4, 1],
+            attention_channels=min(attention_channels, channels[-1]),
+            res2net_scale=scale,
+            se_channels=min(128, channels[0]),
+            global_context=True,
+        )
+
+    def embed_features(
+        self, feats: torch.Tensor, frame_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """ECAPA on ready features. Shape: (B, T, F), (B,) frames -> (B, D)."""
+        relative = None
+        if frame_lengths is not None:
+            relative = frame_lengths.to(feats.dtype) / feats.shape[1]
+        return self.ecapa(feats, relative).squeeze(1)
+
+    def forward(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        feats, frames = self.frontend(waveforms, lengths)
+        return self.embed_features(feats, frames if lengths is not None else None)
+
+
+def build_extractor(
+    preset: str = "c512",
+    channels: tuple[int, ...] = (),
+    embedding_dim: int = 192,
+    attention_channels: int = 128,
+    sample_rate: int = 16000,
+    n_mels: int = 80,
+    win_length_ms: float = 25.0,
+    hop_length_ms: float = 10.0,
+) -> EcapaTdnn:
+    """Build an ECAPA-TDNN from a preset name (or explicit channel widths)."""
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset {preset!r} is not one of {', '.join(PRESETS)}")
+    return EcapaTdnn(
+        channels=tuple(channels) or PRESETS[preset],
+        embedding_dim=embedding_dim,
+        attention_channels=attention_channels,
+        sample_rate=sample_rate,
+        n_mels=n_mels,
+        win_length_ms=win_length_ms,
+        hop_length_ms=hop_length_ms,
+    )

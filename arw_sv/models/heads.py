@@ -1,0 +1,58 @@
+"""Additive angular margin (AAM, ArcFace) softmax head with a per-sample loss.
+
+Shape legend: B batch, D embedding, C classes (training speakers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AAMSoftmax(nn.Module):
+    """AAM-softmax: logits ``s * cos(theta_y + m)`` for the true class, ``s * cos(theta_j)``
+    for the others (Deng et al., 2019; as SpeechBrain's ``AdditiveAngularMargin``).
+
+    The margin is an attribute the trainer updates (margin warm-up), not a parameter. Past
+    ``theta + m > pi`` the target logit would rise again, so there it continues as
+    ``cos(theta) - m sin(m)`` (the usual "easy margin off" fix), keeping it monotonic.
+
+    Shape:
+        embeddings (B, D), labels (B,) -> per-sample losses (B,)
+    """
+
+    def __init__(self, embedding_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
+        nn.init.xavier_normal_(self.weight)
+        self.margin = margin
+        self.scale = scale
+
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Scaled margin logits. Shape: (B, D), (B,) -> (B, C)."""
+        cosine = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
+        cosine = cosine.clamp(-1 + 1e-7, 1 - 1e-7)
+        m = self.margin
+        sine = torch.sqrt(1.0 - cosine * cosine)
+        with_margin = cosine * math.cos(m) - sine * math.sin(m)
+        # Beyond theta > pi - m, cos(theta + m) would increase again: use a linear fallback.
+        with_margin = torch.where(cosine > math.cos(math.pi - m), with_margin, cosine - math.sin(math.pi - m) * m)
+        target = F.one_hot(labels, cosine.shape[-1]).to(torch.bool)
+        return self.scale * torch.where(target, with_margin, cosine)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(embeddings, labels), labels, reduction="none")
+
+    def extra_repr(self) -> str:
+        n, d = self.weight.shape
+        return f"embedding_dim={d}, n_classes={n}, margin={self.margin}, scale={self.scale}"
+
+
+def margin_at(step: int, final_margin: float, start: int, ramp_steps: int) -> float:
+    """Margin warm-up: 0 before ``start``, linear to ``final_margin`` over ``ramp_steps``."""
+    if ramp_steps <= 0:
+        return final_margin if step >= start else 0.0
+    return final_margin * min(1.0, max(0.0, (step - start) / ramp_steps))
