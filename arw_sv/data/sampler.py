@@ -93,9 +93,7 @@ class SpeakerBatchSampler:
         if self.groups is None:
             pools = [_Cycle(range(len(self.utts_of)), rng)]
         else:
-            pools = [
-                _Cycle(np.flatnonzero(self.groups == g), rng) for g in np.unique(self.groups)
-            ]
+            pools = [_Cycle(np.flatnonzero(self.groups == g), rng) for g in np.unique(self.groups)]
         utt_cycles = [_Cycle(utts, rng) for utts in self.utts_of]
         batches = []
         for b in range(self.batches_per_epoch):

@@ -69,9 +69,7 @@ class EcapaTdnn(nn.Module):
             relative = frame_lengths.to(feats.dtype) / feats.shape[1]
         return self.ecapa(feats, relative).squeeze(1)
 
-    def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         feats, frames = self.frontend(waveforms, lengths)
         return self.embed_features(feats, frames if lengths is not None else None)
 

@@ -24,7 +24,9 @@ class AAMSoftmax(nn.Module):
         embeddings (B, D), labels (B,) -> per-sample losses (B,)
     """
 
-    def __init__(self, embedding_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0):
+    def __init__(
+        self, embedding_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.xavier_normal_(self.weight)
@@ -39,7 +41,9 @@ class AAMSoftmax(nn.Module):
         sine = torch.sqrt(1.0 - cosine * cosine)
         with_margin = cosine * math.cos(m) - sine * math.sin(m)
         # Beyond theta > pi - m, cos(theta + m) would increase again: use a linear fallback.
-        with_margin = torch.where(cosine > math.cos(math.pi - m), with_margin, cosine - math.sin(math.pi - m) * m)
+        with_margin = torch.where(
+            cosine > math.cos(math.pi - m), with_margin, cosine - math.sin(math.pi - m) * m
+        )
         target = F.one_hot(labels, cosine.shape[-1]).to(torch.bool)
         return self.scale * torch.where(target, with_margin, cosine)
 

@@ -1,0 +1,162 @@
+"""The ``arw-sv`` command: synth, manifest, train, embed, score, eval, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("arw_sv")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from arw_sv.config import load_config
+    from arw_sv.train.loop import fit
+
+    cfg = load_config(args.config, args.overrides)
+    result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    print(
+        f"trained {result.steps} steps ({result.utterances_per_second:.1f} utt/s); "
+        f"checkpoint: {result.checkpoint}"
+    )
+    return 0
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from arw_sv.data.manifest import build_manifest, write_manifest
+
+    manifest = build_manifest(args.corpus, args.meta, splits=tuple(args.splits))
+    write_manifest(manifest, args.out)
+    print(f"{len(manifest)} utterances of {len(manifest.speakers)} speakers -> {args.out}")
+    return 0
+
+
+def embed_utterances(
+    checkpoint: str | Path, ids: list[str], paths: list[str], out: str | Path, *, progress: bool
+) -> Path:
+    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically."""
+    from arw_sv.atomic import atomic_path
+    from arw_sv.inference import SpeakerEncoder
+
+    encoder = SpeakerEncoder.from_checkpoint(checkpoint)
+    vectors = encoder.embed_files(paths, progress=progress)
+    out = Path(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{utt: vec for utt, vec in zip(ids, vectors, strict=True)})
+    return out
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from arw_sv.data.manifest import AUDIO_SUFFIXES, read_manifest
+
+    if args.manifest:
+        manifest = read_manifest(args.manifest)
+        if args.split:
+            manifest = manifest.subset(args.split)
+        ids, paths = [u.utt_id for u in manifest], [u.path for u in manifest]
+    else:
+        root = Path(args.folder)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise SystemExit(f"error: no audio files under {root}")
+        ids = [str(p.relative_to(root)) for p in files]
+        paths = [str(p) for p in files]
+    out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
+    print(f"{len(ids)} embeddings -> {out}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from arw_sv.data.trials import read_trials, score_trials, write_scores
+
+    trials = read_trials(args.trials)
+    with np.load(args.embeddings) as data:
+        embeddings = {k: data[k] for k in data.files}
+    scores = score_trials(trials, embeddings, allow_missing=args.allow_missing)
+    write_scores(args.out, trials, scores)
+    print(f"{len(trials)} trials scored -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arw-sv",
+        description="Fair speaker verification: ECAPA-TDNN + adversarial reweighting.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from arw_sv import demo, evaluate, synth
+
+    synth.add_subparser(sub)
+
+    p = sub.add_parser("manifest", help="build a manifest CSV from a VoxCeleb-layout folder")
+    p.add_argument("corpus", help="folder holding wav/<speaker>/<session>/<utt>.wav")
+    p.add_argument("--meta", required=True, help="vox1_meta.csv / vox2_meta.csv format")
+    p.add_argument("--splits", nargs="+", default=["dev", "test"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_manifest)
+
+    p = sub.add_parser("train", help="train an extractor (ERM or ARW) from a YAML config")
+    p.add_argument("config", help="YAML config (see arw_sv/configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("embed", help="embed a manifest or folder into one .npz")
+    p.add_argument("checkpoint")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest")
+    src.add_argument("--folder", help="ids are paths relative to this folder")
+    p.add_argument("--split", help="with --manifest: only this split (dev/test)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("score", help="cosine-score a trial list against embeddings")
+    p.add_argument("--embeddings", required=True, help=".npz from `arw-sv embed`")
+    p.add_argument("--trials", required=True, help="<1|0> <enroll> <test> lines")
+    p.add_argument("--out", required=True, help="writes <label> <enroll> <test> <score>")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="skip (and count) trials naming utterances without an embedding",
+    )
+    p.set_defaults(func=_score)
+
+    evaluate.add_subparser(sub)
+    demo.add_subparser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from arw_sv.audio import AudioError
+    from arw_sv.config import ConfigError
+    from arw_sv.data.manifest import ManifestError
+    from arw_sv.train.checkpoint import CheckpointError
+
+    try:
+        return int(args.func(args) or 0)
+    except (
+        ConfigError,
+        ManifestError,
+        AudioError,
+        CheckpointError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        print(f"arw-sv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

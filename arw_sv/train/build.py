@@ -1,0 +1,88 @@
+"""Builders: config values in, training objects out (names map to factories by dicts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from arw_sv.config import Config, FeatureConfig, ModelConfig, TrainConfig
+from arw_sv.models.ecapa import EcapaTdnn, build_extractor
+from arw_sv.models.heads import AAMSoftmax
+from arw_sv.models.pair_loss import PairwiseSimilarityLoss
+from arw_sv.train.step import Learner
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, wd, momentum: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd, momentum: torch.optim.SGD(
+        params, lr=lr, weight_decay=wd, momentum=momentum, nesterov=momentum > 0
+    ),
+    "adagrad": lambda params, lr, wd, momentum: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
+}
+
+
+def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaTdnn:
+    """The embedding extractor a config describes (also used to rebuild it for inference)."""
+    return build_extractor(
+        preset=model.preset,
+        channels=model.channels,
+        embedding_dim=model.embedding_dim,
+        attention_channels=model.attention_channels,
+        sample_rate=features.sample_rate,
+        n_mels=features.n_mels,
+        win_length_ms=features.win_length_ms,
+        hop_length_ms=features.hop_length_ms,
+    )
+
+
+def build_learner(cfg: Config, n_speakers: int) -> Learner:
+    """Extractor + AAM-softmax head over ``n_speakers`` classes + pairwise loss."""
+    extractor = extractor_from_config(cfg.model, cfg.features)
+    aam = AAMSoftmax(cfg.model.embedding_dim, n_speakers, cfg.loss.aam_margin, cfg.loss.aam_scale)
+    return Learner(extractor, aam, PairwiseSimilarityLoss())
+
+
+def build_optimizer(
+    name: str,
+    params: Iterable[nn.Parameter],
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](list(params), lr, weight_decay, momentum)
+
+
+def lr_factor(train: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up to ``lr``, then exponential decay to ``final_lr`` at the last step
+    (WeSpeaker's warm-up + ExponentialDecrease schedule), as a multiplier of ``lr``."""
+    ratio = train.final_lr / train.lr if train.lr > 0 else 1.0
+    decay_steps = max(1, train.steps - train.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        progress = min(1.0, (step - train.warmup_steps) / decay_steps)
+        return math.exp(math.log(ratio) * progress) if ratio > 0 else 1.0 - progress
+
+    return factor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but CUDA is not available")
+    return device
+
+
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}

@@ -1,0 +1,62 @@
+"""Atomic, complete training checkpoints.
+
+A checkpoint holds everything needed to continue exactly: both players' weights and
+optimizers, the LR scheduler, the fp16 scalers, the sampler position, the torch RNG state,
+the k-means centroids and embedding bank, the step, and the resolved config (from which
+``SpeakerEncoder.from_checkpoint`` rebuilds the extractor). It is written to a temporary
+file and renamed, so a crash never leaves a half-written one, and it loads with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arw_sv.atomic import atomic_path
+
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not an arw-sv checkpoint."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (tensors and plain values only), with a clear error if it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or "extractor" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not an arw-sv checkpoint (no extractor/config)")
+    return state
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """``step_<n>.pt`` files in ``folder``, oldest step first."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(folder: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` step checkpoints (``keep <= 0`` keeps all)."""
+    if keep <= 0:
+        return
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)

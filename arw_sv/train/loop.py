@@ -1,0 +1,374 @@
+"""``fit(cfg)``: build, resume, loop, checkpoint. Reads top to bottom.
+
+The loop alternates the two players of the min-max game (``learner_step`` and
+``adversary_step`` in :mod:`arw_sv.train.step`). With ``adversary.formulation: erm`` there is
+no adversary, and the run is plain training on exactly the same loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from arw_sv.arw import ClusterIndex
+from arw_sv.config import Config, config_to_dict, save_config
+from arw_sv.data.dataset import CropDataset, collate_crops
+from arw_sv.data.manifest import read_manifest
+from arw_sv.data.sampler import SpeakerBatchSampler
+from arw_sv.models.adversary import build_adversary
+from arw_sv.models.heads import margin_at
+from arw_sv.train.build import (
+    AUTOCAST_DTYPES,
+    build_learner,
+    build_optimizer,
+    lr_factor,
+    resolve_device,
+)
+from arw_sv.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from arw_sv.train.curves import plot_training_curves
+from arw_sv.train.step import NonFiniteError, adversary_step, learner_step
+
+log = logging.getLogger("arw_sv.train")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    out_dir: Path
+    checkpoint: Path
+    steps: int
+    utterances_per_second: float
+    last_loss: float
+
+
+class EmbeddingBank:
+    """Ring buffer of the most recent training embeddings, for the k-means refresh.
+
+    Clustering embeddings the learner has just produced costs nothing extra (no separate
+    extraction pass); they are at most a few hundred steps stale.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        self.data = torch.zeros(size, dim)
+        self.count = 0
+
+    def add(self, embeddings: torch.Tensor) -> None:
+        n = embeddings.shape[0]
+        pos = (self.count + torch.arange(n)) % self.data.shape[0]
+        self.data[pos] = embeddings.detach().float().cpu()
+        self.count += n
+
+    def filled(self) -> np.ndarray:
+        return self.data[: min(self.count, self.data.shape[0])].numpy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data": self.data.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data, self.count = state["data"].clone(), int(state["count"])
+
+
+def _setup_logging(out_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(out_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("arw_sv").addHandler(handler)
+    logging.getLogger("arw_sv").setLevel(logging.INFO)
+    return handler
+
+
+def fit(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> FitResult:
+    """Train the extractor (and the adversary, if any) as ``cfg`` says.
+
+    Args:
+        cfg: the experiment.
+        resume: continue from the newest checkpoint in ``cfg.train.out_dir/checkpoints``.
+        progress: show a tqdm bar.
+        stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+
+    Returns:
+        Where the final checkpoint is, and the measured throughput.
+    """
+    tc, ac = cfg.train, cfg.adversary
+    out_dir = Path(tc.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(out_dir)
+    try:
+        existing = list_checkpoints(ckpt_dir)
+        if existing and not resume:
+            raise FileExistsError(
+                f"{ckpt_dir} already holds checkpoints: pass --resume to continue, or choose "
+                "another train.out_dir"
+            )
+        # ---- build ----------------------------------------------------------------------
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        manifest = read_manifest(cfg.data.train_manifest)
+        if any(u.split == "test" for u in manifest):
+            manifest = manifest.subset("dev")
+            log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
+        dataset = CropDataset(manifest, cfg.data.crop_seconds, cfg.features.sample_rate)
+        groups = None
+        if cfg.data.sampling == "group_balanced":
+            groups = _speaker_groups(manifest, cfg.data.balance_key)
+        sampler = SpeakerBatchSampler(
+            manifest.speaker_indices(),
+            cfg.data.speakers_per_batch,
+            cfg.data.utterances_per_speaker,
+            seed=tc.seed,
+            groups=groups,
+        )
+        learner = build_learner(cfg, len(manifest.speakers)).to(device)
+        # The adversary draws its initial weights from its own generator, so switching it
+        # on changes nothing in the learner's random stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tc.seed + 1)
+            adversary = build_adversary(
+                ac.formulation,
+                embedding_dim=cfg.model.embedding_dim,
+                n_clusters=ac.n_clusters,
+                hidden=ac.hidden,
+                use_embedding=ac.use_embedding,
+                use_cluster=ac.use_cluster,
+            )
+        optimizer = build_optimizer(
+            tc.optimizer, learner.parameters(), tc.lr, tc.weight_decay, tc.momentum
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
+        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+        adv_optimizer = None
+        if adversary is not None:
+            adversary = adversary.to(device)
+            adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
+        bank = EmbeddingBank(max(4096, 32 * ac.n_clusters), cfg.model.embedding_dim)
+        clusters: ClusterIndex | None = None
+        step = 0
+        # ---- resume ---------------------------------------------------------------------
+        if resume and existing:
+            state = load_checkpoint(existing[-1])
+            learner.load_state_dict(state["learner"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            if adversary is not None:
+                adversary.load_state_dict(state["adversary"])
+                adv_optimizer.load_state_dict(state["adversary_optimizer"])
+            if state.get("clusters") is not None:
+                clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
+            bank.load_state_dict(state["bank"])
+            sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+            step = int(state["step"])
+            log.info("resumed from %s at step %d", existing[-1], step)
+        elif resume:
+            log.info("--resume given but %s has no checkpoint: starting fresh", ckpt_dir)
+        save_config(cfg, out_dir / "config.yaml")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            collate_fn=collate_crops,
+            pin_memory=device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+            prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+        )
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
+        history = _History(out_dir / "history.jsonl", from_step=step)
+        autocast_dtype = AUTOCAST_DTYPES[tc.precision]
+
+        def checkpoint_state() -> dict[str, Any]:
+            return {
+                "step": step,
+                "config": config_to_dict(cfg),
+                "speakers": list(manifest.speakers),
+                "extractor": learner.extractor.state_dict(),
+                "learner": learner.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "adversary": None if adversary is None else adversary.state_dict(),
+                "adversary_optimizer": None
+                if adv_optimizer is None
+                else adv_optimizer.state_dict(),
+                "clusters": None if clusters is None else clusters.state_dict(),
+                "bank": bank.state_dict(),
+                "sampler": {"step": step, "seed": tc.seed},
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                },
+            }
+
+        # ---- loop -----------------------------------------------------------------------
+        last = stop_after if stop_after is not None else tc.steps
+        last = min(last, tc.steps)
+        bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", unit="step")
+        batch_size = cfg.data.speakers_per_batch * cfg.data.utterances_per_speaker
+        started, started_step = time.perf_counter(), step
+        stats = None
+        for waveforms, labels, indices in loader:
+            if step >= last:
+                break
+            waveforms = waveforms.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            learner.aam.margin = margin_at(
+                step,
+                cfg.loss.aam_margin,
+                cfg.loss.margin_warmup_start,
+                cfg.loss.margin_warmup_steps,
+            )
+            adversary_on = adversary is not None and step >= ac.warmup_steps
+            if adversary_on and (ac.use_cluster or ac.formulation == "pl"):
+                clusters = _refresh_clusters(clusters, bank, step, cfg, device)
+            try:
+                stats, detached = learner_step(
+                    learner,
+                    waveforms,
+                    labels,
+                    optimizer,
+                    adversary=adversary if adversary_on else None,
+                    clusters=clusters,
+                    cfg=ac,
+                    loss_cfg=cfg.loss,
+                    scaler=scaler,
+                    clip=tc.grad_clip,
+                    autocast_dtype=autocast_dtype,
+                )
+                adv_stats = None
+                if adversary_on and (step - ac.warmup_steps) % ac.adversary_every == 0:
+                    adv_stats = adversary_step(
+                        adversary,
+                        detached,
+                        adv_optimizer,
+                        cfg=ac,
+                        loss_cfg=cfg.loss,
+                        clip=tc.grad_clip,
+                    )
+            except NonFiniteError as exc:
+                evidence = out_dir / "failure" / f"step_{step}.pt"
+                save_checkpoint(
+                    {**checkpoint_state(), "batch_indices": indices, "waveforms": waveforms.cpu()},
+                    evidence,
+                )
+                raise NonFiniteError(
+                    f"step {step}: {exc}; the batch and model are saved in {evidence}"
+                ) from None
+            if adversary is not None:
+                bank.add(detached.embeddings)
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % tc.log_every == 0 or step == last:
+                elapsed = time.perf_counter() - started
+                rate = (step - started_step) * batch_size / max(elapsed, 1e-9)
+                record = {
+                    "step": step,
+                    "lr": scheduler.get_last_lr()[0],
+                    "margin": learner.aam.margin,
+                    "utt_per_s": rate,
+                    **{k: v for k, v in vars(stats).items() if v is not None},
+                }
+                if adv_stats is not None:
+                    record["adversary_objective"] = adv_stats.objective
+                    record["adversary_grad_norm"] = adv_stats.grad_norm
+                history.write(record)
+                for key, value in record.items():
+                    if key != "step":
+                        writer.add_scalar(f"train/{key}", value, step)
+                bar.set_postfix(loss=f"{stats.loss:.3f}", utt_s=f"{rate:.1f}")
+                log.info("step %d %s", step, json.dumps(record))
+            if step % tc.checkpoint_every == 0 or step == last:
+                save_checkpoint(checkpoint_state(), ckpt_dir / f"step_{step}.pt")
+                prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
+        bar.close()
+        writer.close()
+        final = ckpt_dir / f"step_{step}.pt"
+        if step == tc.steps:
+            plot_training_curves(out_dir / "history.jsonl", out_dir / "training_curves.png")
+        elapsed = time.perf_counter() - started
+        return FitResult(
+            out_dir=out_dir,
+            checkpoint=final,
+            steps=step,
+            utterances_per_second=(step - started_step) * batch_size / max(elapsed, 1e-9),
+            last_loss=stats.loss if stats is not None else float("nan"),
+        )
+    finally:
+        logging.getLogger("arw_sv").removeHandler(handler)
+        handler.close()
+
+
+def _speaker_groups(manifest, key: str) -> list[int]:
+    if key == "gender_nationality":
+        values = [
+            f"{g}/{n}"
+            for g, n in zip(
+                manifest.speaker_attribute("gender"),
+                manifest.speaker_attribute("nationality"),
+                strict=True,
+            )
+        ]
+    else:
+        values = manifest.speaker_attribute(key)
+    names = sorted(set(values))
+    return [names.index(v) for v in values]
+
+
+def _refresh_clusters(
+    clusters: ClusterIndex | None, bank: EmbeddingBank, step: int, cfg: Config, device
+) -> ClusterIndex | None:
+    """Refit k-means on the bank every ``cluster_refresh_steps`` (and as soon as it can)."""
+    ac = cfg.adversary
+    due = clusters is None or step % ac.cluster_refresh_steps == 0
+    data = bank.filled()
+    if not due or data.shape[0] < 4 * ac.n_clusters:
+        return clusters
+    seed = (cfg.train.seed * 1_000_003 + step) % (2**31)
+    fitted = ClusterIndex.fit(
+        data, ac.n_clusters, seed=seed, init=clusters.to("cpu") if clusters else None
+    )
+    log.info("step %d: k-means refreshed on %d embeddings", step, data.shape[0])
+    return fitted.to(device)
+
+
+class _History:
+    """Append-only JSONL of logged scalars; on resume drops records past the resume step."""
+
+    def __init__(self, path: Path, from_step: int) -> None:
+        self.path = path
+        if path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= from_step
+            ]
+            path.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
