@@ -1,0 +1,54 @@
+"""Shared fixtures: a seeded RNG and a tiny synthetic VoxCeleb-layout corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VOXCELEB = REPO.parent / "shared" / "data" / "voxceleb"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The ``tiny`` synth preset (16 speakers, 1 s clips), generated once per session."""
+    from arw_sv.synth import generate_corpus, preset
+
+    return generate_corpus(tmp_path_factory.mktemp("tiny_corpus"), preset("tiny"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_manifests(tiny_corpus, tmp_path_factory):
+    """(train manifest path, test manifest path) of the tiny corpus."""
+    from arw_sv.data.manifest import build_manifest, write_manifest
+
+    folder = tmp_path_factory.mktemp("manifests")
+    manifest = build_manifest(tiny_corpus.root, tiny_corpus.meta_path)
+    write_manifest(manifest.subset("dev"), folder / "train.csv")
+    write_manifest(manifest.subset("test"), folder / "test.csv")
+    return folder / "train.csv", folder / "test.csv"
+
+
+def tiny_config(out_dir: Path, train_manifest: Path, *overrides: str):
+    """The shipped tiny config pointed at a manifest and an output folder."""
+    from arw_sv.config import load_config
+    from arw_sv.demo import config_path
+
+    return load_config(
+        config_path("tiny"),
+        [f"data.train_manifest={train_manifest}", f"train.out_dir={out_dir}", *overrides],
+    )
