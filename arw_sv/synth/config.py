@@ -1,0 +1,249 @@
+"""What the synthetic corpus generator makes: :class:`SynthConfig`, presets, overrides.
+
+``SynthConfig`` is typed by its defaults, which are the ``demo`` preset. Planting a
+disparity is a matter of group sizes and spreads, e.g. a gender minority in training::
+
+    arw-sv synth --out data/synth dev_female_share=0.15 gender_spread=1.0,0.8
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import typing
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a synthetic corpus; the defaults are the demo preset.
+
+    Attributes:
+        seed: the root of every random draw.
+        nationalities: one accent each; the Nationality column of ``vox1_meta.csv``.
+        dev_nationality_share: share of the dev (training) speakers per nationality;
+            a small share plants an under-represented group.
+        nationality_spread: between-speaker spread of identity parameters per
+            nationality (1 = nominal); below 1 its speakers crowd together and are harder
+            to tell apart.
+        gender_spread: the same for (male, female); multiplies the nationality spread.
+        dev_female_share: share of women among the dev speakers of each nationality.
+        num_dev_speakers: training speakers.
+        test_speakers_per_cell: test speakers per (nationality, gender) cell.
+        dev_sessions, test_sessions: sessions (channels) per speaker.
+        dev_utterances_per_session, test_utterances_per_session: utterances per session.
+        min_duration_s, max_duration_s: utterance length range (uniform).
+        accent_strength: how far accents depart from a neutral one (0: all alike).
+        snr_db: per-session SNR range in dB (uniform; +-2 dB per utterance).
+        rt60_s: reverberation time range of reverberant sessions.
+        reverb_prob: share of sessions recorded in a reverberant room.
+        eq_db: sd in dB of the random EQ peaks of each session's microphone.
+        target_trials_per_speaker: cross-session same-speaker trials per test speaker.
+        nontarget_cell_trials_per_speaker: different-speaker trials within the speaker's
+            (nationality, gender) cell.
+        nontarget_cross_trials_per_speaker: different-speaker trials with other cells.
+    """
+
+    seed: int = 0
+    nationalities: tuple[str, ...] = ("USA", "UK", "India")
+    dev_nationality_share: tuple[float, ...] = (0.45, 0.45, 0.10)
+    nationality_spread: tuple[float, ...] = (1.0, 1.0, 0.6)
+    gender_spread: tuple[float, ...] = (1.0, 1.0)
+    dev_female_share: float = 0.5
+    num_dev_speakers: int = 240
+    test_speakers_per_cell: int = 20
+    dev_sessions: int = 3
+    dev_utterances_per_session: int = 4
+    test_sessions: int = 3
+    test_utterances_per_session: int = 3
+    min_duration_s: float = 2.0
+    max_duration_s: float = 6.0
+    accent_strength: float = 1.0
+    snr_db: tuple[float, ...] = (5.0, 30.0)
+    rt60_s: tuple[float, ...] = (0.15, 0.8)
+    reverb_prob: float = 0.6
+    eq_db: float = 4.0
+    target_trials_per_speaker: int = 20
+    nontarget_cell_trials_per_speaker: int = 20
+    nontarget_cross_trials_per_speaker: int = 5
+
+    def __post_init__(self) -> None:
+        n_nat = len(self.nationalities)
+        _check(n_nat >= 1, "nationalities", self.nationalities, "at least one nationality")
+        for nat in self.nationalities:
+            ok = isinstance(nat, str) and nat.strip() == nat and nat and not set(nat) & set("\t\n/")
+            _check(
+                ok, "nationalities", self.nationalities, "non-empty names without tabs or slashes"
+            )
+        _check(
+            len(set(self.nationalities)) == n_nat,
+            "nationalities",
+            self.nationalities,
+            "unique names",
+        )
+        for key in ("dev_nationality_share", "nationality_spread"):
+            value = getattr(self, key)
+            _check(len(value) == n_nat, key, value, f"{n_nat} values, one per nationality")
+        shares = self.dev_nationality_share
+        _check(all(s >= 0 for s in shares), "dev_nationality_share", shares, "non-negative shares")
+        _check(
+            math.isclose(sum(shares), 1.0, abs_tol=1e-6),
+            "dev_nationality_share",
+            shares,
+            "shares summing to 1",
+        )
+        _check(
+            len(self.gender_spread) == 2,
+            "gender_spread",
+            self.gender_spread,
+            "2 values (male, female)",
+        )
+        for key in ("nationality_spread", "gender_spread"):
+            _check(
+                all(v > 0 for v in getattr(self, key)), key, getattr(self, key), "positive spreads"
+            )
+        _check(
+            0 <= self.dev_female_share <= 1,
+            "dev_female_share",
+            self.dev_female_share,
+            "a share in [0, 1]",
+        )
+        _check(self.seed >= 0, "seed", self.seed, "a non-negative integer")
+        for key in ("num_dev_speakers", "test_speakers_per_cell", "dev_sessions"):
+            _check(getattr(self, key) >= 1, key, getattr(self, key), "at least 1")
+        _check(
+            self.test_sessions >= 2,
+            "test_sessions",
+            self.test_sessions,
+            "at least 2 (targets cross sessions)",
+        )
+        for key in (
+            "dev_utterances_per_session",
+            "test_utterances_per_session",
+            "target_trials_per_speaker",
+        ):
+            _check(getattr(self, key) >= 1, key, getattr(self, key), "at least 1")
+        for key in ("nontarget_cell_trials_per_speaker", "nontarget_cross_trials_per_speaker"):
+            _check(getattr(self, key) >= 0, key, getattr(self, key), "at least 0")
+        n_speakers = self.num_dev_speakers + 2 * n_nat * self.test_speakers_per_cell
+        _check(n_speakers <= 89999, "num_dev_speakers", n_speakers, "at most 89999 speakers in all")
+        _check(0.1 <= self.min_duration_s, "min_duration_s", self.min_duration_s, "at least 0.1 s")
+        _check(
+            self.min_duration_s <= self.max_duration_s <= 60,
+            "max_duration_s",
+            self.max_duration_s,
+            f"between min_duration_s ({self.min_duration_s}) and 60 s",
+        )
+        _check(self.accent_strength >= 0, "accent_strength", self.accent_strength, "non-negative")
+        _check(
+            _is_range(self.snr_db, -20, 100), "snr_db", self.snr_db, "(low, high) with low <= high"
+        )
+        _check(
+            _is_range(self.rt60_s, 0.05, 3.0),
+            "rt60_s",
+            self.rt60_s,
+            "(low, high) within [0.05, 3] s",
+        )
+        _check(0 <= self.reverb_prob <= 1, "reverb_prob", self.reverb_prob, "a probability")
+        _check(0 <= self.eq_db <= 20, "eq_db", self.eq_db, "within [0, 20] dB")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, typing.Any]) -> SynthConfig:
+        """Build from a dict (e.g. a ``corpus.json``); unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown SynthConfig key(s): {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _check(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"SynthConfig.{key}={value!r}: expected {expected}")
+
+
+def _is_range(value: tuple[float, ...], lo: float, hi: float) -> bool:
+    return len(value) == 2 and lo <= value[0] <= value[1] <= hi
+
+
+PRESETS: dict[str, dict[str, typing.Any]] = {
+    # ~5 h of audio: trains in the demo's ~5 min budget on 2 CPU cores.
+    "demo": {},
+    # A few speakers of 1 s clips for tests: generates in about a second.
+    "tiny": {
+        "nationalities": ("USA", "India"),
+        "dev_nationality_share": (0.75, 0.25),
+        "nationality_spread": (1.0, 0.6),
+        "num_dev_speakers": 8,
+        "test_speakers_per_cell": 2,
+        "dev_sessions": 2,
+        "dev_utterances_per_session": 2,
+        "test_sessions": 2,
+        "test_utterances_per_session": 2,
+        "min_duration_s": 1.0,
+        "max_duration_s": 1.0,
+        "target_trials_per_speaker": 4,
+        "nontarget_cell_trials_per_speaker": 2,
+        "nontarget_cross_trials_per_speaker": 2,
+    },
+    # The fairness benchmark: 200 test speakers per nationality and 300 per gender, so that
+    # per-group EERs have bootstrap intervals narrow enough to compare methods.
+    "bench": {
+        "num_dev_speakers": 480,
+        "test_speakers_per_cell": 100,
+        "target_trials_per_speaker": 30,
+        "nontarget_cell_trials_per_speaker": 30,
+        "nontarget_cross_trials_per_speaker": 10,
+    },
+}
+
+
+def preset(name: str) -> SynthConfig:
+    """The named preset (``demo``, ``tiny`` or ``bench``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown synth preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return SynthConfig(**PRESETS[name])
+
+
+def _parse(key: str, text: str, kind: typing.Any) -> typing.Any:
+    """Convert override text to the field's type (tuples are comma-separated)."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
+        return tuple(_parse(key, p, item) for p in parts)
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"synth override {key}={text!r}: expected {kind.__name__}") from None
+    return text
+
+
+def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
+    """Apply ``key=value`` overrides (an optional ``synth.`` prefix is accepted).
+
+    Raises:
+        ValueError: naming the malformed override, the unknown key (with the closest
+            valid one), or the field whose new value fails validation.
+    """
+    hints = typing.get_type_hints(SynthConfig)
+    changes: dict[str, typing.Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().removeprefix("synth.")
+        if not sep or not key:
+            raise ValueError(f"synth override {item!r}: expected key=value")
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"unknown synth config key {key!r}{hint}")
+        changes[key] = _parse(key, text, hints[key])
+    return replace(cfg, **changes)
+
+
+def config_dict(cfg: SynthConfig) -> dict[str, typing.Any]:
+    """The config as plain JSON-ready values (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
