@@ -1,0 +1,433 @@
+"""``arw-sv bench fairness``: ERM vs ARW (APS, PL, PW) and group-balanced ERM, over seeds.
+
+Stages, each skipped when its output is complete (so the benchmark resumes after an
+interruption, and a finished run is never trained twice):
+
+1. the synthetic corpus with a planted disparity (``bench`` preset: an under-represented
+   nationality with a smaller identity spread);
+2. manifests (dev for training, test for evaluation);
+3. per (method, seed), in ``--jobs`` parallel processes of ``--threads`` torch threads:
+   train (``fit(resume=True)``) -> embed the test set -> score the trials -> evaluate
+   (EER, minDCF, per gender / nationality, disparity, optional speaker bootstrap) ->
+   "what the adversary learned" (:mod:`arw_sv.bench.analysis`) -> ``result.json``;
+4. aggregate: ``results.json``, ``results.md`` and plots (:mod:`arw_sv.bench.summary`).
+
+Layout of ``--out``: ``corpus/``, ``manifests/``, ``runs/<method>/seed<k>/`` (``train/``,
+``embeddings_test.npz``, ``scores.txt``, ``report/``, ``result.json``), ``results.*``,
+``*.png``.
+
+Methods are shipped configs that differ only where they must: the ARW ones only in the
+``adversary`` section, ``erm_balanced`` only in ``data.sampling``. ``--variant`` adds a
+method as a base method plus overrides, for tuning investigations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from arw_sv.atomic import atomic_write_text
+
+#: method name -> shipped config (arw_sv/configs/<name>.yaml)
+METHODS: dict[str, str] = {
+    "erm": "bench_erm",
+    "erm_balanced": "bench_erm_balanced",
+    "arw_aps": "bench_arw_aps",
+    "arw_pl": "bench_arw_pl",
+    "arw_pw": "bench_arw_pw",
+}
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything one (method, seed) run needs; plain values, so it pickles to a worker."""
+
+    method: str
+    config: str
+    seed: int
+    run_dir: str
+    train_manifest: str
+    test_manifest: str
+    trials: str
+    meta: str
+    overrides: tuple[str, ...]
+    threads: int
+    bootstrap: int
+    analysis_utterances: int
+
+
+def run_one(task: RunTask) -> dict:
+    """Train, embed, score, evaluate and analyse one run; returns (and writes) its result."""
+    run_dir = Path(task.run_dir)
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    import torch
+
+    from arw_sv.bench.analysis import analyse_checkpoint
+    from arw_sv.cli import embed_utterances
+    from arw_sv.config import load_config
+    from arw_sv.data.manifest import read_manifest
+    from arw_sv.data.meta import read_speaker_meta
+    from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
+    from arw_sv.demo import config_path
+    from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.train.loop import fit
+
+    if task.threads > 0:
+        torch.set_num_threads(task.threads)
+    cfg = load_config(
+        config_path(task.config),
+        [
+            f"data.train_manifest={task.train_manifest}",
+            f"train.out_dir={run_dir / 'train'}",
+            f"train.seed={task.seed}",
+            f"train.threads={task.threads}",
+            *task.overrides,
+        ],
+    )
+    started = time.perf_counter()
+    fitted = fit(cfg, resume=True, progress=False)
+    train_seconds = time.perf_counter() - started
+
+    test = read_manifest(task.test_manifest).subset("test")
+    embeddings = run_dir / "embeddings_test.npz"
+    if not embeddings.is_file():
+        ids, paths = [u.utt_id for u in test], [u.path for u in test]
+        embed_utterances(fitted.checkpoint, ids, paths, embeddings, progress=False)
+    trials = read_trials(task.trials)
+    scores = np.asarray(score_trials(trials, read_embeddings(embeddings)))
+    write_scores(run_dir / "scores.txt", trials, scores)
+    report = evaluate_scores(
+        scores,
+        trials.labels,
+        trials.enroll,
+        trials.test,
+        read_speaker_meta(task.meta),
+        min_speakers=5,
+        group_rule="both",
+        bootstrap=task.bootstrap,
+        seed=task.seed,
+    )
+    write_report(report, run_dir / "report", plots=False)
+    analysis = analyse_checkpoint(
+        fitted.checkpoint,
+        read_manifest(task.train_manifest),
+        n_utterances=task.analysis_utterances,
+        seed=task.seed,
+    )
+    result = {
+        "method": task.method,
+        "config": task.config,
+        "seed": task.seed,
+        "overrides": list(task.overrides),
+        "checkpoint": str(fitted.checkpoint),
+        "steps": fitted.steps,
+        "train_seconds": round(train_seconds, 1),
+        "train_utterances_per_second": round(fitted.utterances_per_second, 1),
+        "metrics": run_metrics(report),
+        "ci": run_intervals(report) if task.bootstrap else None,
+        "analysis": analysis,
+    }
+    atomic_write_text(done, json.dumps(result, indent=1))
+    return result
+
+
+def _sections(report: dict) -> dict:
+    # report.json schema: "groups" -> attribute -> {"groups": name -> entry, "disparity"}.
+    return report.get("groups") or report.get("groupings") or {}
+
+
+def _entries(section: dict) -> list[dict]:
+    groups = section["groups"]
+    return list(groups.values()) if isinstance(groups, dict) else list(groups)
+
+
+def run_metrics(report: dict) -> dict[str, float | None]:
+    """The benchmark's numbers from an evaluation report (rates as fractions).
+
+    Keys: ``eer``, ``min_dcf_0.01``, ``min_dcf_0.05``, ``eer_<attribute>:<group>`` for
+    gender, nationality and gender x nationality, ``gender_gap`` (|EER_m - EER_f|),
+    ``nationality_std`` (population std over nationality groups), ``nationality_gap``,
+    ``worst_nationality_eer`` and ``worst_cell_eer`` (worst gender x nationality cell).
+    """
+    overall = report["overall"]
+    out: dict[str, float | None] = {
+        "eer": overall["eer"],
+        "min_dcf_0.01": overall["min_dcf"]["0.01"]["value"],
+        "min_dcf_0.05": overall["min_dcf"]["0.05"]["value"],
+    }
+    sections = _sections(report)
+    for attribute, section in sections.items():
+        for group in _entries(section):
+            out[f"eer_{attribute}:{group['name']}"] = group["eer"]
+    disparity = {a: s["disparity"] for a, s in sections.items()}
+    out["gender_gap"] = disparity.get("gender", {}).get("gap")
+    out["nationality_std"] = disparity.get("nationality", {}).get("std")
+    out["nationality_gap"] = disparity.get("nationality", {}).get("gap")
+    out["worst_nationality_eer"] = disparity.get("nationality", {}).get("worst_eer")
+    out["worst_cell_eer"] = disparity.get("gender_x_nationality", {}).get("worst_eer")
+    return out
+
+
+def run_intervals(report: dict) -> dict[str, list[float | None]]:
+    """Speaker-bootstrap intervals ``[low, high]`` of the overall and group EERs."""
+    out = {}
+    if report["overall"].get("ci"):
+        ci = report["overall"]["ci"]["eer"]
+        out["eer"] = [ci["low"], ci["high"]]
+    for attribute, section in _sections(report).items():
+        for group in _entries(section):
+            if group.get("ci"):
+                out[f"eer_{attribute}:{group['name']}"] = [
+                    group["ci"]["eer"]["low"],
+                    group["ci"]["eer"]["high"],
+                ]
+        ci = section["disparity"].get("ci")
+        if ci and attribute == "nationality":
+            out["nationality_std"] = [ci["std"]["low"], ci["std"]["high"]]
+            out["nationality_gap"] = [ci["gap"]["low"], ci["gap"]["high"]]
+        if ci and attribute == "gender":
+            out["gender_gap"] = [ci["gap"]["low"], ci["gap"]["high"]]
+    return out
+
+
+def prepare_data(
+    out: Path, synth_preset: str, synth_overrides: list[str], workers: int, progress: bool
+) -> dict[str, str]:
+    """Generate (or reuse) the corpus and write the manifests; returns their paths."""
+    from arw_sv.data.manifest import build_manifest, write_manifest
+    from arw_sv.synth import apply_overrides, generate_corpus, preset
+
+    synth_cfg = apply_overrides(preset(synth_preset), synth_overrides)
+    corpus = generate_corpus(out / "corpus", synth_cfg, progress=progress, workers=workers)
+    paths = {
+        "train_manifest": str(out / "manifests" / "train.csv"),
+        "test_manifest": str(out / "manifests" / "test.csv"),
+        "trials": str(corpus.trials_path),
+        "meta": str(corpus.meta_path),
+    }
+    if not (Path(paths["train_manifest"]).is_file() and Path(paths["test_manifest"]).is_file()):
+        manifest = build_manifest(corpus.root, corpus.meta_path)
+        write_manifest(manifest.subset("test"), paths["test_manifest"])
+        write_manifest(manifest.subset("dev"), paths["train_manifest"])
+    print(
+        f"corpus: {corpus.num_dev_speakers} training / {corpus.num_test_speakers} test "
+        f"speakers, {corpus.num_utterances} utterances, {corpus.num_trials} trials",
+        flush=True,
+    )
+    return paths
+
+
+def _progress_line(tasks: list[RunTask], pending: set, started: float) -> str:
+    parts = []
+    for task in tasks:
+        if (task.method, task.seed) not in pending:
+            continue
+        history = Path(task.run_dir) / "train" / "history.jsonl"
+        step = "queued"
+        if history.is_file():
+            lines = history.read_text().strip().splitlines()
+            step = f"step {json.loads(lines[-1])['step']}" if lines else "started"
+        parts.append(f"{task.method}/s{task.seed}: {step}")
+    return f"[{time.perf_counter() - started:6.0f} s] " + "; ".join(parts)
+
+
+def run_benchmark(
+    out: str | Path,
+    *,
+    methods: dict[str, tuple[str, tuple[str, ...]]],
+    seeds: list[int],
+    jobs: int = 2,
+    threads: int = 1,
+    synth_preset: str = "bench",
+    synth_overrides: list[str] = (),
+    overrides: tuple[str, ...] = (),
+    bootstrap: int = 0,
+    analysis_utterances: int = 1500,
+    workers: int = 2,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
+    """Run (or finish) the whole benchmark into ``out`` and return ``results.json``'s dict.
+
+    Args:
+        out: output folder.
+        methods: name -> (shipped config, extra overrides of that method).
+        seeds: training seeds (the corpus is the same for all).
+        jobs: runs trained at the same time (processes).
+        threads: torch threads per process (1 when ``jobs`` saturates the cores).
+        synth_preset, synth_overrides: the corpus.
+        overrides: training overrides applied to every method (e.g. ``train.steps=400``).
+        bootstrap: speaker resamples for confidence intervals in each run's evaluation.
+        analysis_utterances: training utterances for the adversary analysis.
+        workers: corpus generation processes.
+        progress: print progress.
+        command: the command line, recorded in the results.
+    """
+    from arw_sv.bench.summary import write_results
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = prepare_data(out, synth_preset, list(synth_overrides), workers, progress)
+    tasks = [
+        RunTask(
+            method=name,
+            config=config,
+            seed=seed,
+            run_dir=str(out / "runs" / name / f"seed{seed}"),
+            overrides=(*overrides, *extra),
+            threads=threads,
+            bootstrap=bootstrap,
+            analysis_utterances=analysis_utterances,
+            **paths,
+        )
+        for seed in seeds
+        for name, (config, extra) in methods.items()
+    ]
+    setup = {
+        "command": command,
+        "synth_preset": synth_preset,
+        "synth_overrides": list(synth_overrides),
+        "overrides": list(overrides),
+        "methods": {name: {"config": c, "overrides": list(e)} for name, (c, e) in methods.items()},
+        "seeds": seeds,
+        "jobs": jobs,
+        "threads": threads,
+        "bootstrap": bootstrap,
+        "analysis_utterances": analysis_utterances,
+        "tasks": [asdict(t) for t in tasks],
+    }
+    results: list[dict] = []
+    started = time.perf_counter()
+    if jobs <= 1:
+        for task in tasks:
+            print(f"run {task.method} seed {task.seed}", flush=True)
+            results.append(run_one(task))
+            write_results(out, setup, results)
+    else:
+        # spawn: the parent may hold torch threads; each worker sets its own thread count.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_one, task): task for task in tasks}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=60, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task = futures[future]
+                    try:
+                        results.append(future.result())
+                        print(f"finished {task.method} seed {task.seed}", flush=True)
+                    except Exception as exc:  # one failed run must not stop the others
+                        results.append({"method": task.method, "seed": task.seed,
+                                        "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+                        print(f"FAILED {task.method} seed {task.seed}: {exc}", flush=True)
+                    write_results(out, setup, results)
+                if progress and pending:
+                    keys = {(futures[f].method, futures[f].seed) for f in pending}
+                    print(_progress_line(tasks, keys, started), flush=True)
+    return write_results(out, setup, results)
+
+
+def parse_methods(names: list[str], variants: list[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``--methods`` and ``--variant NAME=BASE:key=value;key=value`` into name -> (config,
+    overrides)."""
+    methods: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        methods[name] = (METHODS[name], ())
+    for spec in variants:
+        name, sep, rest = spec.partition("=")
+        base, sep2, extra = rest.partition(":")
+        if not sep or not sep2 or base not in METHODS or not name:
+            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
+        methods[name] = (METHODS[base], tuple(x.strip() for x in extra.split(";") if x.strip()))
+    return methods
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    from arw_sv.bench.summary import load_results, write_results
+
+    out = Path(args.out)
+    if args.aggregate_only:
+        setup, results = load_results(out)
+        write_results(out, setup, results)
+        print(f"wrote {out / 'results.md'}")
+        return 0
+    run_benchmark(
+        out,
+        methods=parse_methods(args.methods, args.variant),
+        seeds=args.seeds,
+        jobs=args.jobs,
+        threads=args.threads,
+        synth_preset=args.synth_preset,
+        synth_overrides=args.synth,
+        overrides=tuple(args.overrides),
+        bootstrap=args.bootstrap,
+        analysis_utterances=args.analysis_utterances,
+        workers=args.workers,
+        progress=not args.quiet,
+        command=" ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    )
+    print((out / "results.md").read_text())
+    return 0
+
+
+def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/bench_fairness", help="output folder")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods to run")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=BASE:K=V;K=V",
+        help="an extra method: a base method plus overrides, e.g. "
+        "'arw_pw_lr10=arw_pw:adversary.lr=0.1' (repeatable)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--synth-preset", default="bench")
+    p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
+                   help="synthetic corpus override (repeatable)")  # fmt: skip
+    p.add_argument("--bootstrap", type=int, default=200, help="speaker resamples per run")
+    p.add_argument("--analysis-utterances", type=int, default=1500)
+    p.add_argument("--workers", type=int, default=2, help="corpus generation processes")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="only rebuild results.* from the finished runs")  # fmt: skip
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", help="training overrides for every method")
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``bench`` (with the sub-command ``fairness``) on the ``arw-sv`` parser."""
+    bench = subparsers.add_parser("bench", help="benchmarks (fairness)")
+    sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = sub.add_parser(
+        "fairness",
+        help="ERM vs ARW-APS/PL/PW and group-balanced ERM over seeds, on a planted disparity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_fairness_arguments(p)
+    p.set_defaults(func=_run_cli)
+    return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bench/fairness.py``."""
+    parser = argparse.ArgumentParser(prog="bench/fairness.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_fairness_arguments(parser)
+    return _run_cli(parser.parse_args(argv))

@@ -1,0 +1,125 @@
+"""The fairness benchmark end to end at tiny scale, and the benchmark configs' contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from arw_sv.bench.analysis import adversary_summary, point_biserial, spearman
+from arw_sv.bench.fairness import METHODS, parse_methods, run_benchmark
+from arw_sv.config import Config, load_config
+from arw_sv.demo import config_path
+
+TINY = (
+    "model.preset=tiny",
+    "model.channels=[]",
+    "data.crop_seconds=1.0",
+    "data.speakers_per_batch=4",
+    "train.steps=6",
+    "train.warmup_steps=2",
+    "train.log_every=2",
+    "train.checkpoint_every=3",
+    "loss.margin_warmup_start=0",
+    "loss.margin_warmup_steps=2",
+    "adversary.warmup_steps=2",
+    "adversary.n_clusters=2",
+    "adversary.cluster_refresh_steps=2",
+)
+
+
+def test_bench_configs_differ_only_where_they_must():
+    erm = load_config(config_path(METHODS["erm"]))
+    for method, name in METHODS.items():
+        cfg = load_config(config_path(name))
+        allowed = {"adversary"} if method.startswith("arw_") else {"data"}
+        for field in dataclasses.fields(Config):
+            mine, theirs = getattr(cfg, field.name), getattr(erm, field.name)
+            if field.name == "train":
+                mine, theirs = (dataclasses.replace(t, out_dir="") for t in (mine, theirs))
+            if field.name == "data" and method == "erm_balanced":
+                assert cfg.data.sampling == "group_balanced"
+                mine = dataclasses.replace(mine, sampling="speaker", balance_key="nationality")
+            if field.name not in allowed or method in ("erm", "erm_balanced"):
+                assert mine == theirs, (method, field.name)
+        if method.startswith("arw_"):
+            assert cfg.adversary.formulation == method.removeprefix("arw_")
+
+
+def test_parse_methods_with_variant():
+    methods = parse_methods(["erm"], ["pw_fast=arw_pw:adversary.lr=0.1;adversary.n_clusters=4"])
+    assert methods == {
+        "erm": ("bench_erm", ()),
+        "pw_fast": ("bench_arw_pw", ("adversary.lr=0.1", "adversary.n_clusters=4")),
+    }
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_methods(["sgd"], [])
+
+
+def test_adversary_summary_consistent(rng):
+    scores = rng.random(40)
+    weights = 1 + scores / scores.mean()  # as arl_weights: >= 1, mean 2
+    loss = weights + 0.1 * rng.standard_normal(40)
+    groups = {"nationality": ["A"] * 10 + ["B"] * 30, "gender": ["m", "f"] * 20}
+    summary = adversary_summary(weights, loss, groups, np.zeros(40, dtype=int))
+    counts = [g["count"] for g in summary["by_group"]["nationality"].values()]
+    assert counts == [10, 30]
+    assert summary["mean_weight"] == pytest.approx(2.0)
+    # The two indicators of a two-group attribute have opposite correlations.
+    r = [g["point_biserial_r"] for g in summary["by_group"]["gender"].values()]
+    assert r[0] == pytest.approx(-r[1])
+    assert summary["spearman_weight_vs_aam_loss"] > 0.5
+    assert point_biserial(weights, np.ones(40, bool)) is None
+    assert spearman(np.ones(5), np.arange(5.0)) is None
+
+
+@pytest.mark.slow
+def test_fairness_benchmark_tiny(tmp_path):
+    out = tmp_path / "bench"
+    kwargs = dict(
+        methods=parse_methods(["erm", "arw_pw"], []),
+        seeds=[0],
+        jobs=1,
+        threads=1,
+        synth_preset="tiny",
+        synth_overrides=["test_speakers_per_cell=3"],
+        overrides=TINY,
+        bootstrap=10,
+        analysis_utterances=12,
+        workers=1,
+        progress=False,
+    )
+    results = run_benchmark(out, **kwargs)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["schema"] == "arw-sv/bench-fairness"
+    assert {r["method"] for r in on_disk["runs"]} == {"erm", "arw_pw"}
+    assert not on_disk["failed"]
+    for run in on_disk["runs"]:
+        m = run["metrics"]
+        assert 0 <= m["eer"] <= 1
+        assert {"min_dcf_0.01", "gender_gap", "nationality_std", "worst_nationality_eer"} <= set(m)
+        assert any(k.startswith("eer_nationality:") for k in m)
+        assert run["steps"] == 6
+        assert run["ci"] is not None and "eer" in run["ci"]
+    pw = next(r for r in on_disk["runs"] if r["method"] == "arw_pw")["analysis"]["adversary"]
+    assert pw["mean_weight"] == pytest.approx(2.0, abs=1e-6)
+    assert pw["min_weight"] >= 1.0
+    for attribute in ("gender", "nationality"):
+        groups = pw["by_group"][attribute]
+        assert sum(g["count"] for g in groups.values()) == 12
+        for g in groups.values():
+            assert g["point_biserial_r"] is None or -1 <= g["point_biserial_r"] <= 1
+    rho = pw["spearman_weight_vs_aam_loss"]
+    assert rho is None or -1 <= rho <= 1
+    erm = next(r for r in on_disk["runs"] if r["method"] == "erm")["analysis"]
+    assert erm["adversary"] is None and erm["loss_by_group"]["nationality"]
+    assert set(results["paired"]) == {"arw_pw"}
+    assert results["paired"]["arw_pw"]["eer"]["n"] == 1
+    assert (out / "results.md").read_text().startswith("# Fairness benchmark")
+    assert (out / "eer_by_group.png").is_file() and (out / "paired_differences.png").is_file()
+    # Finished runs are not redone: a second call only re-aggregates.
+    before = (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns
+    run_benchmark(out, **kwargs)
+    assert (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
