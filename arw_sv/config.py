@@ -92,6 +92,57 @@ class AdversaryConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation of training crops (:mod:`arw_sv.augment`); off by default.
+
+    One draw per crop picks at most one of reverb / noise / music / babble (as the Kaldi and
+    WeSpeaker VoxCeleb recipes do: each augmented copy gets one corruption), so those four
+    probabilities must sum to at most 1. Speed perturbation is drawn separately, once per
+    speaker slot of a batch (all K crops of that speaker share it), and a perturbed crop
+    belongs to a new speaker class (as in WeSpeaker and 3D-Speaker).
+    """
+
+    musan_dir: str = ""  # the standard musan/ folder: noise/, music/, speech/
+    rirs_dir: str = ""  # the standard RIRS_NOISES/ folder (simulated_rirs/ is used)
+    reverb_prob: float = 0.0
+    noise_prob: float = 0.0
+    music_prob: float = 0.0
+    babble_prob: float = 0.0
+    noise_snr: tuple[float, ...] = (0.0, 15.0)
+    music_snr: tuple[float, ...] = (5.0, 15.0)
+    babble_snr: tuple[float, ...] = (13.0, 20.0)
+    babble_speakers: tuple[int, ...] = (3, 7)
+    speed_prob: float = 0.0
+    speeds: tuple[float, ...] = (0.9, 1.1)
+
+    def __post_init__(self) -> None:
+        probs = ("reverb_prob", "noise_prob", "music_prob", "babble_prob", "speed_prob")
+        for name in probs:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augment.{name}: {getattr(self, name)} is not in [0, 1]")
+        total = self.reverb_prob + self.noise_prob + self.music_prob + self.babble_prob
+        if total > 1.0 + 1e-9:
+            raise ConfigError(
+                "augment.reverb_prob + noise_prob + music_prob + babble_prob must be at most 1 "
+                f"(one corruption per crop), got {total:g}"
+            )
+        for name in ("noise_snr", "music_snr", "babble_snr", "babble_speakers"):
+            low_high = getattr(self, name)
+            if len(low_high) != 2 or low_high[0] > low_high[1]:
+                raise ConfigError(f"augment.{name}: expected [low, high], got {list(low_high)}")
+        if self.babble_speakers[0] < 1:
+            raise ConfigError("augment.babble_speakers: at least 1 speaker")
+        if any(s <= 0 or s == 1.0 for s in self.speeds) or len(set(self.speeds)) != len(
+            self.speeds
+        ):
+            raise ConfigError(
+                f"augment.speeds: distinct positive factors other than 1, got {list(self.speeds)}"
+            )
+        if self.speed_prob > 0 and not self.speeds:
+            raise ConfigError("augment.speed_prob > 0 needs augment.speeds")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, schedule, precision, logging and checkpointing."""
 
@@ -111,6 +162,23 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     threads: int = 0
+    # Average the last N checkpoints (`python -m arw_sv.train.average`); keeps at least N.
+    average_last: int = 0
+    # Start from this checkpoint's weights (fine-tuning), with a fresh optimizer and step 0.
+    init_checkpoint: str = ""
+    # The batch is split into this many chunks of whole speakers; BatchNorm statistics and
+    # the pair terms are per chunk. Under DDP each rank takes batch_chunks / world_size
+    # chunks (at least one), so a fixed value makes the objective independent of the
+    # number of processes (see arw_sv/train/distributed.py).
+    batch_chunks: int = 1
+    # DDP on CUDA only: BatchNorm statistics over all ranks (torch SyncBatchNorm).
+    sync_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_chunks < 1:
+            raise ConfigError(f"train.batch_chunks: at least 1, got {self.batch_chunks}")
+        if self.average_last < 0:
+            raise ConfigError(f"train.average_last: at least 0, got {self.average_last}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +191,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -234,7 +303,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
 
     Args:
         path: YAML file (sections ``data``, ``features``, ``model``, ``loss``, ``adversary``,
-            ``train``); ``None`` starts from the defaults.
+            ``train``, ``augment``); ``None`` starts from the defaults.
         overrides: ``section.key=value`` strings applied after the file.
 
     Raises:

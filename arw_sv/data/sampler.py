@@ -5,6 +5,11 @@ several utterances per speaker). The whole sequence of batches is a pure functio
 seed, so a run resumed at step ``s`` sees exactly the batches an uninterrupted run would,
 whatever the number of loader workers. Each entry also carries a crop seed, so random crops
 are reproducible too.
+
+Under DDP every rank generates the same *global* batch and keeps its own contiguous slice of
+``P / world_size`` whole speakers: the slices never overlap, their union is the
+single-process batch, and resuming on another number of ranks only changes the slicing,
+because the sampler's state is the global step.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+_SPEED_STREAM = 1 << 30  # keys the per-batch speed draws apart from the crop seeds
 
 
 def _seed(*parts: int) -> int:
@@ -59,6 +66,10 @@ class SpeakerBatchSampler:
         seed: fixes the whole sequence.
         groups: optional group index of every *speaker* (indexed by speaker index).
         start_step: the first batch to yield (resume).
+        speed_prob: probability that a speaker slot is speed-perturbed; its K entries then
+            carry a third field, the speed index in ``1..n_speeds`` (0: unperturbed).
+        n_speeds: number of perturbed speeds to choose from (uniformly).
+        rank, world_size: yield only this rank's slice of ``P / world_size`` speakers.
     """
 
     def __init__(
@@ -69,6 +80,10 @@ class SpeakerBatchSampler:
         seed: int = 0,
         groups: Sequence[int] | np.ndarray | None = None,
         start_step: int = 0,
+        speed_prob: float = 0.0,
+        n_speeds: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         speakers = np.asarray(speakers, dtype=np.int64)
         n_speakers = int(speakers.max()) + 1 if speakers.size else 0
@@ -81,14 +96,23 @@ class SpeakerBatchSampler:
                 f"data.speakers_per_batch={speakers_per_batch} but the training data has only "
                 f"{n_speakers} speakers"
             )
+        if speakers_per_batch % world_size or not 0 <= rank < world_size:
+            raise ValueError(
+                f"data.speakers_per_batch={speakers_per_batch} must be a multiple of the "
+                f"world size {world_size} (each rank takes whole speakers)"
+            )
+        if speed_prob > 0 and n_speeds < 1:
+            raise ValueError("speed_prob > 0 needs n_speeds >= 1")
         self.P, self.K, self.seed = speakers_per_batch, utterances_per_speaker, seed
+        self.speed_prob, self.n_speeds = speed_prob, n_speeds
+        self.rank, self.world_size = rank, world_size
         self.utts_of = [np.flatnonzero(speakers == s) for s in range(n_speakers)]
         self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self.batches_per_epoch = max(1, len(speakers) // (self.P * self.K))
         self.step = start_step
 
-    def epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        """All batches of one epoch, a pure function of ``(seed, epoch)``."""
+    def epoch_batches(self, epoch: int) -> list[list[tuple[int, ...]]]:
+        """All global batches of one epoch, a pure function of ``(seed, epoch)``."""
         rng = np.random.default_rng(_seed(self.seed, epoch, 0))
         if self.groups is None:
             pools = [_Cycle(range(len(self.utts_of)), rng)]
@@ -107,7 +131,19 @@ class SpeakerBatchSampler:
                 picked = [utts.take() for _ in range(self.K)]
                 batch.extend(picked)
             seeds = [_seed(self.seed, epoch, b + 1, j) for j in range(len(batch))]
-            batches.append(list(zip(batch, seeds, strict=True)))
+            if self.speed_prob > 0:
+                # Own stream: switching speed perturbation on changes no crop or speaker draw.
+                srng = np.random.default_rng(_seed(self.seed, epoch, b + 1, _SPEED_STREAM))
+                speeds = [
+                    int(srng.integers(1, self.n_speeds + 1))
+                    if srng.random() < self.speed_prob
+                    else 0
+                    for _ in range(self.P)
+                ]
+                per_item = np.repeat(speeds, self.K).tolist()
+                batches.append(list(zip(batch, seeds, per_item, strict=True)))
+            else:
+                batches.append(list(zip(batch, seeds, strict=True)))
         return batches
 
     def state_dict(self) -> dict[str, int]:
@@ -118,11 +154,14 @@ class SpeakerBatchSampler:
             raise ValueError(f"sampler seed {state['seed']} in checkpoint, {self.seed} now")
         self.step = state["step"]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        """Yield batches from ``self.step`` on, forever (the trainer counts steps)."""
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
+        """Yield (this rank's slice of) batches from ``self.step`` on, forever (the trainer
+        counts steps)."""
         step = self.step
         epoch, offset = divmod(step, self.batches_per_epoch)
+        size = self.P * self.K // self.world_size
+        lo, hi = self.rank * size, (self.rank + 1) * size
         while True:
             for batch in self.epoch_batches(epoch)[offset:]:
-                yield batch
+                yield batch if self.world_size == 1 else batch[lo:hi]
             epoch, offset = epoch + 1, 0

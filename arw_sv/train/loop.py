@@ -3,6 +3,9 @@
 The loop alternates the two players of the min-max game (``learner_step`` and
 ``adversary_step`` in :mod:`arw_sv.train.step`). With ``adversary.formulation: erm`` there is
 no adversary, and the run is plain training on exactly the same loss.
+
+Under ``torchrun`` the same function trains with DistributedDataParallel; what each piece
+does across processes is in :mod:`arw_sv.train.distributed`.
 """
 
 from __future__ import annotations
@@ -20,27 +23,24 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from arw_sv.arw import ClusterIndex
+from arw_sv.augment import Augmenter, speed_classes
 from arw_sv.config import Config, config_to_dict, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import build_adversary
 from arw_sv.models.heads import margin_at
-from arw_sv.train.build import (
-    AUTOCAST_DTYPES,
-    build_learner,
-    build_optimizer,
-    lr_factor,
-    resolve_device,
-)
+from arw_sv.train import distributed
+from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
 from arw_sv.train.checkpoint import (
+    CheckpointError,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
 from arw_sv.train.curves import plot_training_curves
-from arw_sv.train.step import NonFiniteError, adversary_step, learner_step
+from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
 
@@ -105,13 +105,14 @@ def fit(
         stop_after: stop (with a checkpoint) after this global step, as if interrupted.
 
     Returns:
-        Where the final checkpoint is, and the measured throughput.
+        Where the final checkpoint is, and the measured (global) throughput.
     """
     tc, ac = cfg.train, cfg.adversary
+    dist_ctx, device = distributed.setup(tc.device)
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(out_dir)
+    handler = _setup_logging(out_dir) if dist_ctx.is_main else None
     try:
         existing = list_checkpoints(ckpt_dir)
         if existing and not resume:
@@ -122,24 +123,39 @@ def fit(
         # ---- build ----------------------------------------------------------------------
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
-        device = resolve_device(tc.device)
         torch.manual_seed(tc.seed)
         manifest = read_manifest(cfg.data.train_manifest)
         if any(u.split == "test" for u in manifest):
             manifest = manifest.subset("dev")
             log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
-        dataset = CropDataset(manifest, cfg.data.crop_seconds, cfg.features.sample_rate)
+        n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
+        speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
+        augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
+        dataset = CropDataset(
+            manifest,
+            cfg.data.crop_seconds,
+            cfg.features.sample_rate,
+            augmenter=augmenter,
+            speeds=speeds,
+        )
         groups = None
         if cfg.data.sampling == "group_balanced":
             groups = _speaker_groups(manifest, cfg.data.balance_key)
+        chunks = distributed.local_chunks(
+            tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
+        )
         sampler = SpeakerBatchSampler(
             manifest.speaker_indices(),
             cfg.data.speakers_per_batch,
             cfg.data.utterances_per_speaker,
             seed=tc.seed,
             groups=groups,
+            speed_prob=cfg.augment.speed_prob if speeds else 0.0,
+            n_speeds=len(speeds),
+            rank=dist_ctx.rank,
+            world_size=dist_ctx.world_size,
         )
-        learner = build_learner(cfg, len(manifest.speakers)).to(device)
+        learner = build_learner(cfg, n_classes).to(device)
         # The adversary draws its initial weights from its own generator, so switching it
         # on changes nothing in the learner's random stream.
         with torch.random.fork_rng(devices=[]):
@@ -185,7 +201,22 @@ def fit(
             log.info("resumed from %s at step %d", existing[-1], step)
         elif resume:
             log.info("--resume given but %s has no checkpoint: starting fresh", ckpt_dir)
-        save_config(cfg, out_dir / "config.yaml")
+        if tc.init_checkpoint and step == 0:
+            start = _initialise_from(tc.init_checkpoint, learner, manifest.speakers, cfg)
+            if adversary is not None and start is not None:
+                adversary.load_state_dict(start["adversary"])
+                if start.get("clusters") is not None:
+                    clusters = ClusterIndex.from_state_dict(start["clusters"]).to(device)
+                bank.load_state_dict(start["bank"])
+        model = distributed.wrap_learner(
+            learner,
+            dist_ctx,
+            device,
+            sync_batchnorm=tc.sync_batchnorm,
+            find_unused=cfg.loss.aam_weight == 0 or cfg.loss.pair_weight == 0,
+        )
+        if dist_ctx.is_main:
+            save_config(cfg, out_dir / "config.yaml")
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
@@ -195,10 +226,12 @@ def fit(
             persistent_workers=cfg.data.num_workers > 0,
             prefetch_factor=4 if cfg.data.num_workers > 0 else None,
         )
-        from torch.utils.tensorboard import SummaryWriter
+        writer = history = None
+        if dist_ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
-        history = _History(out_dir / "history.jsonl", from_step=step)
+            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
+            history = _History(out_dir / "history.jsonl", from_step=step)
         autocast_dtype = AUTOCAST_DTYPES[tc.precision]
 
         def checkpoint_state() -> dict[str, Any]:
@@ -218,6 +251,7 @@ def fit(
                 "clusters": None if clusters is None else clusters.state_dict(),
                 "bank": bank.state_dict(),
                 "sampler": {"step": step, "seed": tc.seed},
+                "world_size": dist_ctx.world_size,
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
@@ -227,7 +261,14 @@ def fit(
         # ---- loop -----------------------------------------------------------------------
         last = stop_after if stop_after is not None else tc.steps
         last = min(last, tc.steps)
-        bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="train", unit="step")
+        bar = tqdm(
+            total=tc.steps,
+            initial=step,
+            disable=not (progress and dist_ctx.is_main),
+            desc="train",
+            unit="step",
+        )
+        keep = max(tc.keep_checkpoints, tc.average_last) if tc.keep_checkpoints > 0 else 0
         batch_size = cfg.data.speakers_per_batch * cfg.data.utterances_per_speaker
         started, started_step = time.perf_counter(), step
         stats = None
@@ -244,10 +285,10 @@ def fit(
             )
             adversary_on = adversary is not None and step >= ac.warmup_steps
             if adversary_on and (ac.use_cluster or ac.formulation == "pl"):
-                clusters = _refresh_clusters(clusters, bank, step, cfg, device)
+                clusters = _refresh_clusters(clusters, bank, step, cfg, device, dist_ctx)
             try:
                 stats, detached = learner_step(
-                    learner,
+                    model,
                     waveforms,
                     labels,
                     optimizer,
@@ -258,6 +299,7 @@ def fit(
                     scaler=scaler,
                     clip=tc.grad_clip,
                     autocast_dtype=autocast_dtype,
+                    chunks=chunks,
                 )
                 adv_stats = None
                 if adversary_on and (step - ac.warmup_steps) % ac.adversary_every == 0:
@@ -270,7 +312,8 @@ def fit(
                         clip=tc.grad_clip,
                     )
             except NonFiniteError as exc:
-                evidence = out_dir / "failure" / f"step_{step}.pt"
+                rank = f".rank{dist_ctx.rank}" if dist_ctx.enabled else ""
+                evidence = out_dir / "failure" / f"step_{step}{rank}.pt"
                 save_checkpoint(
                     {**checkpoint_state(), "batch_indices": indices, "waveforms": waveforms.cpu()},
                     evidence,
@@ -279,37 +322,48 @@ def fit(
                     f"step {step}: {exc}; the batch and model are saved in {evidence}"
                 ) from None
             if adversary is not None:
-                bank.add(detached.embeddings)
+                # The global batch's embeddings: every rank's bank equals one process's.
+                bank.add(dist_ctx.gather_rows(detached.embeddings))
             scheduler.step()
             step += 1
             bar.update(1)
             if step % tc.log_every == 0 or step == last:
                 elapsed = time.perf_counter() - started
                 rate = (step - started_step) * batch_size / max(elapsed, 1e-9)
+                values = {k: v for k, v in vars(stats).items() if v is not None}
+                if dist_ctx.enabled:  # losses averaged over ranks (the rest agree already)
+                    names = ("loss", "aam_loss", "pair_loss")
+                    values.update(
+                        zip(names, dist_ctx.mean([values[n] for n in names]), strict=True)
+                    )
                 record = {
                     "step": step,
                     "lr": scheduler.get_last_lr()[0],
                     "margin": learner.aam.margin,
                     "utt_per_s": rate,
-                    **{k: v for k, v in vars(stats).items() if v is not None},
+                    **values,
                 }
                 if adv_stats is not None:
                     record["adversary_objective"] = adv_stats.objective
                     record["adversary_grad_norm"] = adv_stats.grad_norm
-                history.write(record)
-                for key, value in record.items():
-                    if key != "step":
-                        writer.add_scalar(f"train/{key}", value, step)
-                bar.set_postfix(loss=f"{stats.loss:.3f}", utt_s=f"{rate:.1f}")
-                log.info("step %d %s", step, json.dumps(record))
+                if dist_ctx.is_main:
+                    history.write(record)
+                    for key, value in record.items():
+                        if key != "step":
+                            writer.add_scalar(f"train/{key}", value, step)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", utt_s=f"{rate:.1f}")
+                    log.info("step %d %s", step, json.dumps(record))
             if step % tc.checkpoint_every == 0 or step == last:
-                save_checkpoint(checkpoint_state(), ckpt_dir / f"step_{step}.pt")
-                prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
+                if dist_ctx.is_main:
+                    save_checkpoint(checkpoint_state(), ckpt_dir / f"step_{step}.pt")
+                    prune_checkpoints(ckpt_dir, keep)
+                dist_ctx.barrier()  # nobody reads or resumes before the file is complete
         bar.close()
-        writer.close()
         final = ckpt_dir / f"step_{step}.pt"
-        if step == tc.steps:
-            plot_training_curves(out_dir / "history.jsonl", out_dir / "training_curves.png")
+        if dist_ctx.is_main:
+            writer.close()
+            if step == tc.steps:
+                plot_training_curves(out_dir / "history.jsonl", out_dir / "training_curves.png")
         elapsed = time.perf_counter() - started
         return FitResult(
             out_dir=out_dir,
@@ -319,8 +373,10 @@ def fit(
             last_loss=stats.loss if stats is not None else float("nan"),
         )
     finally:
-        logging.getLogger("arw_sv").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("arw_sv").removeHandler(handler)
+            handler.close()
+        distributed.teardown(dist_ctx)
 
 
 def _speaker_groups(manifest, key: str) -> list[int]:
@@ -340,20 +396,69 @@ def _speaker_groups(manifest, key: str) -> list[int]:
 
 
 def _refresh_clusters(
-    clusters: ClusterIndex | None, bank: EmbeddingBank, step: int, cfg: Config, device
+    clusters: ClusterIndex | None,
+    bank: EmbeddingBank,
+    step: int,
+    cfg: Config,
+    device,
+    dist_ctx: distributed.DistContext,
 ) -> ClusterIndex | None:
-    """Refit k-means on the bank every ``cluster_refresh_steps`` (and as soon as it can)."""
+    """Refit k-means on the bank every ``cluster_refresh_steps`` (and as soon as it can).
+
+    Under DDP rank 0 fits and broadcasts: every rank must use identical centroids.
+    """
     ac = cfg.adversary
     due = clusters is None or step % ac.cluster_refresh_steps == 0
     data = bank.filled()
     if not due or data.shape[0] < 4 * ac.n_clusters:
         return clusters
-    seed = (cfg.train.seed * 1_000_003 + step) % (2**31)
-    fitted = ClusterIndex.fit(
-        data, ac.n_clusters, seed=seed, init=clusters.to("cpu") if clusters else None
-    )
-    log.info("step %d: k-means refreshed on %d embeddings", step, data.shape[0])
-    return fitted.to(device)
+    if dist_ctx.is_main:
+        seed = (cfg.train.seed * 1_000_003 + step) % (2**31)
+        fitted = ClusterIndex.fit(
+            data, ac.n_clusters, seed=seed, init=clusters.to("cpu") if clusters else None
+        )
+        log.info("step %d: k-means refreshed on %d embeddings", step, data.shape[0])
+        if not dist_ctx.enabled:
+            return fitted.to(device)
+        centroids = fitted.centroids
+    else:
+        centroids = torch.empty(ac.n_clusters, cfg.model.embedding_dim)
+    centroids = dist_ctx.broadcast(centroids)
+    return ClusterIndex.from_state_dict({"centroids": centroids}).to(device)
+
+
+def _initialise_from(
+    path: str, learner: Learner, speakers: list[str], cfg: Config
+) -> dict[str, Any] | None:
+    """Load a checkpoint's weights to fine-tune from (``train.init_checkpoint``).
+
+    Same training speakers: the whole learner, with the AAM head's speed-perturbation
+    classes dropped or tiled from the plain ones when the two runs differ in
+    ``augment.speed_prob``. Other speakers: the extractor and pair loss only (a fresh head).
+
+    Returns:
+        The checkpoint, when its adversary (same formulation) should be loaded too.
+    """
+    state = load_checkpoint(path)
+    weights = dict(state["learner"])
+    if list(state.get("speakers", [])) != list(speakers):
+        log.info("init from %s: other training speakers, the AAM head starts fresh", path)
+        weights = {k: v for k, v in weights.items() if not k.startswith("aam.")}
+        weights.update({f"aam.{k}": v for k, v in learner.aam.state_dict().items()})
+    else:
+        have, want = weights["aam.weight"].shape[0], learner.aam.weight.shape[0]
+        if have != want:
+            n = len(speakers)
+            if have % n or want % n:
+                raise CheckpointError(f"{path}: AAM head of {have} classes, {want} expected")
+            plain = weights["aam.weight"][:n]  # classes 0..n-1 are the unperturbed speakers
+            weights["aam.weight"] = plain.repeat(want // n, 1)
+    learner.load_state_dict(weights)
+    log.info("initialised from %s (step %s)", path, state.get("step"))
+    same = state.get("config", {}).get("adversary", {}).get("formulation")
+    if state.get("adversary") is not None and same == cfg.adversary.formulation:
+        return state
+    return None
 
 
 class _History:

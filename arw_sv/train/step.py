@@ -6,6 +6,12 @@ forward pass *detached* and raises the weighted loss (as ARL's code does: one fo
 player steps on its own variables). Both go through :func:`backward_and_step`, so mixed
 precision, clipping and the non-finite checks cannot be lost for one of them.
 
+A batch may be cut into chunks of whole speakers (``chunks``): each chunk gets its own
+BatchNorm statistics and pair terms, and the objective is the mean of the chunks'
+objectives, with the adversary's weights normalised over the whole batch. This is what a
+DDP rank computes on its slice, so one process with C chunks and C processes with one chunk
+each optimise the same objective (see ``arw_sv.train.distributed``).
+
 Shape legend: B batch, S samples, D embedding.
 """
 
@@ -21,6 +27,10 @@ from torch import nn
 from arw_sv.arw import ClusterIndex, arl_weights, weighted_objective
 from arw_sv.config import AdversaryConfig, LossConfig
 from arw_sv.models.pair_loss import PairTerms
+from arw_sv.train.distributed import all_ranks_true, average_gradients
+
+# An fp16 loss scale below this means the gradients overflow even unscaled: the run diverged.
+MIN_LOSS_SCALE = 1.0
 
 
 class NonFiniteError(FloatingPointError):
@@ -33,7 +43,7 @@ class Detached:
 
     embeddings: torch.Tensor  # (B, D)
     sample_loss: torch.Tensor  # (B,)
-    pairs: PairTerms  # (B, B) fields
+    pairs: tuple[PairTerms, ...]  # one per chunk, (B/C, B/C) fields
     cluster_ids: torch.Tensor  # (B,)
 
 
@@ -62,29 +72,48 @@ def backward_and_step(
     scaler: torch.amp.GradScaler | None = None,
     clip: float = 0.0,
     what: str = "learner",
+    sync_gradients: bool = False,
 ) -> float:
     """Backward, unscale, clip, check and step; the one path both players use.
+
+    Under DDP every check agrees across ranks: the loss flag is all-reduced, and the
+    gradients are already averaged (by DDP, or here with ``sync_gradients``) when they are
+    checked, so all ranks stop, or skip an fp16 step, together.
+
+    Args:
+        sync_gradients: average the gradients over ranks here (for a module that is not
+            wrapped in DDP: the adversary).
 
     Returns:
         The gradient norm before clipping.
 
     Raises:
-        NonFiniteError: the loss, or (without an fp16 scaler, which skips such steps by
-            design) the gradient, is not finite.
+        NonFiniteError: the loss (on any rank) is not finite; without an fp16 scaler, the
+            gradient is not finite; with one, the loss scale fell below ``MIN_LOSS_SCALE``
+            (overflow at every step: skipping them would hide a diverged run).
     """
-    if not torch.isfinite(loss.detach()):
-        raise NonFiniteError(f"{what} loss is {loss.item()}")
+    if not all_ranks_true(bool(torch.isfinite(loss.detach()))):
+        raise NonFiniteError(f"{what} loss is {loss.item()} (on this or another rank)")
     params = [p for p in parameters if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
+        if sync_gradients:
+            average_gradients(params)
         scaler.unscale_(optimizer)
     else:
         loss.backward()
+        if sync_gradients:
+            average_gradients(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     if scaler is not None and scaler.is_enabled():
         scaler.step(optimizer)  # skips the update itself when fp16 gradients overflowed
         scaler.update()
+        if scaler.get_scale() < MIN_LOSS_SCALE:
+            raise NonFiniteError(
+                f"{what}: fp16 loss scale fell to {scaler.get_scale():g}; the gradients "
+                "overflow at every step"
+            )
     else:
         if not torch.isfinite(grad_norm):
             raise NonFiniteError(f"{what} gradient norm is {grad_norm.item()}")
@@ -100,31 +129,60 @@ class Learner(nn.Module):
         self.extractor, self.aam, self.pair = extractor, aam, pair
 
     def forward(
-        self, waveforms: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, PairTerms]:
-        embeddings = self.extractor(waveforms)
+        self, waveforms: torch.Tensor, labels: torch.Tensor, chunks: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[PairTerms, ...]]:
+        """Embeddings, per-sample AAM losses and per-chunk pair terms.
+
+        Shape:
+            waveforms (B, S), labels (B,) -> (B, D), (B,), C x PairTerms of (B/C, B/C).
+        """
+        if chunks == 1:
+            embeddings = self.extractor(waveforms)
+        else:  # BatchNorm statistics per chunk, as on a DDP rank
+            embeddings = torch.cat([self.extractor(w) for w in waveforms.chunk(chunks)])
         # Losses in float32 even under autocast: the margin maths and BCE need the range.
         emb32 = embeddings.float()
-        return embeddings, self.aam(emb32, labels), self.pair(emb32, labels)
+        sample_loss = self.aam(emb32, labels)
+        if chunks == 1:
+            pairs = (self.pair(emb32, labels),)
+        else:  # pairs within each chunk only, as on a DDP rank
+            pairs = tuple(
+                self.pair(e, y)
+                for e, y in zip(emb32.chunk(chunks), labels.chunk(chunks), strict=True)
+            )
+        return embeddings, sample_loss, pairs
 
 
 def _objective(
     cfg: AdversaryConfig,
     loss_cfg: LossConfig,
     sample_loss: torch.Tensor,
-    pairs: PairTerms,
+    pairs: tuple[PairTerms, ...],
     weights: torch.Tensor | None,
 ) -> torch.Tensor:
-    return weighted_objective(
-        cfg.formulation if weights is not None else "erm",
-        sample_loss=sample_loss,
-        pairs=pairs,
-        sample_weights=weights,
-        aam_weight=loss_cfg.aam_weight,
-        pair_weight=loss_cfg.pair_weight,
-        weight_aam=cfg.weight_aam,
-        normalize=cfg.normalize,
-    )
+    """The weighted objective; with several chunks, the mean of the chunks' objectives."""
+
+    def one(loss: torch.Tensor, terms: PairTerms, w: torch.Tensor | None) -> torch.Tensor:
+        return weighted_objective(
+            cfg.formulation if w is not None else "erm",
+            sample_loss=loss,
+            pairs=terms,
+            sample_weights=w,
+            aam_weight=loss_cfg.aam_weight,
+            pair_weight=loss_cfg.pair_weight,
+            weight_aam=cfg.weight_aam,
+            normalize=cfg.normalize,
+        )
+
+    n = len(pairs)
+    if n == 1:
+        return one(sample_loss, pairs[0], weights)
+    chunked_weights = weights.chunk(n) if weights is not None else (None,) * n
+    parts = [
+        one(loss, terms, w)
+        for loss, terms, w in zip(sample_loss.chunk(n), pairs, chunked_weights, strict=True)
+    ]
+    return torch.stack(parts).mean()
 
 
 def learner_step(
@@ -140,8 +198,12 @@ def learner_step(
     scaler: torch.amp.GradScaler | None = None,
     clip: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
+    chunks: int = 1,
 ) -> tuple[LearnerStats, Detached]:
     """One learner update on a batch; the adversary (if any) only supplies detached weights.
+
+    ``learner`` may be the DDP-wrapped :class:`Learner`; ``chunks`` cuts the batch into
+    that many chunks of whole speakers (see the module docstring).
 
     Shape:
         waveforms (B, S), labels (B,)
@@ -149,7 +211,7 @@ def learner_step(
     learner.train()
     device = waveforms.device
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        embeddings, sample_loss, pairs = learner(waveforms, labels)
+        embeddings, sample_loss, pairs = learner(waveforms, labels, chunks)
     emb = embeddings.detach().float()
     cluster_ids = clusters.assign(emb) if clusters is not None else torch.zeros_like(labels)
     weights = None
@@ -163,13 +225,17 @@ def learner_step(
     stats = LearnerStats(
         loss=float(loss.detach()),
         aam_loss=float(sample_loss.detach().mean()),
-        pair_loss=float(pairs.loss.detach().sum() / pairs.valid.sum().clamp(min=1)),
+        pair_loss=float(
+            sum(p.loss.detach().sum() for p in pairs)
+            / sum(p.valid.sum() for p in pairs).clamp(min=1)
+        ),
         grad_norm=grad_norm,
         weight_mean=None if weights is None else float(weights.mean()),
         weight_max=None if weights is None else float(weights.max()),
         weight_std=None if weights is None else float(weights.std()),
     )
-    return stats, Detached(emb, sample_loss.detach().float(), pairs.detach(), cluster_ids)
+    detached = tuple(p.detach() for p in pairs)
+    return stats, Detached(emb, sample_loss.detach().float(), detached, cluster_ids)
 
 
 def adversary_step(
@@ -182,11 +248,18 @@ def adversary_step(
     clip: float = 0.0,
 ) -> AdversaryStats:
     """One adversary update: gradient *ascent* on the weighted loss of the learner's
-    detached losses (so no gradient can reach the learner)."""
+    detached losses (so no gradient can reach the learner). Under DDP its gradients are
+    averaged over ranks, which with ``arl_weights``' all-reduce gives the exact gradient of
+    the global objective."""
     adversary.train()
     weights = arl_weights(adversary(batch.embeddings, batch.cluster_ids))
     objective = _objective(cfg, loss_cfg, batch.sample_loss, batch.pairs, weights)
     grad_norm = backward_and_step(
-        -objective, optimizer, adversary.parameters(), clip=clip, what="adversary"
+        -objective,
+        optimizer,
+        adversary.parameters(),
+        clip=clip,
+        what="adversary",
+        sync_gradients=True,
     )
     return AdversaryStats(objective=float(objective.detach()), grad_norm=grad_norm)
