@@ -1,0 +1,293 @@
+"""Trial lists, score files and cosine scoring of trials.
+
+Formats (whitespace-separated; a byte-order mark, CRLF line ends, a missing final newline,
+blank lines and repeated spaces are all accepted):
+
+- trial list (cleaned VoxCeleb1): ``<1|0> <enroll utt> <test utt>``;
+- score file (written by ``arw-sv score``): ``<1|0> <enroll utt> <test utt> <score>``,
+  scores written with ``repr`` so that reading them back gives the same float64 bits.
+
+An utterance id is the path below the ``wav/`` folder (``id10270/x6uYqmx31kE/00001.wav``);
+its speaker is the first path component (the whole id if it has no ``/``).
+
+Embeddings (``.npz``) come in one of two layouts: one array per utterance, keyed by the
+utterance id (``np.savez(path, **{utt: vector})``, ids may contain ``/``), or two arrays
+``ids`` (U strings) and ``embeddings`` (U x D), which loads much faster for large sets.
+
+Legend for ``Shape:`` lines: N trials, U utterances, D embedding dimension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_SCORE_BLOCK = 16_384  # trials per block when scoring: bounds memory to a few MB
+
+
+class TrialsError(ValueError):
+    """A trial or score file is malformed; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Trials:
+    """A list of verification trials.
+
+    Attributes:
+        labels: 1 target (same speaker), 0 non-target. Shape: (N,) int8.
+        enroll: enrolment utterance ids, length N.
+        test: test utterance ids, length N.
+    """
+
+    labels: np.ndarray
+    enroll: list[str]
+    test: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def subset(self, keep: np.ndarray) -> Trials:
+        """The trials where ``keep`` is true. Shape: keep (N,) bool."""
+        idx = np.flatnonzero(keep)
+        return Trials(self.labels[idx], [self.enroll[i] for i in idx], [self.test[i] for i in idx])
+
+
+def speaker_of(utt_id: str) -> str:
+    """Speaker id of an utterance id: its first path component."""
+    return utt_id.split("/", 1)[0]
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except OSError as err:
+        raise TrialsError(f"cannot read {path}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise TrialsError(f"{path}: not UTF-8 text ({err})") from err
+
+
+def _parse(path: Path, n_fields: int, expected: str) -> tuple[list[int], list[list[str]]]:
+    """Split lines into fields; returns (1-based line numbers, fields) of non-blank lines."""
+    lines = _read_lines(path)
+    rows = [line.split() for line in lines]
+    if all(len(r) == n_fields for r in rows):  # the common case, checked at C speed
+        numbers = list(range(1, len(rows) + 1))
+    else:
+        numbers = [i for i, r in enumerate(rows, start=1) if r]
+        rows = [r for r in rows if r]
+        for number, fields in zip(numbers, rows, strict=True):
+            if len(fields) != n_fields:
+                got = lines[number - 1].strip()
+                raise TrialsError(f"{path}:{number}: expected '{expected}', got {got!r}")
+    if not rows:
+        raise TrialsError(f"{path}: no trials")
+    return numbers, rows
+
+
+def _labels(path: Path, numbers: list[int], rows: list[list[str]]) -> np.ndarray:
+    raw = np.array([r[0] for r in rows])
+    is_target = raw == "1"
+    bad = np.flatnonzero(~is_target & (raw != "0"))
+    if bad.size:
+        i = int(bad[0])
+        raise TrialsError(
+            f"{path}:{numbers[i]}: label must be 1 (target) or 0 (non-target), got {str(raw[i])!r}"
+            + (f" ({bad.size} such lines)" if bad.size > 1 else "")
+        )
+    return is_target.astype(np.int8)
+
+
+def read_trials(path: str | Path) -> Trials:
+    """Read a trial list ``<1|0> <enroll> <test>`` (see module docstring).
+
+    Raises:
+        TrialsError: a line without exactly three fields or with a label other than 0/1,
+            naming ``file:line``.
+    """
+    path = Path(path)
+    numbers, rows = _parse(path, 3, "<1|0> <enroll> <test>")
+    return Trials(_labels(path, numbers, rows), [r[1] for r in rows], [r[2] for r in rows])
+
+
+def read_scores(path: str | Path) -> tuple[Trials, np.ndarray]:
+    """Read a score file ``<1|0> <enroll> <test> <score>``.
+
+    Returns:
+        ``(trials, scores)``; scores as float64. Shape: scores (N,).
+
+    Raises:
+        TrialsError: malformed line, label not 0/1, unparsable, NaN or infinite score,
+            naming ``file:line``.
+    """
+    path = Path(path)
+    numbers, rows = _parse(path, 4, "<1|0> <enroll> <test> <score>")
+    labels = _labels(path, numbers, rows)
+    try:
+        scores = np.fromiter(map(float, [r[3] for r in rows]), dtype=np.float64, count=len(rows))
+    except ValueError:
+        for number, r in zip(numbers, rows, strict=True):
+            try:
+                float(r[3])
+            except ValueError:
+                raise TrialsError(f"{path}:{number}: score {r[3]!r} is not a number") from None
+        raise
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        i = int(bad[0])
+        raise TrialsError(
+            f"{path}:{numbers[i]}: score is {rows[i][3]!r}; scores must be finite"
+            + (f" ({bad.size} such lines)" if bad.size > 1 else "")
+        )
+    return Trials(labels, [r[1] for r in rows], [r[2] for r in rows]), scores
+
+
+def write_scores(path: str | Path, trials: Trials, scores: np.ndarray) -> None:
+    """Write ``<label> <enroll> <test> <score>`` lines atomically (temp file + rename).
+
+    Shape:
+        scores: (N,), N = len(trials).
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.size != len(trials):
+        raise ValueError(f"{scores.size} scores for {len(trials)} trials")
+    if not np.isfinite(scores).all():
+        raise ValueError("refusing to write NaN or infinite scores")
+    text = "".join(
+        f"{label} {e} {t} {s!r}\n"
+        for label, e, t, s in zip(
+            trials.labels.tolist(), trials.enroll, trials.test, scores.tolist(), strict=True
+        )
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read utterance embeddings from ``.npz`` (either layout, see module docstring).
+
+    Returns:
+        ``(ids, matrix)``. Shape: matrix (U, D).
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as npz:
+        names = set(npz.files)
+        if {"ids", "embeddings"} <= names:
+            ids = [str(x) for x in npz["ids"]]
+            matrix = np.asarray(npz["embeddings"])
+        else:
+            ids = list(npz.files)
+            matrix = (
+                np.stack([np.asarray(npz[k]).reshape(-1) for k in ids]) if ids else np.empty((0, 0))
+            )
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        raise ValueError(f"{path}: expected one embedding vector per id, got shape {matrix.shape}")
+    return ids, matrix
+
+
+class ScoredTrials(NamedTuple):
+    """What ``score_trial_list`` returns: the trials scored, their scores, how many skipped."""
+
+    trials: Trials
+    scores: np.ndarray
+    n_skipped: int
+
+
+def score_trial_list(
+    trials: Trials,
+    embeddings: Mapping[str, np.ndarray] | tuple[Sequence[str], np.ndarray],
+    allow_missing: bool = False,
+) -> ScoredTrials:
+    """Cosine scores of trials from utterance embeddings (vectorised), with the kept trials.
+
+    Args:
+        trials: the trial list.
+        embeddings: utterance id -> vector, or ``(ids, matrix)``.
+        allow_missing: skip trials naming an utterance without an embedding (their
+            number is returned) instead of failing.
+
+    Returns:
+        ``ScoredTrials(trials, scores, n_skipped)``; ``trials`` is the input, or the kept
+        subset when trials were skipped, in the same order as ``scores``.
+
+    Raises:
+        KeyError: utterances are missing and ``allow_missing`` is false; the message gives
+            how many trials and utterances, and the first few ids.
+
+    Shape:
+        matrix: (U, D); scores: (N,) float64.
+    """
+    if isinstance(embeddings, Mapping):
+        ids = list(embeddings)
+        matrix = np.stack([np.asarray(embeddings[k]).reshape(-1) for k in ids])
+    else:
+        ids, matrix = list(embeddings[0]), np.asarray(embeddings[1])
+    index = {u: i for i, u in enumerate(ids)}
+    e = np.fromiter((index.get(u, -1) for u in trials.enroll), dtype=np.int64, count=len(trials))
+    t = np.fromiter((index.get(u, -1) for u in trials.test), dtype=np.int64, count=len(trials))
+    missing = (e < 0) | (t < 0)
+    n_missing = int(missing.sum())
+    if n_missing:
+        absent = sorted(
+            {u for u, i in zip(trials.enroll, e.tolist(), strict=True) if i < 0}
+            | {u for u, i in zip(trials.test, t.tolist(), strict=True) if i < 0}
+        )
+        if not allow_missing:
+            raise KeyError(
+                f"{n_missing} of {len(trials)} trials name utterances without an embedding "
+                f"({len(absent)} utterances, first: {', '.join(absent[:5])}); "
+                "pass allow_missing=True (--allow-missing) to skip them"
+            )
+        log.warning(
+            "skipped %d of %d trials naming %d utterances without an embedding",
+            n_missing,
+            len(trials),
+            len(absent),
+        )
+        trials = trials.subset(~missing)
+        e, t = e[~missing], t[~missing]
+    norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    scores = np.empty(e.size, dtype=np.float64)
+    for start in range(0, e.size, _SCORE_BLOCK):
+        ea, ta = e[start : start + _SCORE_BLOCK], t[start : start + _SCORE_BLOCK]
+        dots = np.einsum("nd,nd->n", matrix[ea].astype(np.float64), matrix[ta].astype(np.float64))
+        scores[start : start + ea.size] = dots / np.maximum(norms[ea] * norms[ta], 1e-12)
+    return ScoredTrials(trials, scores, n_missing)
+
+
+def score_trials(
+    trials: Trials,
+    embeddings: Mapping[str, np.ndarray] | tuple[Sequence[str], np.ndarray],
+    allow_missing: bool = False,
+) -> np.ndarray:
+    """Cosine scores of trials from utterance embeddings (vectorised).
+
+    With ``allow_missing`` the scores of skipped trials are left out (a warning gives
+    their number); use ``score_trial_list`` to get the kept trials alongside.
+
+    Raises:
+        KeyError: utterances are missing and ``allow_missing`` is false (count and the
+            first few ids in the message).
+
+    Shape:
+        output: (N,) float64, N = len(trials) unless trials were skipped.
+    """
+    return score_trial_list(trials, embeddings, allow_missing).scores

@@ -1,0 +1,12 @@
+"""EER and fairness evaluation of trial scores: a thin wrapper over ``arw_sv.evaluate``.
+
+Same options as ``arw-sv eval``, e.g.::
+
+    python eval/evaluate.py --scores scores.txt --meta ../shared/data/voxceleb/vox1_meta.csv \
+        --bootstrap 1000 --out runs/eval
+"""
+
+from arw_sv.evaluate import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
