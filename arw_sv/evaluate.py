@@ -295,6 +295,10 @@ def run(args: argparse.Namespace) -> int:
         embeddings = None
         if args.embeddings is not None and args.scores is not None:
             raise ValueError("give either --scores or --embeddings, not both")
+        if args.bootstrap < 0 or args.cohorts < 0 or args.min_speakers < 0:
+            raise ValueError("--bootstrap, --cohorts and --min-speakers must be >= 0")
+        if not 0.0 < args.confidence < 1.0:
+            raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
         bad_map = [item for item in args.nationality_map if item.count("=") != 1]
         if bad_map:
             raise ValueError(f"--nationality-map takes FROM=TO, got {bad_map[0]!r}")

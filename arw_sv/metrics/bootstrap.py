@@ -314,10 +314,15 @@ class SpeakerBootstrap:
         ta, tb = sub.enroll[win][is_tar], sub.test[win][is_tar]
         na, nb = sub.enroll[win][~is_tar], sub.test[win][~is_tar]
         n_idx = sub.non_below[cand_pos] - sub.non_below[start]
-        # Same-speaker targets: per-speaker counts below each candidate.
+        # Same-speaker targets: per-speaker counts below each candidate, unless that
+        # (speakers x candidates) matrix would be large; the rest by running sums.
         same = ta == tb
+        spk = np.unique(ta[same])
+        if spk.size * cand.size > 4 * _CHUNK_ELEMENTS:
+            same[:] = False
+            spk = spk[:0]
+        local = np.searchsorted(spk, ta[same])
         t_pos = np.flatnonzero(is_tar)[same] + start
-        spk, local = np.unique(ta[same], return_inverse=True)
         first_cand = np.searchsorted(cand_pos, t_pos, side="right")
         counts = np.bincount(
             local * (cand.size + 1) + first_cand, minlength=spk.size * (cand.size + 1)
@@ -325,17 +330,18 @@ class SpeakerBootstrap:
         below = np.cumsum(counts.reshape(spk.size, cand.size + 1), axis=1)[:, :-1].T.astype(
             np.float64
         )
-        cross_t_idx = np.cumsum(np.concatenate(([0], ~same)))[
+        direct = ~same
+        direct_idx = np.cumsum(np.concatenate(([0], direct)))[
             sub.tar_below[cand_pos] - sub.tar_below[start]
         ]
-        step = max(1, _CHUNK_ELEMENTS // max(1, na.size, cand.size, int((~same).sum())))
+        step = max(1, _CHUNK_ELEMENTS // max(1, na.size, cand.size, int(direct.sum())))
         retry = []
         for r0 in range(0, todo.size, step):
             cols = slice(r0, r0 + step)
             block = mult_t[:, cols]
             misses = misses_lo[cols] + below @ mult_tf[spk, cols]
-            if not same.all():
-                misses = misses + _cumulative(block, ta[~same], tb[~same])[cross_t_idx]
+            if direct.any():
+                misses = misses + _cumulative(block, ta[direct], tb[direct])[direct_idx]
             cum_non = _cumulative(block, na, nb)
             fas = (fa_hi[cols] + (cum_non[-1] - cum_non[n_idx])).astype(np.float64)
             ids = todo[cols]
