@@ -89,7 +89,9 @@ def _weighted_count(mult_t: np.ndarray, enroll: np.ndarray, test: np.ndarray) ->
     """
     n_spk, n_res = mult_t.shape
     same = enroll == test
-    total = np.bincount(enroll[same], minlength=n_spk).astype(np.float64) @ mult_t
+    per_speaker = np.bincount(enroll[same], minlength=n_spk)
+    nz = np.flatnonzero(per_speaker)  # read only the speakers involved (groups are small)
+    total = per_speaker[nz].astype(np.float64) @ mult_t[nz]
     a, b = enroll[~same], test[~same]
     if a.size == 0:
         return total
@@ -348,10 +350,10 @@ class SpeakerBootstrap:
             nt, nn = sub.n_tar[ids], sub.n_non[ids]
             ok = np.ones(ids.size, dtype=bool)
             best = np.empty((ids.size, len(self.p_targets)))
+            frr, far = misses / nt, fas / nn
             for i, p in enumerate(self.p_targets):
                 norm = min(p, 1 - p)
-                cost = (p * misses / nt + (1 - p) * fas / nn) / norm
-                best[:, i] = cost.min(axis=0)
+                best[:, i] = (p / norm * frr + (1 - p) / norm * far).min(axis=0)
                 # Points below the window cost at least their false alarms at its bottom;
                 # points above it at least their misses at its top.
                 if lo > 0:
