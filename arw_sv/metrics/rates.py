@@ -134,7 +134,7 @@ def operating_points(
         scores, labels, weights: (N,).
     """
     scores, labels = check_scores_labels(scores, labels)
-    order = np.argsort(scores, kind="stable")
+    order = np.argsort(scores)  # tie order is irrelevant: ties are cut as blocks
     w = None if weights is None else np.asarray(weights, dtype=np.float64)[order]
     return points_from_sorted(scores[order], labels[order], w)
 

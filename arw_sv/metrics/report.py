@@ -62,7 +62,7 @@ class _SortedTrials:
 
     def __init__(self, scores, labels, enroll_spk, test_spk):
         scores, labels = check_scores_labels(scores, labels)
-        self.order = np.argsort(scores, kind="stable")
+        self.order = np.argsort(scores)  # tie order is irrelevant: ties are cut as blocks
         self.scores = scores[self.order]
         self.labels = labels[self.order]
         self.enroll = np.asarray(enroll_spk, dtype=np.int64)[self.order]
@@ -154,7 +154,9 @@ def _evaluate_grouping(
 ) -> tuple[dict, np.ndarray]:
     trial_group = assign_trials(grouping, trials.enroll, trials.test, rule)
     n_speakers = speakers_per_group(grouping, trial_group, trials.enroll, trials.test, rule)
-    perm = np.argsort(trial_group, kind="stable")  # keeps each group's trials score-sorted
+    # Stable, so each group's trials stay score-sorted; int16 keys get numpy's radix sort.
+    keys = trial_group.astype(np.int16) if len(grouping.groups) < 30_000 else trial_group
+    perm = np.argsort(keys, kind="stable")
     bounds = np.searchsorted(trial_group[perm], np.arange(UNASSIGNED, len(grouping.groups) + 1))
 
     def positions(gid: int) -> np.ndarray:
