@@ -1,0 +1,392 @@
+"""Export the embedding extractor to ONNX and TorchScript (``arw-sv export``).
+
+The exported graph is the whole extractor, **fbank inside**: waveforms at the model's sample
+rate in, L2-normalised embeddings out, with a dynamic batch and a dynamic length::
+
+    waveforms (B, S) float32  ->  embeddings (B, D) float32, unit norm
+
+SpeechBrain's ``Fbank`` computes its STFT with ``torch.stft`` (complex tensors), which neither
+exporter handles well, so the graph holds an STFT-free equivalent: the Hamming-windowed DFT
+as a strided ``conv1d`` whose 2 x (n_fft/2 + 1) kernels are the cosine and sine rows, then the
+power spectrum, the same triangular mel matrix, ``10 log10`` with SpeechBrain's ``amin`` and
+``top_db`` floor, and the per-utterance mean normalisation. It matches ``FbankFrontend`` to
+about 1e-3 dB (float32 rounding of the DFT), so no feature code has to be ported to the
+consumer's side. The ECAPA part runs the same submodules as PyTorch; only the attentive
+statistics pooling is rewritten without SpeechBrain's length mask (whose ``len(tensor)``
+would freeze the batch size into a trace), which is exact for unpadded input.
+
+Every item of a call is taken at its full length ``S``: as :class:`~arw_sv.inference.
+SpeakerEncoder` does, feed items of equal length together (:class:`OnnxEncoder` and
+:class:`TorchScriptEncoder` below group a padded batch by length for you). The files carry
+their metadata (sample rate, embedding size, metric) as ONNX ``metadata_props`` or a
+TorchScript extra file ``arw_sv.json``.
+
+Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arw_sv.atomic import atomic_path
+from arw_sv.audio import FbankFrontend
+from arw_sv.models.ecapa import EcapaTdnn
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 18
+# Shortest input the graph accepts: ECAPA's widest "same" reflect padding (4 frames) needs at
+# least 5 frames, i.e. 4 hops of audio; 0.1 s leaves a margin.
+MIN_SECONDS = 0.1
+
+
+class DftFbank(nn.Module):
+    """SpeechBrain ``Fbank`` without ``torch.stft``, plus per-utterance mean normalisation.
+
+    Built from a :class:`~arw_sv.audio.FbankFrontend` so the window, mel matrix and dB
+    settings are the ones training used.
+
+    Shape:
+        waveforms (B, S) -> feats (B, T, F), T = 1 + S // hop
+    """
+
+    def __init__(self, frontend: FbankFrontend) -> None:
+        super().__init__()
+        stft = frontend.fbank.compute_STFT
+        mel = frontend.fbank.compute_fbanks
+        if stft.win_length != stft.n_fft or not stft.center or stft.pad_mode != "constant":
+            raise ValueError("DftFbank supports win_length == n_fft, centred, zero-padded STFTs")
+        n_fft, bins = stft.n_fft, stft.n_fft // 2 + 1
+        k = torch.arange(bins, dtype=torch.float64)[:, None]
+        n = torch.arange(n_fft, dtype=torch.float64)[None, :]
+        angle = 2 * math.pi * k * n / n_fft
+        window = stft.window.to(torch.float64)
+        # Real and imaginary DFT rows, windowed: conv1d with stride hop is the framed DFT.
+        basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
+        self.register_buffer("basis", basis.to(torch.float32)[:, None, :], persistent=False)
+        centres = mel.f_central.repeat(mel.all_freqs_mat.shape[1], 1).transpose(0, 1)
+        bands = mel.band.repeat(mel.all_freqs_mat.shape[1], 1).transpose(0, 1)
+        matrix = mel._create_fbank_matrix(centres, bands).to(torch.float32)  # (bins, F)
+        self.register_buffer("mel", matrix, persistent=False)
+        self.bins, self.pad, self.hop = bins, n_fft // 2, stft.hop_length
+        self.amin, self.top_db = float(mel.amin), float(mel.top_db)
+        self.db_offset = float(mel.multiplier * mel.db_multiplier)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        framed = F.pad(waveforms.unsqueeze(1), (self.pad, self.pad))
+        spec = F.conv1d(framed, self.basis, stride=self.hop)  # (B, 2 * bins, T)
+        real, imag = spec[:, : self.bins], spec[:, self.bins :]
+        power = (real * real + imag * imag).transpose(1, 2)  # (B, T, bins)
+        db = 10.0 * torch.log10(torch.clamp(power @ self.mel, min=self.amin)) - self.db_offset
+        floor = db.amax(dim=(1, 2), keepdim=True) - self.top_db
+        db = torch.maximum(db, floor)
+        return db - db.mean(dim=1, keepdim=True)
+
+
+def _pool(asp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SpeechBrain's attentive statistics pooling for unpadded input, without the mask.
+
+    Shape: (B, C, T) -> (B, 2C, 1)
+    """
+    if asp.global_context:
+        mean = x.mean(dim=2, keepdim=True)
+        std = torch.sqrt((x - mean).pow(2).mean(dim=2, keepdim=True).clamp(asp.eps))
+        attn = torch.cat([x, mean.expand_as(x), std.expand_as(x)], dim=1)
+    else:
+        attn = x
+    attn = torch.softmax(asp.conv(asp.tanh(asp.tdnn(attn))), dim=2)
+    mean = (attn * x).sum(dim=2)
+    std = torch.sqrt((attn * (x - mean.unsqueeze(2)).pow(2)).sum(dim=2).clamp(asp.eps))
+    return torch.cat([mean, std], dim=1).unsqueeze(2)
+
+
+class TraceableEcapa(nn.Module):
+    """SpeechBrain's ECAPA-TDNN forward for unpadded input, written so a trace stays dynamic.
+
+    Calls the extractor's own blocks (shared parameters, no copy); only the pooling is the
+    unmasked rewrite :func:`_pool`. Equal to ``ECAPA_TDNN(feats)`` up to float rounding.
+
+    Shape:
+        feats (B, T, F) -> (B, D), not normalised
+    """
+
+    def __init__(self, ecapa: nn.Module) -> None:
+        super().__init__()
+        self.ecapa = ecapa
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = feats.transpose(1, 2)  # (B, F, T)
+        outputs = []
+        for block in self.ecapa.blocks:
+            x = block(x)
+            outputs.append(x)
+        x = self.ecapa.mfa(torch.cat(outputs[1:], dim=1))
+        x = self.ecapa.fc(self.ecapa.asp_bn(_pool(self.ecapa.asp, x)))
+        return x.squeeze(2)
+
+
+class ExportableEncoder(nn.Module):
+    """Waveforms to unit-norm embeddings in one traceable graph (fbank inside).
+
+    Shares its parameters with ``extractor`` (no copy).
+
+    Shape:
+        waveforms (B, S) -> (B, D), L2-normalised
+    """
+
+    def __init__(self, extractor: EcapaTdnn) -> None:
+        super().__init__()
+        self.fbank = DftFbank(extractor.frontend)
+        self.body = TraceableEcapa(extractor.ecapa)
+        self.sample_rate = extractor.sample_rate
+        self.embedding_dim = extractor.embedding_dim
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.body(self.fbank(waveforms)), dim=-1)
+
+
+def metadata(extractor: EcapaTdnn) -> dict[str, str]:
+    """What a consumer of an exported file needs to know, as strings."""
+    return {
+        "producer": "arw-sv",
+        "sample_rate": str(extractor.sample_rate),
+        "embedding_dim": str(extractor.embedding_dim),
+        "metric": "cosine",
+        "input": "waveforms (B, S) float32 at sample_rate, every item S samples long",
+        "output": "embeddings (B, D) float32, L2-normalised",
+        "fbank": "inside the graph (80-dim log-mel, per-utterance mean normalised)",
+    }
+
+
+def _example(extractor: EcapaTdnn, batch: int = 2, seconds: float = 1.5) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    samples = int(seconds * extractor.sample_rate)
+    return 0.1 * torch.randn(batch, samples, generator=generator)
+
+
+def export_onnx(extractor: EcapaTdnn, path: str | Path, *, opset: int = ONNX_OPSET) -> Path:
+    """Write ``extractor`` as one self-contained ONNX file (dynamic batch and length).
+
+    Uses the ``torch.export`` based exporter (needs ``onnxscript``); weights are stored inside
+    the file (no ``.data`` side file), so it is written atomically.
+    """
+    import onnx
+
+    # The exporter warns that torchvision's ops are missing; this model uses none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    model = ExportableEncoder(extractor).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    samples = torch.export.Dim(
+        "samples", min=int(MIN_SECONDS * extractor.sample_rate), max=2**31 - 1
+    )
+    path = Path(path)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (_example(extractor),),
+            input_names=["waveforms"],
+            output_names=["embeddings"],
+            dynamic_shapes={"waveforms": {0: batch, 1: samples}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    for key, value in metadata(extractor).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return path
+
+
+def export_torchscript(extractor: EcapaTdnn, path: str | Path) -> Path:
+    """Write ``extractor`` as a traced TorchScript module (dynamic batch and length).
+
+    The trace is checked against eager PyTorch at two other shapes before it is written.
+    """
+    model = ExportableEncoder(extractor).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's deprecation notice
+        traced = torch.jit.trace(
+            model,
+            (_example(extractor),),
+            check_inputs=[(_example(extractor, 3, 2.3),), (_example(extractor, 1, 0.7),)],
+            check_tolerance=1e-4,
+        )
+    path = Path(path)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(
+            traced, str(tmp), _extra_files={"arw_sv.json": json.dumps(metadata(extractor))}
+        )
+    return path
+
+
+def export(extractor: EcapaTdnn, path: str | Path, fmt: str) -> Path:
+    """Export to ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    extractor = extractor.eval()
+    return export_onnx(extractor, path) if fmt == "onnx" else export_torchscript(extractor, path)
+
+
+class _GroupedRunner:
+    """Runs an exported graph on a padded batch, one call per distinct length (exact)."""
+
+    sample_rate: int
+    dim: int
+    metric = "cosine"
+
+    def _run(self, waveforms: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        waveforms: torch.Tensor | np.ndarray,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Embed zero-padded ``waveforms`` with absolute ``lengths``.
+
+        Shape:
+            waveforms (B, S), lengths (B,) -> (B, D), L2-normalised
+        """
+        audio = np.asarray(torch.as_tensor(waveforms, dtype=torch.float32))
+        if audio.ndim == 1:
+            audio = audio[None]
+        batch, samples = audio.shape
+        lengths = np.full(batch, samples) if lengths is None else np.asarray(lengths)
+        out = np.empty((batch, self.dim), dtype=np.float32)
+        for length in np.unique(lengths):
+            rows = np.flatnonzero(lengths == length)
+            out[rows] = self._run(np.ascontiguousarray(audio[rows, :length]))
+        return torch.from_numpy(out)
+
+
+class OnnxEncoder(_GroupedRunner):
+    """An exported ONNX extractor run by onnxruntime (CPU unless ``providers`` says otherwise).
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (0: onnxruntime's default).
+        providers: onnxruntime execution providers.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 0,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.sample_rate = int(meta.get("sample_rate", 16000))
+        self.dim = int(meta.get("embedding_dim", self.session.get_outputs()[0].shape[-1]))
+
+    def _run(self, waveforms: np.ndarray) -> np.ndarray:
+        return self.session.run(["embeddings"], {"waveforms": waveforms})[0]
+
+
+class TorchScriptEncoder(_GroupedRunner):
+    """An exported TorchScript extractor (``torch.jit.load``)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        files = {"arw_sv.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.module = torch.jit.load(str(path), map_location=device, _extra_files=files)
+        self.module.eval()
+        meta = json.loads(files["arw_sv.json"] or "{}")
+        self.device = torch.device(device)
+        self.sample_rate = int(meta.get("sample_rate", 16000))
+        self.dim = int(meta.get("embedding_dim", 192))
+
+    @torch.inference_mode()
+    def _run(self, waveforms: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(waveforms).to(self.device)).float().cpu().numpy()
+
+
+def load_exported(path: str | Path) -> _GroupedRunner:
+    """An :class:`OnnxEncoder` or :class:`TorchScriptEncoder`, by file suffix."""
+    return OnnxEncoder(path) if Path(path).suffix == ".onnx" else TorchScriptEncoder(path)
+
+
+def parity(
+    extractor: EcapaTdnn, exported: _GroupedRunner, seconds: Sequence[float] = (3.0, 5.37)
+) -> float:
+    """Lowest cosine between exported and PyTorch embeddings on noisy tones of these lengths
+    (in one padded batch, so the grouping by length is exercised too)."""
+    from arw_sv.inference import SpeakerEncoder
+
+    rate = extractor.sample_rate
+    generator = torch.Generator().manual_seed(1)
+    lengths = [int(s * rate) for s in seconds]
+    audio = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        t = torch.arange(n) / rate
+        tone = 0.3 * torch.sin(2 * math.pi * (120 + 40 * i) * t)
+        audio[i, :n] = tone + 0.05 * torch.randn(n, generator=generator)
+    reference = SpeakerEncoder(extractor)(audio, lengths)
+    return float((reference * exported(audio, lengths)).sum(dim=-1).min())
+
+
+def run(args: argparse.Namespace) -> int:
+    """``arw-sv export CHECKPOINT --format onnx|torchscript --out PATH``."""
+    from arw_sv.config import config_from_dict
+    from arw_sv.train.build import extractor_from_config
+    from arw_sv.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = config_from_dict(state["config"])
+    extractor = extractor_from_config(cfg.model, cfg.features)
+    extractor.load_state_dict(state["extractor"])
+    extractor.eval()
+    fmt = args.format
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".ts.pt")
+    )
+    export(extractor, out, fmt)
+    cosine = parity(extractor, load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out))
+    print(
+        f"{fmt} -> {out} ({out.stat().st_size / 2**20:.1f} MiB); min cosine vs PyTorch "
+        f"{cosine:.6f} on 3.0 s and 5.37 s inputs"
+    )
+    if cosine < 0.9999:
+        print(f"arw-sv export: error: parity check failed (cosine {cosine:.6f} < 0.9999)")
+        return 1
+    return 0
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register ``export`` on an ``argparse`` sub-parser set (sets ``func=run``)."""
+    p = subparsers.add_parser(
+        "export",
+        help="export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="training checkpoint (step_N.pt)")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", help="output file (default: beside the checkpoint, .onnx / .ts.pt)")
+    p.set_defaults(func=run)
+    return p
