@@ -61,7 +61,7 @@ def _embed(args: argparse.Namespace) -> int:
         root = Path(args.folder)
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
-            raise SystemExit(f"error: no audio files under {root}")
+            raise ValueError(f"no audio files (.wav, .flac) under {root}")
         ids = [str(p.relative_to(root)) for p in files]
         paths = [str(p) for p in files]
     out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
@@ -70,14 +70,14 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from arw_sv.data.trials import read_trials, score_trials, write_scores
+    from arw_sv.data.trials import read_embeddings, read_trials, score_trial_list, write_scores
 
-    trials = read_trials(args.trials)
-    with np.load(args.embeddings) as data:
-        embeddings = {k: data[k] for k in data.files}
-    scores = score_trials(trials, embeddings, allow_missing=args.allow_missing)
-    write_scores(args.out, trials, scores)
-    print(f"{len(trials)} trials scored -> {args.out}")
+    scored = score_trial_list(
+        read_trials(args.trials), read_embeddings(args.embeddings), args.allow_missing
+    )
+    write_scores(args.out, scored.trials, scored.scores)
+    skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
+    print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")
     return 0
 
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from arw_sv import demo, evaluate, synth
+    from arw_sv import bench, demo, evaluate, export, synth
 
     synth.add_subparser(sub)
 
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_score)
 
     evaluate.add_subparser(sub)
+    export.add_subparser(sub)
+    bench.add_subparser(sub)
     demo.add_subparser(sub)
     return parser
 
@@ -152,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         FileExistsError,
         FileNotFoundError,
+        KeyError,
         ValueError,
     ) as exc:
-        print(f"arw-sv {args.command}: error: {exc}", file=sys.stderr)
+        # KeyError's str() adds quotes around the message; show the message itself.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"arw-sv {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,180 @@
+"""The ``arw-sv`` command end to end on the tiny corpus, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from arw_sv.cli import main
+from arw_sv.demo import config_path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tiny_manifests, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_run")
+    code = main(
+        [
+            "train",
+            str(config_path("tiny")),
+            f"data.train_manifest={tiny_manifests[0]}",
+            f"train.out_dir={out}",
+            "train.steps=3",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out / "checkpoints" / "step_3.pt"
+
+
+def test_train_embed_score_eval(trained, tiny_corpus, tiny_manifests, tmp_path, capsys):
+    emb = tmp_path / "test.npz"
+    assert (
+        main(
+            [
+                "embed",
+                str(trained),
+                "--manifest",
+                str(tiny_manifests[1]),
+                "--out",
+                str(emb),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with np.load(emb) as data:
+        assert len(data.files) == 8 * 2 * 2  # 8 test speakers x 2 sessions x 2 utterances
+        vec = data[data.files[0]]
+        assert vec.shape == (192,) and np.isclose(np.linalg.norm(vec), 1.0, atol=1e-5)
+    scores = tmp_path / "scores.txt"
+    assert (
+        main(
+            [
+                "score",
+                "--embeddings",
+                str(emb),
+                "--trials",
+                str(tiny_corpus.trials_path),
+                "--out",
+                str(scores),
+            ]
+        )
+        == 0
+    )
+    lines = scores.read_text().splitlines()
+    trials = tiny_corpus.trials_path.read_text().splitlines()
+    assert len(lines) == len(trials)
+    label, enroll, test, score = lines[0].split()
+    assert [label, enroll, test] == trials[0].split() and -1.0 <= float(score) <= 1.0
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                "--scores",
+                str(scores),
+                "--meta",
+                str(tiny_corpus.meta_path),
+                "--min-speakers",
+                "1",
+                "--out",
+                str(out),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["overall"]["n_trials"] == len(trials)
+    assert set(report["groups"]["gender"]["groups"]) == {"m", "f"}
+
+
+def test_embed_a_folder_uses_relative_ids(trained, tiny_corpus, tmp_path):
+    emb = tmp_path / "folder.npz"
+    assert (
+        main(
+            [
+                "embed",
+                str(trained),
+                "--folder",
+                str(tiny_corpus.wav_dir),
+                "--out",
+                str(emb),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with np.load(emb) as data:
+        assert len(data.files) == tiny_corpus.num_utterances
+        assert all(
+            k.startswith("id1") and k.endswith(".wav") and k.count("/") == 2 for k in data.files
+        )
+
+
+def test_score_names_missing_utterances_or_skips_them(trained, tiny_corpus, tmp_path, capsys):
+    emb = tmp_path / "partial.npz"
+    np.savez(emb, **{"id10009/x/00001.wav": np.ones(4)})
+    trials = tmp_path / "trials.txt"
+    trials.write_text(
+        "1 id10009/x/00001.wav id10009/x/00001.wav\n0 id10009/x/00001.wav id99/y/1.wav\n"
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--embeddings",
+                str(emb),
+                "--trials",
+                str(trials),
+                "--out",
+                str(tmp_path / "s.txt"),
+            ]
+        )
+        == 2
+    )
+    assert "id99/y/1.wav" in capsys.readouterr().err
+    assert not (tmp_path / "s.txt").exists()
+    assert (
+        main(
+            [
+                "score",
+                "--embeddings",
+                str(emb),
+                "--trials",
+                str(trials),
+                "--out",
+                str(tmp_path / "s.txt"),
+                "--allow-missing",
+            ]
+        )
+        == 0
+    )
+    assert "1 skipped" in capsys.readouterr().out
+    assert len((tmp_path / "s.txt").read_text().splitlines()) == 1
+
+
+def test_unknown_override_exits_2_naming_the_key(tiny_manifests, tmp_path, capsys):
+    code = main(["train", str(config_path("tiny")), "train.stepz=3", f"train.out_dir={tmp_path}"])
+    assert code == 2
+    assert "train.stepz" in capsys.readouterr().err
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    code = main(
+        ["embed", str(bad), "--folder", str(tmp_path / "audio"), "--out", str(tmp_path / "e.npz")]
+    )
+    assert code == 2
+    assert "bad.pt" in capsys.readouterr().err
+
+
+def test_embed_an_empty_folder_is_a_clear_error(trained, tmp_path, capsys):
+    assert main(["embed", str(trained), "--folder", str(tmp_path), "--out", "x.npz"]) == 2
+    assert "no audio files" in capsys.readouterr().err
