@@ -104,6 +104,19 @@ def test_bf16_autocast_trains_on_cpu(tiny_manifests, tmp_path):
     assert all(v.dtype == torch.float32 for v in state["learner"].values() if v.is_floating_point())
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_fp16_with_grad_scaler_trains_both_players_on_cpu(tiny_manifests, tmp_path):
+    cfg = tiny_config(
+        tmp_path / "fp16", tiny_manifests[0], "train.steps=3", "train.precision=fp16",
+        "adversary.formulation=pw", "adversary.warmup_steps=1",
+    )  # fmt: skip
+    result = fit(cfg, progress=False)
+    state = load_checkpoint(result.checkpoint)
+    # The first steps overflow at the initial scale 65536 and are skipped; the scale is kept.
+    assert state["scaler"]["scale"] < 65536.0 and np.isfinite(result.last_loss)
+    assert state["adversary"] is not None
+
+
 def test_fp16_scaler_skips_an_overflowing_step_and_stops_a_diverged_run():
     param = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([param], 0.1)
