@@ -240,10 +240,14 @@ class Augmenter:
         kinds = tuple(k for k in ADDITIVE if self.probs[k] > 0)
         if kinds and not cfg.musan_dir:
             raise AugmentError(
-                f"augment: {', '.join(kinds)} probability > 0 needs augment.musan_dir"
+                f"augment: {', '.join(kinds)} probability > 0 needs augment.musan_dir "
+                "(recipes/voxceleb/run.sh: --musan), or set those probabilities to 0"
             )
         if cfg.reverb_prob > 0 and not cfg.rirs_dir:
-            raise AugmentError("augment.reverb_prob > 0 needs augment.rirs_dir")
+            raise AugmentError(
+                "augment.reverb_prob > 0 needs augment.rirs_dir (recipes/voxceleb/run.sh: "
+                "--rirs), or set it to 0"
+            )
         self.musan = scan_musan(cfg.musan_dir, kinds) if kinds else {}
         self.rirs = scan_rirs(cfg.rirs_dir) if cfg.reverb_prob > 0 else []
         if self.enabled:
