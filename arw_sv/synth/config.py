@@ -27,6 +27,9 @@ class SynthConfig:
             nationality (1 = nominal); below 1 its speakers crowd together and are harder
             to tell apart.
         gender_spread: the same for (male, female); multiplies the nationality spread.
+        identity_spread: a global multiplier of every between-speaker sd (all groups). It
+            sets how hard the task is: calibrated so that the demo's ERM model lands at a
+            mid-range EER (see docs/synth.md).
         dev_female_share: share of women among the dev speakers of each nationality.
         num_dev_speakers: training speakers.
         test_speakers_per_cell: test speakers per (nationality, gender) cell.
@@ -49,6 +52,7 @@ class SynthConfig:
     dev_nationality_share: tuple[float, ...] = (0.45, 0.45, 0.10)
     nationality_spread: tuple[float, ...] = (1.0, 1.0, 0.6)
     gender_spread: tuple[float, ...] = (1.0, 1.0)
+    identity_spread: float = 2.0
     dev_female_share: float = 0.5
     num_dev_speakers: int = 240
     test_speakers_per_cell: int = 20
@@ -97,6 +101,9 @@ class SynthConfig:
             "gender_spread",
             self.gender_spread,
             "2 values (male, female)",
+        )
+        _check(
+            self.identity_spread > 0, "identity_spread", self.identity_spread, "a positive spread"
         )
         for key in ("nationality_spread", "gender_spread"):
             _check(

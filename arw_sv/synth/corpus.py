@@ -162,7 +162,9 @@ def plan_speakers(cfg: SynthConfig) -> list[Speaker]:
                 gender=gender,
                 nationality=nat,
                 split=split,
-                spread=cfg.nationality_spread[nat_i] * cfg.gender_spread[0 if gender == "m" else 1],
+                spread=cfg.identity_spread
+                * cfg.nationality_spread[nat_i]
+                * cfg.gender_spread[0 if gender == "m" else 1],
                 sessions=tuple(sessions),
                 durations=tuple(durations),
             )
