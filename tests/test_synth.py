@@ -187,7 +187,8 @@ def test_group_sizes_plant_a_minority():
     assert all(dev[(n, "m")] == dev[(n, "f")] for n in cfg.nationalities)
     assert set(test.values()) == {cfg.test_speakers_per_cell} and len(test) == 6
     india = [s.spread for s in speakers if s.nationality == "India"]
-    assert set(india) == {cfg.nationality_spread[2]} and cfg.nationality_spread[2] < 1
+    assert set(india) == {cfg.identity_spread * cfg.nationality_spread[2]}
+    assert cfg.nationality_spread[2] < 1
     # A gender minority is one override away.
     skewed = plan_speakers(apply_overrides(cfg, ["dev_female_share=0.2"]))
     women = sum(s.gender == "f" for s in skewed if s.split == "dev")
