@@ -217,7 +217,15 @@ def prepare_data(
         "trials": str(corpus.trials_path),
         "meta": str(corpus.meta_path),
     }
-    if not (Path(paths["train_manifest"]).is_file() and Path(paths["test_manifest"]).is_file()):
+    stale = [str(p.parent) for p in sorted((out / "runs").glob("*/seed*/train"))]
+    if corpus.generated and stale:
+        raise RuntimeError(
+            f"the corpus in {corpus.root} was (re)generated, but {len(stale)} runs in "
+            f"{out / 'runs'} were trained on an earlier one (first: {stale[0]}); delete them "
+            "or choose another --out"
+        )
+    have = Path(paths["train_manifest"]).is_file() and Path(paths["test_manifest"]).is_file()
+    if corpus.generated or not have:
         manifest = build_manifest(corpus.root, corpus.meta_path)
         write_manifest(manifest.subset("test"), paths["test_manifest"])
         write_manifest(manifest.subset("dev"), paths["train_manifest"])

@@ -74,15 +74,13 @@ def measure_overhead(
     waveforms = torch.from_numpy(rng.standard_normal((p * k, samples)).astype(np.float32)) * 0.1
     labels = torch.arange(p).repeat_interleave(k)
 
-    learners, optimizers = {}, {}
-    base = build_learner(cfg, n_speakers)
-    for name in ("erm", "pw"):
-        learner = build_learner(cfg, n_speakers)
-        learner.load_state_dict(base.state_dict())
-        learners[name] = learner
-        optimizers[name] = build_optimizer(
-            cfg.train.optimizer, learner.parameters(), cfg.train.lr, cfg.train.weight_decay
-        )
+    # One learner and optimizer for both: each method's steps run on the same, shared
+    # weights, so a difference in step time cannot come from the two models drifting apart
+    # (e.g. into denormal numbers) rather than from the method.
+    learner = build_learner(cfg, n_speakers)
+    optimizer = build_optimizer(
+        cfg.train.optimizer, learner.parameters(), cfg.train.lr, cfg.train.weight_decay
+    )
     adversary = build_adversary(
         "pw",
         embedding_dim=cfg.model.embedding_dim,
@@ -98,11 +96,11 @@ def measure_overhead(
     erm_cfg = Config().adversary  # formulation "erm"
 
     def erm_step() -> None:
-        learner_step(learners["erm"], waveforms, labels, optimizers["erm"], adversary=None,
+        learner_step(learner, waveforms, labels, optimizer, adversary=None,
                      clusters=None, cfg=erm_cfg, loss_cfg=cfg.loss, clip=cfg.train.grad_clip)  # fmt: skip
 
     def pw_step() -> None:
-        _, detached = learner_step(learners["pw"], waveforms, labels, optimizers["pw"],
+        _, detached = learner_step(learner, waveforms, labels, optimizer,
                                    adversary=adversary, clusters=clusters, cfg=ac,
                                    loss_cfg=cfg.loss, clip=cfg.train.grad_clip)  # fmt: skip
         adversary_step(adversary, detached, adv_optimizer, cfg=ac, loss_cfg=cfg.loss,
@@ -167,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--config", default="bench_arw_pw", help="shipped ARW-PW config")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps-per-block", type=int, default=5)
-    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--steps-per-block", type=int, default=1)
+    parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.preset=c512")
     args = parser.parse_args(argv)
