@@ -25,8 +25,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check arw_sv eval bench tests
-	$(BIN)/ruff format --check arw_sv eval bench tests
+	$(BIN)/ruff check arw_sv eval bench tests recipes
+	$(BIN)/ruff format --check arw_sv eval bench tests recipes
 
 format: $(STAMP)
 	$(BIN)/ruff format arw_sv eval bench tests

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from arw_sv import bench, demo, evaluate, export, synth
+    from arw_sv.train import average
 
     synth.add_subparser(sub)
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate.add_subparser(sub)
     export.add_subparser(sub)
+    average.add_subparser(sub)
     bench.add_subparser(sub)
     demo.add_subparser(sub)
     return parser
