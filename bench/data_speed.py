@@ -5,8 +5,9 @@ The corpus is synthetic but VoxCeleb-shaped (``speed_common.make_corpus``: 16-bi
 of 4-12 s, 48 speakers x 8 utterances, in the page cache after the first pass, so disk
 speed is not measured). The loader is the one ``arw-sv train`` builds: ``CropDataset`` (reads
 only the crop's window from the file) + ``SpeakerBatchSampler`` (P x K = 16 x 2) +
-``collate_crops``, prefetch 4, persistent workers. arw-sv's loader has no augmentation
-stage, so augmentation costs nothing there.
+``collate_crops``, prefetch 4, persistent workers; optionally with on-the-fly augmentation
+(``arw_sv.augment``: RIR reverberation, MUSAN noise / music / babble, speed perturbation),
+here from synthetic MUSAN- and RIRS_NOISES-layout folders made next to the corpus.
 
 The decisive test is the last table: the same ERM training step fed from memory and fed by
 the loader with 0 and 2 workers, in one process, on the same 2 cores (the workers compete
@@ -33,11 +34,57 @@ import speed_common as sc  # noqa: E402
 import train_speed as ts  # noqa: E402
 
 from arw_sv.audio import audio_info, crop_or_repeat, read_audio  # noqa: E402
+from arw_sv.augment import Augmenter, speed_perturb  # noqa: E402
+from arw_sv.config import AugmentConfig, load_config  # noqa: E402
 from arw_sv.data.dataset import CropDataset, collate_crops  # noqa: E402
 from arw_sv.data.manifest import read_manifest  # noqa: E402
 
+AUGMENT = {
+    "reverb_prob": 0.2,
+    "noise_prob": 0.2,
+    "music_prob": 0.2,
+    "babble_prob": 0.2,
+    "speed_prob": 0.33,
+}
 
-def per_item(manifest_path: Path, crop: float, items: int) -> str:
+
+def make_noise_sources(folder: Path) -> tuple[Path, Path]:
+    """Synthetic ``musan/`` and ``RIRS_NOISES/`` folders in their standard layouts."""
+    import soundfile as sf
+
+    musan, rirs = folder / "musan", folder / "RIRS_NOISES"
+    if (rirs / "simulated_rirs").is_dir():
+        return musan, rirs
+    rng = np.random.default_rng(7)
+    for kind, sub, count, seconds in (
+        ("noise", "free-sound", 12, 20.0),
+        ("music", "fma", 6, 60.0),
+        ("speech", "librivox", 12, 30.0),
+    ):
+        for i in range(count):
+            path = musan / kind / sub / f"{kind}-{sub}-{i:04d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            n = int(seconds * 16000)
+            wav = sc.speechlike(n, rng) if kind != "noise" else 0.05 * rng.standard_normal(n)
+            sf.write(path, wav.astype(np.float32), 16000, subtype="PCM_16")
+    for i in range(24):
+        path = rirs / "simulated_rirs" / "smallroom" / f"Room{i:03d}" / f"Room{i:03d}-00001.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = 16000  # 1 s impulse responses, as in RIRS_NOISES
+        decay = np.exp(-np.arange(n) / rng.uniform(800, 4000))
+        rir = rng.standard_normal(n) * decay
+        rir[: int(rng.integers(20, 200))] = 0
+        sf.write(path, (0.5 * rir / np.abs(rir).max()).astype(np.float32), 16000, subtype="FLOAT")
+    return musan, rirs
+
+
+def augment_overrides(musan: Path, rirs: Path) -> list[str]:
+    return [f"augment.musan_dir={musan}", f"augment.rirs_dir={rirs}"] + [
+        f"augment.{k}={v}" for k, v in AUGMENT.items()
+    ]
+
+
+def per_item(manifest_path: Path, crop: float, items: int, musan: Path, rirs: Path) -> str:
     manifest = read_manifest(manifest_path)
     dataset = CropDataset(manifest, crop, 16000)
     utts = [manifest[i] for i in range(min(items, len(manifest)))]
@@ -60,14 +107,24 @@ def per_item(manifest_path: Path, crop: float, items: int) -> str:
         f"random {crop:g} s crop of a decoded file": lambda i: crop_or_repeat(
             whole[i], samples, rng
         ),
-        "augmentation": None,
-        "CropDataset item (all of the above it needs)": lambda i: dataset[(i, i)],
+        "CropDataset item, no augmentation": lambda i: dataset[(i, i)],
     }
+    crops = [crop_or_repeat(w, samples, rng) for w in whole]
+    labels = {
+        "reverb": "augmentation: reverberation (read a 1 s RIR, FFT convolution)",
+        "noise": "augmentation: noise (read a MUSAN window, mix at an SNR)",
+        "music": "augmentation: music",
+        "babble": "augmentation: babble (3-7 speech windows)",
+    }
+    for kind, label in labels.items():
+        cfg = AugmentConfig(musan_dir=str(musan), rirs_dir=str(rirs), **{f"{kind}_prob": 1.0})
+        augmenter = Augmenter(cfg, 16000)
+        stages[label] = lambda i, a=augmenter: a(crops[i], rng)
+    stages["augmentation: speed perturbation (resample, 1.1x)"] = lambda i: speed_perturb(
+        crops[i], 1.1, 16000
+    )
     rows = []
     for name, fn in stages.items():
-        if fn is None:
-            rows.append([name, "0 (arw-sv's loader has none)", "-"])
-            continue
         each(fn)
         t = min(each(fn) for _ in range(3))
         rows.append([name, f"{t * 1e6:.0f}", f"{1 / t:,.0f}"])
@@ -88,35 +145,40 @@ def per_item(manifest_path: Path, crop: float, items: int) -> str:
     )
 
 
-def loader_alone(cfg, manifest_path: Path, workers_list, batches: int, out: dict) -> str:
+def loader_alone(cfg, aug_cfg, manifest_path: Path, batches: int, out: dict) -> str:
     rows = []
-    for workers in workers_list:
-        loader = ts.make_loader(cfg, manifest_path, workers)
+    for workers, augmented in ((0, False), (1, False), (2, False), (2, True)):
+        loader = ts.make_loader(aug_cfg if augmented else cfg, manifest_path, workers)
         start = time.perf_counter()
         it = iter(loader)
         next(it)
         first = time.perf_counter() - start
+        for _ in range(4 * workers):  # drain what the workers prefetched meanwhile
+            next(it)
         start = time.perf_counter()
         for _ in range(batches):
             wavs, _, _ = next(it)
         elapsed = time.perf_counter() - start
         rate = batches * wavs.shape[0] / elapsed
-        out[f"loader_{workers}"] = {"first_s": first, "utt_per_s": rate}
-        rows.append([workers, f"{first:.2f}", f"{rate:,.0f}"])
+        name = f"{workers} + augmentation" if augmented else str(workers)
+        out[f"loader_{name}"] = {"first_s": first, "utt_per_s": rate}
+        rows.append([name, f"{first:.2f}", f"{rate:,.0f}"])
         del it, loader
     return "\n".join(
         [
             "### DataLoader throughput alone (nothing else running)",
             "",
             f"Batches of {cfg.data.speakers_per_batch * 2} x {cfg.data.crop_seconds:g} s crops; "
-            f"{batches} batches after the first.",
+            f"{batches} batches after the first (and after draining the prefetch queue). Augmentation: {AUGMENT} (reverb / noise / "
+            "music / babble probabilities per crop, speed-perturbation probability per speaker "
+            "slot).",
             "",
             sc.table(["workers", "first batch (s, incl. worker start)", "utterances/s"], rows),
         ]
     )
 
 
-def loader_vs_trainer(cfg, manifest_path: Path, steps: int, out: dict) -> str:
+def loader_vs_trainer(cfg, aug_cfg, manifest_path: Path, steps: int, out: dict) -> str:
     trainer = ts.ArwTrainer(cfg)
     wavs, labels = ts.batch_of(cfg.data.speakers_per_batch * 2, cfg.data.crop_seconds)
     batch = wavs.shape[0]
@@ -130,8 +192,8 @@ def loader_vs_trainer(cfg, manifest_path: Path, steps: int, out: dict) -> str:
             times.append(time.perf_counter() - start)
         return times, [0.0] * n
 
-    def from_loader(workers, n):
-        it = iter(ts.make_loader(cfg, manifest_path, workers))
+    def from_loader(workers, n, config=cfg):
+        it = iter(ts.make_loader(config, manifest_path, workers))
         for _ in range(2):  # fill the prefetch queue, warm the workers
             w, y, _ = next(it)
             trainer.step(w, y % sc.N_SPEAKERS)
@@ -150,6 +212,7 @@ def loader_vs_trainer(cfg, manifest_path: Path, steps: int, out: dict) -> str:
     half = max(1, steps // 2)
     first = from_memory(half)
     runs["2 workers"] = from_loader(2, steps)
+    runs["2 workers + augmentation"] = from_loader(2, steps, aug_cfg)
     runs["1 worker"] = from_loader(1, steps)
     runs["0 workers (loading in the training process)"] = from_loader(0, steps)
     last = from_memory(half)
@@ -203,12 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"<!-- python bench/data_speed.py {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}\n")
     manifest = sc.make_corpus(Path(args.corpus))
+    musan, rirs = make_noise_sources(Path(args.corpus))
     cfg, _ = ts.configs(args.preset, args.batch, args.crop)
+    aug_cfg = load_config(
+        ts.config_path("demo"),
+        [
+            f"model.preset={args.preset}",
+            "model.channels=[]",
+            f"data.crop_seconds={args.crop}",
+            f"data.speakers_per_batch={args.batch // 2}",
+            *augment_overrides(musan, rirs),
+        ],
+    )
     out: dict = {"machine": sc.machine_line(), "args": vars(args)}
     for name, fn in (
-        ("stages", lambda: per_item(manifest, args.crop, args.items)),
-        ("loader", lambda: loader_alone(cfg, manifest, (0, 1, 2), args.batches, out)),
-        ("trainer", lambda: loader_vs_trainer(cfg, manifest, args.steps, out)),
+        ("stages", lambda: per_item(manifest, args.crop, args.items, musan, rirs)),
+        ("loader", lambda: loader_alone(cfg, aug_cfg, manifest, args.batches, out)),
+        ("trainer", lambda: loader_vs_trainer(cfg, aug_cfg, manifest, args.steps, out)),
     ):
         start = time.perf_counter()
         print(fn())

@@ -50,6 +50,7 @@ from arw_sv.train.step import adversary_step, learner_step  # noqa: E402
 def configs(preset: str, batch: int, crop: float):
     overrides = [
         f"model.preset={preset}",
+        "model.channels=[]",  # demo.yaml narrows the ECAPA; the preset decides here
         f"data.crop_seconds={crop}",
         f"data.speakers_per_batch={batch // 2}",
         "data.utterances_per_speaker=2",
@@ -323,16 +324,30 @@ def profile_steps(step, loader_iter, steps: int) -> tuple[dict[str, float], floa
 
 
 def make_loader(cfg, manifest_path: Path, workers: int):
+    """The DataLoader ``fit`` builds (augmentation and speed perturbation as ``cfg`` says)."""
     from torch.utils.data import DataLoader
 
+    from arw_sv.augment import Augmenter, speed_classes
     from arw_sv.data.dataset import CropDataset, collate_crops
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.sampler import SpeakerBatchSampler
 
     manifest = read_manifest(manifest_path)
-    dataset = CropDataset(manifest, cfg.data.crop_seconds, 16000)
+    speeds = cfg.augment.speeds if speed_classes(cfg.augment) > 1 else ()
+    dataset = CropDataset(
+        manifest,
+        cfg.data.crop_seconds,
+        16000,
+        augmenter=Augmenter(cfg.augment, 16000),
+        speeds=speeds,
+    )
     sampler = SpeakerBatchSampler(
-        manifest.speaker_indices(), cfg.data.speakers_per_batch, 2, seed=0
+        manifest.speaker_indices(),
+        cfg.data.speakers_per_batch,
+        cfg.data.utterances_per_speaker,
+        seed=0,
+        speed_prob=cfg.augment.speed_prob if speeds else 0.0,
+        n_speeds=len(speeds),
     )
     return DataLoader(
         dataset,
