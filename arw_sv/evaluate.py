@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from arw_sv.atomic import atomic_write_bytes
 from arw_sv.data.meta import SpeakerInfo, pool_nationalities, read_speaker_meta
 from arw_sv.data.trials import (
     Trials,
@@ -164,17 +163,6 @@ def evaluate_scores(
     return report
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:
     """Write ``report.json``, ``report.md`` and (optionally) PNG plots, each atomically.
 
@@ -185,12 +173,12 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: an undefined value must be None, never a NaN that JSON can't hold.
     text = json.dumps(report, indent=1, allow_nan=False)
-    _atomic_write(out / "report.json", (text + "\n").encode())
-    _atomic_write(out / "report.md", render_markdown(report).encode())
+    atomic_write_bytes(out / "report.json", (text + "\n").encode())
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
     written = [out / "report.json", out / "report.md"]
     if plots:
         for name, png in render_plots(report).items():
-            _atomic_write(out / name, png)
+            atomic_write_bytes(out / name, png)
             written.append(out / name)
     return written
 

@@ -19,16 +19,15 @@ Legend for ``Shape:`` lines: N trials, U utterances, D embedding dimension.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from arw_sv.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +167,7 @@ def write_scores(path: str | Path, trials: Trials, scores: np.ndarray) -> None:
             trials.labels.tolist(), trials.enroll, trials.test, scores.tolist(), strict=True
         )
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from arw_sv.atomic import atomic_write_bytes, atomic_write_text
 from arw_sv.synth.accent import make_accent
 from arw_sv.synth.channel import apply_channel, draw_channel
 from arw_sv.synth.config import SynthConfig, config_dict
@@ -178,15 +178,11 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
     buffer = io.BytesIO()
     pcm = np.round(audio * 32767.0).astype(np.int16)
     sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def render_speaker(cfg: SynthConfig, speaker: Speaker, wav_dir: Path) -> int:
