@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from arw_sv.arw import ClusterIndex
+from arw_sv.arw import ClusterIndex, arl_weights
 from arw_sv.config import Config, load_config
 from arw_sv.models.adversary import build_adversary
 from arw_sv.train.build import build_learner, build_optimizer
@@ -32,9 +32,11 @@ class OverheadResult:
     erm_step_s: float
     pw_step_s: float
     kmeans_refit_s: float
+    adversary_work_s: float
     refresh_steps: int
     n_steps: int
     threads: int
+    clock: str
 
     @property
     def ratio(self) -> float:
@@ -55,6 +57,7 @@ def measure_overhead(
     blocks: int = 6,
     warmup: int = 3,
     seed: int = 0,
+    clock: str = "cpu",
 ) -> OverheadResult:
     """Median step time of ERM and of ARW-PW under ``cfg`` (model, batch, crop, adversary).
 
@@ -65,7 +68,10 @@ def measure_overhead(
         blocks: blocks per method.
         warmup: untimed steps of each method first.
         seed: seed of the batch, the models and the bank.
+        clock: "cpu" (CPU seconds of this process: what a step costs, unaffected by other
+            jobs taking turns on the cores) or "wall".
     """
+    timer = {"cpu": time.process_time, "wall": time.perf_counter}[clock]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     ac = cfg.adversary
@@ -116,21 +122,38 @@ def measure_overhead(
         order = ("erm", "pw") if block % 2 == 0 else ("pw", "erm")
         for name in order:
             for _ in range(steps_per_block):
-                start = time.perf_counter()
+                start = timer()
                 steps[name]()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(timer() - start)
+    # The ARW-only work on its own (cluster lookup, the adversary's weights, its step, the
+    # bank update), many repetitions: small, so robust to a busy machine where the
+    # difference of two ~1 s step times is within the noise.
+    _, detached = learner_step(learner, waveforms, labels, optimizer, adversary=adversary,
+                               clusters=clusters, cfg=ac, loss_cfg=cfg.loss)  # fmt: skip
+    work = []
+    for _ in range(200):
+        start = timer()
+        ids = clusters.assign(detached.embeddings)
+        with torch.no_grad():
+            arl_weights(adversary(detached.embeddings, ids))
+        adversary_step(adversary, detached, adv_optimizer, cfg=ac, loss_cfg=cfg.loss,
+                       clip=cfg.train.grad_clip)  # fmt: skip
+        bank.add(detached.embeddings)
+        work.append(timer() - start)
     refits = []
     for i in range(3):
-        start = time.perf_counter()
+        start = timer()
         ClusterIndex.fit(bank.filled(), ac.n_clusters, seed=seed + i, init=clusters)
-        refits.append(time.perf_counter() - start)
+        refits.append(timer() - start)
     return OverheadResult(
         erm_step_s=statistics.median(times["erm"]),
         pw_step_s=statistics.median(times["pw"]),
         kmeans_refit_s=statistics.median(refits),
+        adversary_work_s=statistics.median(work),
         refresh_steps=ac.cluster_refresh_steps,
         n_steps=len(times["erm"]),
         threads=torch.get_num_threads(),
+        clock=clock,
     )
 
 
@@ -142,7 +165,8 @@ def format_result(result: OverheadResult, cfg: Config) -> str:
         [
             f"batch {d.speakers_per_batch} x {d.utterances_per_speaker} crops of "
             f"{d.crop_seconds} s, model {cfg.model.preset} {list(cfg.model.channels) or ''}, "
-            f"{result.threads} thread(s), median of {result.n_steps} steps per method "
+            f"{result.threads} thread(s), {result.clock} time, median of {result.n_steps} "
+            "steps per method "
             "(interleaved blocks, after warm-up), data loading excluded",
             "",
             "| | step time (ms) | ratio to ERM |",
@@ -153,6 +177,12 @@ def format_result(result: OverheadResult, cfg: Config) -> str:
             f"| ARW-PW + k-means refit ({1000 * result.kmeans_refit_s:.0f} ms every "
             f"{result.refresh_steps} steps) | {1000 * (result.pw_step_s + kmeans_per_step):.1f}"
             f" | {result.ratio_amortised:.3f} |",
+            "",
+            f"ARW-only work per step timed alone (cluster lookup, adversary weights and step, "
+            f"bank update; median of 200): {1000 * result.adversary_work_s:.2f} ms = "
+            f"{100 * result.adversary_work_s / result.erm_step_s:.2f}% of the ERM step; with "
+            f"the amortised k-means refit "
+            f"{100 * (result.adversary_work_s + kmeans_per_step) / result.erm_step_s:.2f}%.",
         ]
     )
 
@@ -168,12 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-block", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu: process CPU time (robust on a shared machine); wall")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.preset=c512")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_config(config_path(args.config), ["adversary.formulation=pw", *args.overrides])
     result = measure_overhead(
-        cfg, steps_per_block=args.steps_per_block, blocks=args.blocks, warmup=args.warmup
+        cfg,
+        steps_per_block=args.steps_per_block,
+        blocks=args.blocks,
+        warmup=args.warmup,
+        clock=args.clock,
     )
     print(format_result(result, cfg))
     return 0
