@@ -29,6 +29,11 @@ def _ci(entry: dict, key: str = "eer", scale: float = 100.0, digits: int = 2) ->
     return f"[{scale * ci['low']:.{digits}f}, {scale * ci['high']:.{digits}f}]"
 
 
+def _maybe_ci(ci: dict, key: str, scale: float = 100.0) -> str:
+    """ " [low, high]" when the report has a bootstrap interval for ``key``, else nothing."""
+    return f" {_ci({'ci': ci}, key, scale)}" if ci.get(key) else ""
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
@@ -97,9 +102,9 @@ def _grouping_md(name: str, section: dict, thresholds: dict, boot: bool) -> list
     ci = d.get("ci") or {}
     lines += [
         "",
-        f"Disparity over {d['n_groups']} groups: EER gap {_pct(d['gap'])} points "
-        f"{_ci({'ci': ci}, 'gap')}, ratio {_num(d['ratio'], 2)} {_ci({'ci': ci}, 'ratio', 1.0)}, "
-        f"std (ddof 0) {_pct(d['std'])} points {_ci({'ci': ci}, 'std')}, worst group "
+        f"Disparity over {d['n_groups']} groups: EER gap {_pct(d['gap'])} points"
+        f"{_maybe_ci(ci, 'gap')}, ratio {_num(d['ratio'], 2)}{_maybe_ci(ci, 'ratio', 1.0)}, "
+        f"std (ddof 0) {_pct(d['std'])} points{_maybe_ci(ci, 'std')}, worst group "
         f"{d['worst_group'] or NA} ({_pct(d['worst_eer'])} %).",
     ]
     rows = [
