@@ -69,9 +69,6 @@ def test_learner_step_leaves_adversary_and_adversary_step_leaves_learner(formula
     adversary_step(adversary, detached, opt_a, cfg=cfg, loss_cfg=LossConfig())
     assert _changed(learner_before, learner) == []
     assert _changed(adv_before, adversary)
-    assert all(p.grad is None for p in learner.parameters()) or all(
-        p.grad is None or torch.equal(p.grad, p.grad) for p in learner.parameters()
-    )
 
 
 def test_adversary_step_sends_no_gradient_into_the_learner():
