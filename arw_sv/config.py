@@ -173,6 +173,11 @@ class TrainConfig:
     batch_chunks: int = 1
     # DDP on CUDA only: BatchNorm statistics over all ranks (torch SyncBatchNorm).
     sync_batchnorm: bool = False
+    # torch.compile the ECAPA (the frontend stays eager; state_dict keys are unchanged, so
+    # checkpoints of compiled and eager runs are interchangeable). Crops have a fixed length,
+    # so one graph serves the whole run; see docs/performance.md for the cold-compile cost.
+    compile: bool = False
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         if self.batch_chunks < 1:
@@ -203,6 +208,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "adversary.normalize": ("sum", "none"),
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "train.compile_mode": (
+        "default",
+        "reduce-overhead",
+        "max-autotune",
+        "max-autotune-no-cudagraphs",
+    ),
 }
 
 

@@ -156,6 +156,9 @@ def fit(
             world_size=dist_ctx.world_size,
         )
         learner = build_learner(cfg, n_classes).to(device)
+        if tc.compile:
+            # In place (nn.Module.compile): parameters and state_dict keys stay as they are.
+            learner.extractor.ecapa.compile(mode=tc.compile_mode, dynamic=False)
         # The adversary draws its initial weights from its own generator, so switching it
         # on changes nothing in the learner's random stream.
         with torch.random.fork_rng(devices=[]):
