@@ -79,6 +79,32 @@ def time_interleaved(
     return times
 
 
+def time_until_stable(
+    fns: dict[str, Callable[[], Any]],
+    rounds: int,
+    max_rounds: int,
+    tol: float = 0.05,
+    warmup: int = 1,
+) -> tuple[dict[str, list[float]], bool]:
+    """Interleaved timings, extended round by round until every function's median is within
+    ``tol`` of its minimum (or ``max_rounds`` is reached).
+
+    On a noisy machine the minimum is the least disturbed run and the median the typical
+    one; when they agree the ratio does not depend on which is quoted. Returns the
+    timings and whether they agree.
+    """
+    times = time_interleaved(fns, rounds=rounds, warmup=warmup)
+    while not stable(times, tol) and len(next(iter(times.values()))) < max_rounds:
+        for name, values in time_interleaved(fns, rounds=1, warmup=0).items():
+            times[name] += values
+    return times, stable(times, tol)
+
+
+def stable(times: dict[str, list[float]], tol: float = 0.05) -> bool:
+    """Whether every median is within ``tol`` of its minimum."""
+    return all(med(v) <= (1 + tol) * min(v) for v in times.values())
+
+
 def med(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
