@@ -241,7 +241,14 @@ class SpeechBrainTrainer:
     non-finite checks (SpeechBrain's ``Brain`` would add both).
     """
 
-    def __init__(self, extractor, n_speakers: int = N_SPEAKERS, lr: float = 1e-3) -> None:
+    def __init__(
+        self,
+        extractor,
+        n_speakers: int = N_SPEAKERS,
+        lr: float = 1e-3,
+        device: str = "cpu",
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
         from speechbrain.lobes.features import Fbank
         from speechbrain.lobes.models.ECAPA_TDNN import Classifier
         from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
@@ -255,23 +262,35 @@ class SpeechBrainTrainer:
         self.modules = torch.nn.ModuleList(
             [self.fbank, self.norm, self.model, self.classifier, self.loss]
         )
+        self.modules.to(device)
         self.optimizer = torch.optim.Adam(
             list(self.model.parameters()) + list(self.classifier.parameters()),
             lr=lr,
             weight_decay=2e-5,
         )
+        # SpeechBrain's Brain: autocast around the forward, a GradScaler for fp16.
+        self.autocast_dtype = autocast_dtype
+        self.scaler = torch.amp.GradScaler(
+            torch.device(device).type, enabled=autocast_dtype == torch.float16
+        )
 
     def step(self, waveforms: torch.Tensor, labels: torch.Tensor) -> float:
         self.modules.train()
-        lens = torch.ones(waveforms.shape[0])
-        feats = self.fbank(waveforms)
-        feats = self.norm(feats, lens)
-        embeddings = self.model(feats)
-        logits = self.classifier(embeddings)
-        loss = self.loss(logits, labels.unsqueeze(1), lens)
+        lens = torch.ones(waveforms.shape[0], device=waveforms.device)
+        with torch.autocast(
+            waveforms.device.type,
+            dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype is not None,
+        ):
+            feats = self.fbank(waveforms)
+            feats = self.norm(feats, lens)
+            embeddings = self.model(feats)
+            logits = self.classifier(embeddings)
+        loss = self.loss(logits.float(), labels.unsqueeze(1), lens)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return float(loss.detach())
 
 

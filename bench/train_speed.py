@@ -42,7 +42,7 @@ from arw_sv.arw import ClusterIndex  # noqa: E402
 from arw_sv.config import load_config  # noqa: E402
 from arw_sv.demo import config_path  # noqa: E402
 from arw_sv.models.adversary import build_adversary  # noqa: E402
-from arw_sv.train.build import build_learner, build_optimizer  # noqa: E402
+from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer  # noqa: E402
 from arw_sv.train.loop import EmbeddingBank  # noqa: E402
 from arw_sv.train.step import adversary_step, learner_step  # noqa: E402
 
@@ -74,12 +74,21 @@ def batch_of(batch: int, crop: float, seed: int = 0) -> tuple[torch.Tensor, torc
 class ArwTrainer:
     """One arw-sv training step (ERM, or ARW-PW when ``cfg.adversary.formulation == 'pw'``)."""
 
-    def __init__(self, cfg, init_state: dict | None = None, fused_adam: bool = False) -> None:
+    def __init__(
+        self,
+        cfg,
+        init_state: dict | None = None,
+        fused_adam: bool = False,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         self.cfg = cfg
         torch.manual_seed(cfg.train.seed)
         self.learner = build_learner(cfg, sc.N_SPEAKERS)
         if init_state is not None:
             self.learner.extractor.load_state_dict(init_state)
+        self.learner.to(device)
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.learner.aam.margin = cfg.loss.aam_margin
         tc, ac = cfg.train, cfg.adversary
         self.optimizer = build_optimizer(
@@ -89,7 +98,7 @@ class ArwTrainer:
             self.optimizer = torch.optim.Adam(
                 self.learner.parameters(), tc.lr, weight_decay=tc.weight_decay, fused=True
             )
-        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
         self.adversary = build_adversary(
             ac.formulation,
             embedding_dim=cfg.model.embedding_dim,
@@ -101,11 +110,12 @@ class ArwTrainer:
         self.clusters = None
         self.bank = EmbeddingBank(max(4096, 32 * ac.n_clusters), cfg.model.embedding_dim)
         if self.adversary is not None:
+            self.adversary.to(device)
             self.adv_optimizer = build_optimizer(ac.optimizer, self.adversary.parameters(), ac.lr)
             # A filled bank and fitted clusters, as after the warm-up.
             rng = np.random.default_rng(0)
             self.bank.add(torch.from_numpy(rng.standard_normal((4096, 192)).astype(np.float32)))
-            self.clusters = ClusterIndex.fit(self.bank.filled(), ac.n_clusters, seed=0)
+            self.clusters = ClusterIndex.fit(self.bank.filled(), ac.n_clusters, seed=0).to(device)
 
     def step(self, waveforms: torch.Tensor, labels: torch.Tensor) -> float:
         cfg = self.cfg
@@ -120,7 +130,7 @@ class ArwTrainer:
             loss_cfg=cfg.loss,
             scaler=self.scaler,
             clip=cfg.train.grad_clip,
-            autocast_dtype=None,
+            autocast_dtype=self.autocast_dtype,
         )
         if self.adversary is not None:
             with torch.autograd.profiler.record_function("adversary"):
