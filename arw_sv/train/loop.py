@@ -28,8 +28,7 @@ from arw_sv.config import Config, config_to_dict, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.models.adversary import build_adversary
-from arw_sv.models.adversary import GroupDROWeights
+from arw_sv.models.adversary import GroupDROWeights, build_adversary
 from arw_sv.models.heads import margin_at
 from arw_sv.robust import WeightEMA, point_biserial
 from arw_sv.train import distributed

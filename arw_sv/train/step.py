@@ -289,7 +289,10 @@ def _monitors(weights, loss_cfg, sample_loss, pairs) -> dict[str, float | None]:
     with torch.no_grad():
         losses = _sample_losses(loss_cfg, sample_loss.detach().float(), pairs)
         found = weight_statistics(weights, losses)
-    return {"weight_ess": found["weight_ess"], "weight_loss_spearman": found["weight_loss_spearman"]}
+    return {
+        "weight_ess": found["weight_ess"],
+        "weight_loss_spearman": found["weight_loss_spearman"],
+    }
 
 
 def adversary_step(
