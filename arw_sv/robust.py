@@ -69,6 +69,37 @@ def capped_arl_weights(scores: Tensor, max_weight: float) -> Tensor:
         capped = capped | over
 
 
+def check_stabilisers(
+    *,
+    formulation: str,
+    use_cluster: bool,
+    temperature: float,
+    max_weight: float,
+    kl_penalty: float,
+    chi2_penalty: float,
+    weight_ema: float,
+    dro_step_size: float,
+) -> None:
+    """Refuse stabiliser settings that cannot work, before any training step.
+
+    Raises:
+        ValueError: naming the ``adversary.`` field.
+    """
+    if temperature <= 0:
+        raise ValueError(f"adversary.temperature must be > 0, got {temperature}")
+    if max_weight != 0 and max_weight < 2:
+        raise ValueError(f"adversary.max_weight must be 0 (off) or >= 2, got {max_weight}")
+    for name, value in (("kl_penalty", kl_penalty), ("chi2_penalty", chi2_penalty)):
+        if value < 0:
+            raise ValueError(f"adversary.{name} must be >= 0, got {value}")
+    if not 0 <= weight_ema < 1:
+        raise ValueError(f"adversary.weight_ema must be in [0, 1), got {weight_ema}")
+    if weight_ema > 0 and not (use_cluster or formulation in ("pl", "groupdro")):
+        raise ValueError("adversary.weight_ema averages per cluster: it needs use_cluster")
+    if dro_step_size < 0:
+        raise ValueError(f"adversary.dro_step_size must be >= 0, got {dro_step_size}")
+
+
 def divergence_from_uniform(weights: Tensor, kind: str) -> Tensor:
     """KL(p || u) = sum p_i log(B p_i) or chi2(p || u) = B sum p_i^2 - 1, p = w / sum(w).
 
@@ -152,15 +183,11 @@ class WeightEMA:
 
 
 def _ranks(values: Tensor) -> Tensor:
-    # Average ranks for ties, as Spearman's rho needs.
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(values.shape[0], dtype=values.dtype, device=values.device)
-    for v in values.unique():
-        tie = values == v
-        if tie.sum() > 1:
-            ranks[tie] = ranks[tie].mean()
-    return ranks
+    # Average ranks (ties share the mean of their positions), as Spearman's rho needs:
+    # rank_i = #{j: v_j < v_i} + (#{j: v_j = v_i} - 1) / 2, without a Python loop.
+    less = (values[None, :] < values[:, None]).sum(dim=1)
+    equal = (values[None, :] == values[:, None]).sum(dim=1)
+    return less.to(values.dtype) + (equal.to(values.dtype) - 1) / 2
 
 
 def _pearson(a: Tensor, b: Tensor) -> float | None:

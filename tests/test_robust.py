@@ -383,3 +383,32 @@ def test_stabilised_runs_resume_exactly_and_log_the_monitors(tiny_manifests, tmp
     late = [r for r in records if r["step"] > 2]
     assert late and all("weight_ess" in r and r["weight_max"] <= 8.0 for r in late)
     assert any(k.startswith("weight_pb/gender=") for r in late for k in r)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("adversary.max_weight=1.5", "max_weight"),
+        ("adversary.temperature=0", "temperature"),
+        ("adversary.chi2_penalty=-1", "chi2_penalty"),
+        ("adversary.weight_ema=1.0", "weight_ema"),
+        ("adversary.dro_step_size=-0.1", "dro_step_size"),
+    ],
+)
+def test_bad_stabiliser_settings_fail_before_training(tiny_manifests, tmp_path, override, named):
+    cfg = tiny_config(tmp_path, tiny_manifests[0], "adversary.formulation=pw", override)
+    with pytest.raises(ValueError, match=named):
+        loop.fit(cfg, progress=False)
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+def test_weight_ema_without_clusters_is_refused(tiny_manifests, tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        tiny_manifests[0],
+        "adversary.formulation=aps",
+        "adversary.use_cluster=false",
+        "adversary.weight_ema=0.9",
+    )
+    with pytest.raises(ValueError, match="use_cluster"):
+        loop.fit(cfg, progress=False)

@@ -30,7 +30,7 @@ from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import GroupDROWeights, build_adversary
 from arw_sv.models.heads import margin_at
-from arw_sv.robust import WeightEMA, point_biserial
+from arw_sv.robust import WeightEMA, check_stabilisers, point_biserial
 from arw_sv.train import distributed
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
 from arw_sv.train.checkpoint import (
@@ -157,6 +157,17 @@ def fit(
             world_size=dist_ctx.world_size,
         )
         learner = build_learner(cfg, n_classes).to(device)
+        if ac.formulation != "erm":
+            check_stabilisers(
+                formulation=ac.formulation,
+                use_cluster=ac.use_cluster,
+                temperature=ac.temperature,
+                max_weight=ac.max_weight,
+                kl_penalty=ac.kl_penalty,
+                chi2_penalty=ac.chi2_penalty,
+                weight_ema=ac.weight_ema,
+                dro_step_size=ac.dro_step_size,
+            )
         # The adversary draws its initial weights from its own generator, so switching it
         # on changes nothing in the learner's random stream.
         with torch.random.fork_rng(devices=[]):
