@@ -89,6 +89,13 @@ class AdversaryConfig:
     cluster_refresh_steps: int = 200
     weight_aam: bool = True
     normalize: str = "sum"
+    # Stabilisers (docs/method.md, "Stabilising the adversary"); the defaults switch them off.
+    temperature: float = 1.0  # scores = sigmoid(logit / T); T -> inf gives uniform weights
+    max_weight: float = 0.0  # cap on lambda_i (>= 2, mean stays 2); 0 = no cap
+    kl_penalty: float = 0.0  # adversary maximises L_w - kl_penalty * KL(p || uniform)
+    chi2_penalty: float = 0.0  # ... - chi2_penalty * chi2(p || uniform), p = lambda / sum
+    weight_ema: float = 0.0  # learner sees its cluster's EMA of the mean weight; 0 = off
+    dro_step_size: float = 0.01  # groupdro: q_g <- q_g exp(eta * loss_g), normalised
 
 
 @dataclass(frozen=True)
@@ -199,14 +206,18 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+# The keys of ``arw_sv.train.build.OPTIMIZERS`` (which checks it at import): config stays
+# torch-free, so the registry's names live here and both optimizer fields take all of them.
+OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd", "adagrad")
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.sampling": ("speaker", "group_balanced"),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
-    "adversary.formulation": ("erm", "aps", "pl", "pw"),
-    "adversary.optimizer": ("adam", "adagrad", "sgd"),
+    "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro"),
+    "adversary.optimizer": OPTIMIZER_NAMES,
     "adversary.normalize": ("sum", "none"),
-    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.optimizer": OPTIMIZER_NAMES,
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.compile_mode": (
         "default",

@@ -11,8 +11,53 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def tempered_logits(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / T``; exactly ``logits`` at T = 1 (so the default changes no bit)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def _global_sum(values: Tensor) -> Tensor:
+    # Autograd-free sum over ranks under torch.distributed (counts only).
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def group_dro_update(q: Tensor, group_loss: Tensor, step_size: float) -> Tensor:
+    """Exponentiated gradient: ``q_g <- q_g exp(eta * loss_g) / sum_h q_h exp(eta * loss_h)``.
+
+    As in Sagawa et al.'s code, a group absent from the batch enters with loss 0 (factor 1),
+    so it loses mass only relative to the groups seen. Computed in log space.
+
+    Shape:
+        q (C,), group_loss (C,) -> (C,).
+    """
+    return torch.softmax(torch.log(q) + step_size * group_loss, dim=0)
+
+
+def group_dro_sample_weights(q: Tensor, cluster_ids: Tensor) -> Tensor:
+    """Sample weights that make the weighted mean ``sum_g q_g mean_g(loss) / sum_{g seen} q_g``.
+
+    ``w_i = B * q[c_i] / n[c_i] / sum_{g in batch} q_g``: sum(w) = B, so both ``normalize``
+    modes agree, and groups absent from the batch drop out of the sum (q renormalised over
+    the groups present).
+
+    Shape:
+        q (C,), cluster_ids (B,) -> (B,).
+    """
+    counts = torch.bincount(cluster_ids, minlength=q.shape[0]).to(q.dtype)
+    counts = _global_sum(counts)
+    present_mass = q[counts > 0].sum()
+    total = counts.sum()
+    return total * q[cluster_ids] / counts[cluster_ids] / present_mass
 
 
 class Adversary(nn.Module):
@@ -28,6 +73,7 @@ class Adversary(nn.Module):
         hidden: width of the hidden layer (ReLU); 0 for a linear adversary.
         use_embedding: feed the embedding.
         use_cluster: feed the cluster one-hot.
+        temperature: T in ``sigmoid(logit / T)``; larger T flattens the weights.
 
     Shape:
         forward: embedding (B, D), cluster_ids (B,) long -> scores (B,) in (0, 1).
@@ -41,8 +87,12 @@ class Adversary(nn.Module):
         hidden: int = 64,
         use_embedding: bool = True,
         use_cluster: bool = True,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
         if not (use_embedding or use_cluster):
             raise ValueError("the adversary needs use_embedding or use_cluster")
         if use_cluster and n_clusters < 1:
@@ -71,7 +121,8 @@ class Adversary(nn.Module):
             features.append(F.normalize(embedding.detach().to(dtype), dim=1))
         if self.use_cluster:
             features.append(F.one_hot(cluster_ids.detach(), self.n_clusters).to(dtype))
-        return torch.sigmoid(self.net(torch.cat(features, dim=1))).squeeze(1)
+        logits = tempered_logits(self.net(torch.cat(features, dim=1)), self.temperature)
+        return torch.sigmoid(logits).squeeze(1)
 
 
 class ClusterWeights(nn.Module):
@@ -87,28 +138,70 @@ class ClusterWeights(nn.Module):
         forward: embedding (B, D) or None, cluster_ids (B,) long -> scores (B,) in (0, 1).
     """
 
-    def __init__(self, n_clusters: int) -> None:
+    def __init__(self, n_clusters: int, temperature: float = 1.0) -> None:
         super().__init__()
         if n_clusters < 1:
             raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.n_clusters = n_clusters
+        self.temperature = temperature
         self.logits = nn.Parameter(torch.zeros(n_clusters))
 
     def forward(self, embedding: Tensor | None, cluster_ids: Tensor) -> Tensor:
         """Scores of each sample's cluster. Shape: cluster_ids (B,) -> (B,)."""
-        return torch.sigmoid(self.logits[cluster_ids.detach()])
+        return torch.sigmoid(tempered_logits(self.logits, self.temperature)[cluster_ids.detach()])
 
 
-def _cluster_weights(*, n_clusters: int, **_ignored) -> nn.Module:
+class GroupDROWeights(nn.Module):
+    """GroupDRO's group weights q over the k-means clusters (GEORGE-style pseudo groups).
+
+    No parameters: q is a buffer (so it is in ``state_dict`` and the checkpoint), moved by
+    exponentiated gradient (:func:`group_dro_update`), not by an optimizer.
+    Starts uniform, ``q_g = 1 / C``.
+
+    Args:
+        n_clusters: C.
+        step_size: eta of the exponentiated-gradient update.
+    """
+
+    def __init__(self, n_clusters: int, step_size: float = 0.01) -> None:
+        super().__init__()
+        if n_clusters < 1:
+            raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+        self.n_clusters = n_clusters
+        self.step_size = step_size
+        self.register_buffer("q", torch.full((n_clusters,), 1.0 / n_clusters))
+
+    def forward(self, embedding: Tensor | None, cluster_ids: Tensor) -> Tensor:
+        """Sample weights (sum B) of :func:`group_dro_sample_weights`."""
+        return group_dro_sample_weights(self.q, cluster_ids.detach())
+
+    @torch.no_grad()
+    def update(self, group_loss: Tensor) -> None:
+        """One exponentiated-gradient step on this batch's per-group mean losses."""
+        self.q.copy_(group_dro_update(self.q, group_loss.to(self.q), self.step_size))
+
+
+def _cluster_weights(*, n_clusters: int, temperature: float = 1.0, **_ignored) -> nn.Module:
     # hidden / use_embedding / use_cluster do not apply: PL sees the cluster only.
-    return ClusterWeights(n_clusters)
+    return ClusterWeights(n_clusters, temperature)
+
+
+def _group_dro(*, n_clusters: int, dro_step_size: float = 0.01, **_ignored) -> nn.Module:
+    return GroupDROWeights(n_clusters, dro_step_size)
+
+
+def _mlp(*, dro_step_size: float = 0.01, **kwargs) -> nn.Module:
+    return Adversary(**kwargs)
 
 
 ADVERSARIES: dict[str, Callable[..., nn.Module] | None] = {
     "erm": None,
-    "aps": Adversary,
-    "pw": Adversary,
+    "aps": _mlp,
+    "pw": _mlp,
     "pl": _cluster_weights,
+    "groupdro": _group_dro,
 }
 
 
@@ -120,12 +213,15 @@ def build_adversary(
     hidden: int = 64,
     use_embedding: bool = True,
     use_cluster: bool = True,
+    temperature: float = 1.0,
+    dro_step_size: float = 0.01,
 ) -> nn.Module | None:
     """The adversary for a formulation; None for "erm" (adversary off).
 
     "aps" and "pw" get an ``Adversary`` (MLP over embedding and/or cluster one-hot); "pl"
     gets ``ClusterWeights`` (one logit per cluster; ``hidden``, ``use_embedding`` and
-    ``use_cluster`` do not apply to it).
+    ``use_cluster`` do not apply to it); "groupdro" gets ``GroupDROWeights`` (q over the
+    clusters, no parameters).
 
     Args:
         formulation: one of "erm", "aps", "pl", "pw".
@@ -134,6 +230,8 @@ def build_adversary(
         hidden: hidden width; 0 for a linear adversary as in ARL.
         use_embedding: feed the detached, L2-normalised embedding.
         use_cluster: feed the one-hot of the k-means cluster.
+        temperature: T in ``sigmoid(logit / T)`` ("aps", "pw", "pl").
+        dro_step_size: eta of GroupDRO's update ("groupdro").
 
     Example:
         >>> adv = build_adversary("pw", embedding_dim=192, n_clusters=32)
@@ -153,4 +251,6 @@ def build_adversary(
         hidden=hidden,
         use_embedding=use_embedding,
         use_cluster=use_cluster,
+        temperature=temperature,
+        dro_step_size=dro_step_size,
     )

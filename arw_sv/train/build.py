@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from arw_sv.config import Config, FeatureConfig, ModelConfig, TrainConfig
+from arw_sv.config import OPTIMIZER_NAMES, Config, FeatureConfig, ModelConfig, TrainConfig
 from arw_sv.models.ecapa import EcapaTdnn, build_extractor
 from arw_sv.models.heads import AAMSoftmax
 from arw_sv.models.pair_loss import PairwiseSimilarityLoss
@@ -22,6 +22,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     ),
     "adagrad": lambda params, lr, wd, momentum: torch.optim.Adagrad(params, lr=lr, weight_decay=wd),
 }
+if tuple(OPTIMIZERS) != OPTIMIZER_NAMES:  # the config's CHOICES are these names
+    raise ImportError(f"OPTIMIZERS {tuple(OPTIMIZERS)} != config.OPTIMIZER_NAMES")
 
 
 def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaTdnn:

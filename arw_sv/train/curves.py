@@ -27,6 +27,7 @@ def plot_training_curves(history: str | Path, out_png: str | Path) -> Path | Non
         ("learning rate / margin", ["lr", "margin"]),
         ("utterances / s", ["utt_per_s"]),
         ("adversary", ["weight_mean", "weight_max", "weight_std", "adversary_objective"]),
+        ("weight collapse", ["weight_ess", "weight_loss_spearman"]),
     ]
     panels = [(t, [k for k in keys if any(k in r for r in records)]) for t, keys in panels]
     panels = [(t, keys) for t, keys in panels if keys]

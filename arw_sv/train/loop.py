@@ -28,8 +28,9 @@ from arw_sv.config import Config, config_to_dict, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.models.adversary import build_adversary
+from arw_sv.models.adversary import GroupDROWeights, build_adversary
 from arw_sv.models.heads import margin_at
+from arw_sv.robust import WeightEMA, check_stabilisers, point_biserial
 from arw_sv.train import distributed
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
 from arw_sv.train.checkpoint import (
@@ -159,6 +160,17 @@ def fit(
         if tc.compile:
             # In place (nn.Module.compile): parameters and state_dict keys stay as they are.
             learner.extractor.ecapa.compile(mode=tc.compile_mode, dynamic=False)
+        if ac.formulation != "erm":
+            check_stabilisers(
+                formulation=ac.formulation,
+                use_cluster=ac.use_cluster,
+                temperature=ac.temperature,
+                max_weight=ac.max_weight,
+                kl_penalty=ac.kl_penalty,
+                chi2_penalty=ac.chi2_penalty,
+                weight_ema=ac.weight_ema,
+                dro_step_size=ac.dro_step_size,
+            )
         # The adversary draws its initial weights from its own generator, so switching it
         # on changes nothing in the learner's random stream.
         with torch.random.fork_rng(devices=[]):
@@ -170,6 +182,8 @@ def fit(
                 hidden=ac.hidden,
                 use_embedding=ac.use_embedding,
                 use_cluster=ac.use_cluster,
+                temperature=ac.temperature,
+                dro_step_size=ac.dro_step_size,
             )
         optimizer = build_optimizer(
             tc.optimizer, learner.parameters(), tc.lr, tc.weight_decay, tc.momentum
@@ -177,10 +191,15 @@ def fit(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
         scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
         adv_optimizer = None
+        weight_ema = None
         if adversary is not None:
             adversary = adversary.to(device)
-            adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
-        bank = EmbeddingBank(max(4096, 32 * ac.n_clusters), cfg.model.embedding_dim)
+            if not isinstance(adversary, GroupDROWeights):  # q moves by its own rule
+                adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
+            if ac.weight_ema > 0:
+                weight_ema = WeightEMA(ac.n_clusters, ac.weight_ema)
+        bank = EmbeddingBank(bank_size(ac.n_clusters), cfg.model.embedding_dim)
+        group_members = _true_groups(manifest) if adversary is not None else {}
         clusters: ClusterIndex | None = None
         step = 0
         # ---- resume ---------------------------------------------------------------------
@@ -192,7 +211,10 @@ def fit(
             scaler.load_state_dict(state["scaler"])
             if adversary is not None:
                 adversary.load_state_dict(state["adversary"])
-                adv_optimizer.load_state_dict(state["adversary_optimizer"])
+                if adv_optimizer is not None:
+                    adv_optimizer.load_state_dict(state["adversary_optimizer"])
+                if weight_ema is not None:
+                    weight_ema.load_state_dict(state["weight_ema"])
             if state.get("clusters") is not None:
                 clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
             bank.load_state_dict(state["bank"])
@@ -252,6 +274,7 @@ def fit(
                 if adv_optimizer is None
                 else adv_optimizer.state_dict(),
                 "clusters": None if clusters is None else clusters.state_dict(),
+                "weight_ema": None if weight_ema is None else weight_ema.state_dict(),
                 "bank": bank.state_dict(),
                 "sampler": {"step": step, "seed": tc.seed},
                 "world_size": dist_ctx.world_size,
@@ -287,7 +310,7 @@ def fit(
                 cfg.loss.margin_warmup_steps,
             )
             adversary_on = adversary is not None and step >= ac.warmup_steps
-            if adversary_on and (ac.use_cluster or ac.formulation == "pl"):
+            if adversary_on and (ac.use_cluster or ac.formulation in ("pl", "groupdro")):
                 clusters = _refresh_clusters(clusters, bank, step, cfg, device, dist_ctx)
             try:
                 stats, detached = learner_step(
@@ -303,9 +326,10 @@ def fit(
                     clip=tc.grad_clip,
                     autocast_dtype=autocast_dtype,
                     chunks=chunks,
+                    weight_ema=weight_ema,
                 )
                 adv_stats = None
-                if adversary_on and (step - ac.warmup_steps) % ac.adversary_every == 0:
+                if adversary_on and adversary_due(step, ac.warmup_steps, ac.adversary_every):
                     adv_stats = adversary_step(
                         adversary,
                         detached,
@@ -349,6 +373,8 @@ def fit(
                 if adv_stats is not None:
                     record["adversary_objective"] = adv_stats.objective
                     record["adversary_grad_norm"] = adv_stats.grad_norm
+                if detached.weights is not None:
+                    record.update(_group_correlations(detached.weights, indices, group_members))
                 if dist_ctx.is_main:
                     history.write(record)
                     for key, value in record.items():
@@ -380,6 +406,45 @@ def fit(
             logging.getLogger("arw_sv").removeHandler(handler)
             handler.close()
         distributed.teardown(dist_ctx)
+
+
+def bank_size(n_clusters: int) -> int:
+    """Rows of the embedding bank: at least 32 per cluster (k-means needs 4 per cluster to
+    start, and refreshes see a few hundred steps of batches), and never under 4096."""
+    return max(4096, 32 * n_clusters)
+
+
+def adversary_due(step: int, warmup_steps: int, every: int) -> bool:
+    """Whether the adversary steps at ``step`` (the learner steps at every step): from the
+    end of the warm-up on, every ``every``-th step, the first at ``warmup_steps``."""
+    return step >= warmup_steps and (step - warmup_steps) % every == 0
+
+
+def _true_groups(manifest) -> dict[str, torch.Tensor]:
+    """Per utterance, membership of every true group (``gender=f``, ``nationality=UK``) with
+    more than one value in the manifest. For logging only: never given to the adversary."""
+    members = {}
+    for attribute in ("gender", "nationality"):
+        values = [getattr(u, attribute) for u in manifest]
+        names = sorted(set(values) - {"unknown"})
+        if len(names) < 2:
+            continue
+        for name in names:
+            key = "".join(c if c.isalnum() else "_" for c in name)
+            members[f"{attribute}={key}"] = torch.tensor([v == name for v in values])
+    return members
+
+
+def _group_correlations(
+    weights: torch.Tensor, indices: torch.Tensor, members: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Point-biserial correlation of this batch's weights with each true group present."""
+    found = {}
+    for name, member in members.items():
+        corr = point_biserial(weights, member[indices.cpu()])
+        if corr is not None:
+            found[f"weight_pb/{name}"] = corr
+    return found
 
 
 def _speaker_groups(manifest, key: str) -> list[int]:

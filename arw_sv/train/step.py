@@ -24,9 +24,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from arw_sv.arw import ClusterIndex, arl_weights, weighted_objective
+from arw_sv.arw import ClusterIndex, arl_weights, balanced_pair_weights, weighted_objective
 from arw_sv.config import AdversaryConfig, LossConfig
+from arw_sv.models.adversary import GroupDROWeights
 from arw_sv.models.pair_loss import PairTerms
+from arw_sv.robust import (
+    WeightEMA,
+    capped_arl_weights,
+    divergence_from_uniform,
+    group_sums,
+    per_sample_loss,
+    weight_statistics,
+)
 from arw_sv.train.distributed import all_ranks_true, average_gradients
 
 # An fp16 loss scale below this means the gradients overflow even unscaled: the run diverged.
@@ -45,6 +54,7 @@ class Detached:
     sample_loss: torch.Tensor  # (B,)
     pairs: tuple[PairTerms, ...]  # one per chunk, (B/C, B/C) fields
     cluster_ids: torch.Tensor  # (B,)
+    weights: torch.Tensor | None = None  # (B,) what the learner used; None without adversary
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,8 @@ class LearnerStats:
     weight_mean: float | None = None
     weight_max: float | None = None
     weight_std: float | None = None
+    weight_ess: float | None = None  # (sum w)^2 / sum w^2: B when uniform, 1 at collapse
+    weight_loss_spearman: float | None = None  # rank correlation of w_i with sample i's loss
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,35 @@ class Learner(nn.Module):
         return embeddings, sample_loss, pairs
 
 
+def _row_pair_loss(pairs: tuple[PairTerms, ...]) -> torch.Tensor:
+    """Anchor i's balanced pair loss ``sum_j beta_ij l_ij``, chunks concatenated. -> (B,)."""
+    return torch.cat([(balanced_pair_weights(p) * p.loss).sum(dim=1) for p in pairs])
+
+
+def _sample_losses(
+    loss_cfg: LossConfig, sample_loss: torch.Tensor, pairs: tuple[PairTerms, ...]
+) -> torch.Tensor:
+    row = _row_pair_loss(pairs) if loss_cfg.pair_weight != 0 else torch.zeros_like(sample_loss)
+    return per_sample_loss(sample_loss, row, loss_cfg.aam_weight, loss_cfg.pair_weight)
+
+
+def adversary_weights(
+    adversary: nn.Module, embeddings: torch.Tensor, cluster_ids: torch.Tensor, cfg: AdversaryConfig
+) -> torch.Tensor:
+    """lambda_i from the adversary: ARL's normalisation, capped at ``cfg.max_weight`` if set;
+    GroupDRO's ``q``-derived weights for "groupdro". Carries the adversary's gradient.
+
+    Shape:
+        embeddings (B, D), cluster_ids (B,) -> (B,).
+    """
+    if isinstance(adversary, GroupDROWeights):
+        return adversary(embeddings, cluster_ids)
+    scores = adversary(embeddings, cluster_ids)
+    if cfg.max_weight > 0:
+        return capped_arl_weights(scores, cfg.max_weight)
+    return arl_weights(scores)
+
+
 def _objective(
     cfg: AdversaryConfig,
     loss_cfg: LossConfig,
@@ -163,8 +204,9 @@ def _objective(
     """The weighted objective; with several chunks, the mean of the chunks' objectives."""
 
     def one(loss: torch.Tensor, terms: PairTerms, w: torch.Tensor | None) -> torch.Tensor:
+        formulation = "aps" if cfg.formulation == "groupdro" else cfg.formulation
         return weighted_objective(
-            cfg.formulation if w is not None else "erm",
+            formulation if w is not None else "erm",
             sample_loss=loss,
             pairs=terms,
             sample_weights=w,
@@ -199,11 +241,13 @@ def learner_step(
     clip: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
     chunks: int = 1,
+    weight_ema: WeightEMA | None = None,
 ) -> tuple[LearnerStats, Detached]:
     """One learner update on a batch; the adversary (if any) only supplies detached weights.
 
     ``learner`` may be the DDP-wrapped :class:`Learner`; ``chunks`` cuts the batch into
-    that many chunks of whole speakers (see the module docstring).
+    that many chunks of whole speakers (see the module docstring). ``weight_ema`` (state
+    kept by the caller) replaces each weight by its cluster's EMA mean weight.
 
     Shape:
         waveforms (B, S), labels (B,)
@@ -217,7 +261,9 @@ def learner_step(
     weights = None
     if adversary is not None:
         with torch.no_grad():
-            weights = arl_weights(adversary(emb, cluster_ids))
+            weights = adversary_weights(adversary, emb, cluster_ids, cfg)
+            if weight_ema is not None:
+                weights = weight_ema(weights, cluster_ids)
     loss = _objective(cfg, loss_cfg, sample_loss, pairs, weights)
     grad_norm = backward_and_step(
         loss, optimizer, learner.parameters(), scaler=scaler, clip=clip, what="learner"
@@ -233,15 +279,26 @@ def learner_step(
         weight_mean=None if weights is None else float(weights.mean()),
         weight_max=None if weights is None else float(weights.max()),
         weight_std=None if weights is None else float(weights.std()),
+        **({} if weights is None else _monitors(weights, loss_cfg, sample_loss, pairs)),
     )
     detached = tuple(p.detach() for p in pairs)
-    return stats, Detached(emb, sample_loss.detach().float(), detached, cluster_ids)
+    return stats, Detached(emb, sample_loss.detach().float(), detached, cluster_ids, weights)
+
+
+def _monitors(weights, loss_cfg, sample_loss, pairs) -> dict[str, float | None]:
+    with torch.no_grad():
+        losses = _sample_losses(loss_cfg, sample_loss.detach().float(), pairs)
+        found = weight_statistics(weights, losses)
+    return {
+        "weight_ess": found["weight_ess"],
+        "weight_loss_spearman": found["weight_loss_spearman"],
+    }
 
 
 def adversary_step(
     adversary: nn.Module,
     batch: Detached,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     *,
     cfg: AdversaryConfig,
     loss_cfg: LossConfig,
@@ -250,12 +307,32 @@ def adversary_step(
     """One adversary update: gradient *ascent* on the weighted loss of the learner's
     detached losses (so no gradient can reach the learner). Under DDP its gradients are
     averaged over ranks, which with ``arl_weights``' all-reduce gives the exact gradient of
-    the global objective."""
+    the global objective.
+
+    With ``kl_penalty`` / ``chi2_penalty`` the adversary raises
+    ``L_w - penalty * D(w / sum w || uniform)`` instead. For "groupdro" (no optimizer) this
+    is GroupDRO's exponentiated-gradient step on q from the batch's per-cluster mean losses;
+    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0."""
     adversary.train()
-    weights = arl_weights(adversary(batch.embeddings, batch.cluster_ids))
+    if isinstance(adversary, GroupDROWeights):
+        with torch.no_grad():
+            losses = _sample_losses(loss_cfg, batch.sample_loss, batch.pairs)
+            sums, counts = group_sums(losses, batch.cluster_ids, adversary.n_clusters)
+            group_loss = sums / counts.clamp(min=1)  # 0 for a group absent from the batch
+            present = counts > 0
+            q = adversary.q
+            objective = (q[present] * group_loss[present]).sum() / q[present].sum()
+            adversary.update(group_loss)
+        return AdversaryStats(objective=float(objective), grad_norm=0.0)
+    weights = adversary_weights(adversary, batch.embeddings, batch.cluster_ids, cfg)
     objective = _objective(cfg, loss_cfg, batch.sample_loss, batch.pairs, weights)
+    target = objective
+    if cfg.kl_penalty > 0:
+        target = target - cfg.kl_penalty * divergence_from_uniform(weights, "kl")
+    if cfg.chi2_penalty > 0:
+        target = target - cfg.chi2_penalty * divergence_from_uniform(weights, "chi2")
     grad_norm = backward_and_step(
-        -objective,
+        -target,
         optimizer,
         adversary.parameters(),
         clip=clip,
