@@ -311,3 +311,44 @@ def test_missing_folder_and_offline_hub_id_give_clear_errors(tmp_path, monkeypat
         SpeakerEncoder.from_speechbrain(tmp_path)
     with pytest.raises(SpeechBrainFolderError, match="hub"):
         SpeakerEncoder.from_speechbrain("nobody/no-such-model")
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+
+def test_cli_export_speechbrain_then_embed_speechbrain_folder(tiny_manifests, tmp_path, capsys):
+    """A trained checkpoint -> `arw-sv export --format speechbrain` -> SpeechBrain loads it
+    and agrees; `arw-sv embed speechbrain:FOLDER` gives the checkpoint's embeddings."""
+    import numpy as np
+    import soundfile as sf
+
+    from arw_sv.cli import main
+    from arw_sv.train.checkpoint import load_checkpoint
+
+    cfg = tiny_config(tmp_path / "run", tiny_manifests[0], "train.steps=2")
+    checkpoint = fit(cfg, progress=False).checkpoint
+    out = tmp_path / "sb_export"
+    assert main(["export", str(checkpoint), "--format", "speechbrain", "--out", str(out)]) == 0
+    assert "SpeechBrain's EncoderClassifier vs arw-sv" in capsys.readouterr().out
+    state = load_checkpoint(checkpoint)
+    assert read_labels(out) == state["speakers"]
+    assert torch.equal(read_classifier(out), state["learner"]["aam.weight"])
+
+    audio = _speech_like(2, 1.3)
+    reference = SpeakerEncoder.from_checkpoint(checkpoint, jit=False)(audio)
+    ours = F.normalize(speechbrain_embeddings(out, audio, tmp_path / "cache"), dim=-1)
+    assert float((ours * reference).sum(-1).min()) > 0.9999
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    for i, wav in enumerate(audio):
+        sf.write(wavs / f"u{i}.wav", wav.numpy(), 16000, subtype="FLOAT")
+    npz = tmp_path / "emb.npz"
+    argv = ["embed", f"speechbrain:{out}", "--folder", str(wavs), "--out", str(npz), "--quiet"]
+    assert main(argv) == 0
+    embedded = np.load(npz)
+    got = torch.from_numpy(np.stack([embedded["u0.wav"], embedded["u1.wav"]]))
+    assert torch.allclose(got, reference, atol=1e-4)
+    assert main(["embed", f"speechbrain:{tmp_path / 'nothing'}", "--folder", str(wavs),
+                 "--out", str(npz)]) == 2  # fmt: skip
+    assert "not a folder" in capsys.readouterr().err
