@@ -1,5 +1,10 @@
 """Export the embedding extractor to ONNX and TorchScript (``arw-sv export``).
 
+``--format speechbrain`` instead writes a SpeechBrain pretrained folder (the
+``spkrec-ecapa-voxceleb`` layout, :mod:`arw_sv.speechbrain_folder`) that
+``EncoderClassifier.from_hparams(source=folder)`` loads; it is checked against SpeechBrain's
+own ``encode_batch`` before the command succeeds.
+
 The exported graph is the whole extractor, **fbank inside**: waveforms at the model's sample
 rate in, L2-normalised embeddings out, with a dynamic batch and a dynamic length::
 

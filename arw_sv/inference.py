@@ -80,7 +80,11 @@ class SpeakerEncoder:
 
     @classmethod
     def from_speechbrain(
-        cls, folder_or_hub_id: str | Path, device: str | torch.device = "cpu", *, jit=None
+        cls,
+        folder_or_hub_id: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        jit: bool | None = None,
     ) -> SpeakerEncoder:
         """SpeechBrain's pretrained ECAPA (``spkrec-ecapa-voxceleb`` layout) as an encoder.
 

@@ -205,6 +205,20 @@ def test_speechbrain_embeddings_skip_mean_var_norm_emb_as_speechbrain_does(tmp_p
     assert float((ours * centred).sum()) < 0.99  # the random glob_mean matters
 
 
+def test_head_for_matches_speakers_by_name_and_tiles_speed_classes(tmp_path):
+    from arw_sv.speechbrain_folder import head_for
+
+    extractor = read_hparams(make_speechbrain_folder(tmp_path / "sb", 128, SPEAKERS)).build()
+    vectors = torch.randn(3, 192)
+    folder = write_folder(extractor, tmp_path / "w", speakers=SPEAKERS, class_vectors=vectors)
+    # A subset, in another order, with two speed-perturbed copies of each class.
+    head = head_for(folder, ["id10002", "id10003"], n_classes=6)
+    expected = vectors[[2, 0]]
+    assert torch.equal(head, torch.cat([expected, expected, expected]))
+    assert head_for(folder, ["id10002", "id99999"], n_classes=2) is None
+    assert head_for(folder, ["id10002", "id10003"], n_classes=3) is None
+
+
 # ---- fine-tuning from a SpeechBrain folder ------------------------------------------------
 
 WIDTH = 128  # the smallest width whose SpeechBrain defaults equal arw-sv's (scale 8, SE 128)
