@@ -41,7 +41,7 @@ def embed_utterances(
     from arw_sv.atomic import atomic_path
     from arw_sv.inference import SpeakerEncoder
 
-    encoder = SpeakerEncoder.from_checkpoint(checkpoint)
+    encoder = SpeakerEncoder.load(checkpoint)  # a checkpoint or speechbrain:FOLDER
     vectors = encoder.embed_files(paths, progress=progress)
     out = Path(out)
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("embed", help="embed a manifest or folder into one .npz")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="training checkpoint, or speechbrain:FOLDER_OR_HUB_ID")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest")
     src.add_argument("--folder", help="ids are paths relative to this folder")

@@ -1,5 +1,10 @@
 """Export the embedding extractor to ONNX and TorchScript (``arw-sv export``).
 
+``--format speechbrain`` instead writes a SpeechBrain pretrained folder (the
+``spkrec-ecapa-voxceleb`` layout, :mod:`arw_sv.speechbrain_folder`) that
+``EncoderClassifier.from_hparams(source=folder)`` loads; it is checked against SpeechBrain's
+own ``encode_batch`` before the command succeeds.
+
 The exported graph is the whole extractor, **fbank inside**: waveforms at the model's sample
 rate in, L2-normalised embeddings out, with a dynamic batch and a dynamic length::
 
@@ -43,7 +48,7 @@ from arw_sv.atomic import atomic_path
 from arw_sv.audio import FbankFrontend
 from arw_sv.models.ecapa import EcapaTdnn
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "speechbrain")
 ONNX_OPSET = 18
 # Shortest input the graph accepts: ECAPA's widest "same" reflect padding (4 frames) needs at
 # least 5 frames, i.e. 4 hops of audio; 0.1 s leaves a margin.
@@ -236,7 +241,12 @@ def export_torchscript(extractor: EcapaTdnn, path: str | Path) -> Path:
 
 
 def export(extractor: EcapaTdnn, path: str | Path, fmt: str) -> Path:
-    """Export to ``fmt`` (one of :data:`FORMATS`)."""
+    """Export to ``fmt`` (one of :data:`FORMATS`; a ``speechbrain`` folder without a head
+    here, see :func:`arw_sv.speechbrain_folder.write_folder` for one with it)."""
+    if fmt == "speechbrain":
+        from arw_sv.speechbrain_folder import write_folder
+
+        return write_folder(extractor.eval(), path)
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     extractor = extractor.eval()
@@ -324,6 +334,25 @@ class TorchScriptEncoder(_GroupedRunner):
         return self.module(torch.from_numpy(waveforms).to(self.device)).float().cpu().numpy()
 
 
+class SpeechBrainRunner(_GroupedRunner):
+    """A SpeechBrain folder run by SpeechBrain's own ``EncoderClassifier.encode_batch``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        import tempfile
+
+        from speechbrain.inference.speaker import EncoderClassifier
+
+        self._cache = tempfile.TemporaryDirectory(prefix="arw_sv_sb_")
+        self.model = EncoderClassifier.from_hparams(source=str(folder), savedir=self._cache.name)
+        self.sample_rate = int(self.model.hparams.compute_features.compute_STFT.sample_rate)
+        self.dim = int(self.model.mods.embedding_model.fc.conv.out_channels)
+
+    @torch.inference_mode()
+    def _run(self, waveforms: np.ndarray) -> np.ndarray:
+        emb = self.model.encode_batch(torch.from_numpy(waveforms)).reshape(len(waveforms), -1)
+        return F.normalize(emb, dim=-1).numpy()
+
+
 def load_exported(path: str | Path) -> _GroupedRunner:
     """An :class:`OnnxEncoder` or :class:`TorchScriptEncoder`, by file suffix."""
     return OnnxEncoder(path) if Path(path).suffix == ".onnx" else TorchScriptEncoder(path)
@@ -360,16 +389,29 @@ def run(args: argparse.Namespace) -> int:
     extractor.load_state_dict(state["extractor"])
     extractor.eval()
     fmt = args.format
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.checkpoint).with_suffix(".onnx" if fmt == "onnx" else ".ts.pt")
-    )
-    export(extractor, out, fmt)
-    cosine = parity(extractor, load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out))
+    suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "speechbrain": ".speechbrain"}[fmt]
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(suffix)
+    if fmt == "speechbrain":
+        from arw_sv.speechbrain_folder import write_folder
+
+        # The AAM head goes along as SpeechBrain's classifier, its speakers as labels.
+        write_folder(
+            extractor,
+            out,
+            speakers=list(state.get("speakers", [])),
+            class_vectors=state["learner"]["aam.weight"],
+        )
+        runner: _GroupedRunner = SpeechBrainRunner(out)
+        size = sum(p.stat().st_size for p in out.iterdir())
+    else:
+        export(extractor, out, fmt)
+        runner = load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out)
+        size = out.stat().st_size
+    cosine = parity(extractor, runner)
+    reference = "SpeechBrain's EncoderClassifier" if fmt == "speechbrain" else fmt
     print(
-        f"{fmt} -> {out} ({out.stat().st_size / 2**20:.1f} MiB); min cosine vs PyTorch "
-        f"{cosine:.6f} on 3.0 s and 5.37 s inputs"
+        f"{fmt} -> {out} ({size / 2**20:.1f} MiB); min cosine, {reference} vs arw-sv "
+        f"PyTorch: {cosine:.6f} on 3.0 s and 5.37 s inputs"
     )
     if cosine < 0.9999:
         print(f"arw-sv export: error: parity check failed (cosine {cosine:.6f} < 0.9999)")
@@ -381,12 +423,17 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     """Register ``export`` on an ``argparse`` sub-parser set (sets ``func=run``)."""
     p = subparsers.add_parser(
         "export",
-        help="export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)",
+        help="export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)"
+        " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="training checkpoint (step_N.pt)")
     p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument("--out", help="output file (default: beside the checkpoint, .onnx / .ts.pt)")
+    p.add_argument(
+        "--out",
+        help="output file or folder (default: beside the checkpoint, .onnx / .ts.pt / "
+        ".speechbrain/)",
+    )
     p.set_defaults(func=run)
     return p

@@ -78,6 +78,37 @@ class SpeakerEncoder:
         extractor.load_state_dict(state["extractor"])
         return cls(extractor, device=device, jit=jit)
 
+    @classmethod
+    def from_speechbrain(
+        cls,
+        folder_or_hub_id: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        jit: bool | None = None,
+    ) -> SpeakerEncoder:
+        """SpeechBrain's pretrained ECAPA (``spkrec-ecapa-voxceleb`` layout) as an encoder.
+
+        Architecture and features come from the folder's ``hyperparams.yaml``; embeddings
+        equal ``EncoderClassifier.encode_batch`` on the same folder (up to the L2 norm).
+        A name that is not a folder is fetched as a hub id (``huggingface_hub``).
+
+        Example:
+            >>> enc = SpeakerEncoder.from_speechbrain("pretrained/spkrec-ecapa-voxceleb")
+        """
+        from arw_sv.speechbrain_folder import load_extractor, resolve
+
+        return cls(load_extractor(resolve(folder_or_hub_id)), device=device, jit=jit)
+
+    @classmethod
+    def load(cls, spec: str | Path, device: str | torch.device = "cpu") -> SpeakerEncoder:
+        """A training checkpoint, or ``speechbrain:FOLDER_OR_HUB_ID``."""
+        from arw_sv.speechbrain_folder import split_spec
+
+        folder = split_spec(spec)
+        if folder is not None:
+            return cls.from_speechbrain(folder, device=device)
+        return cls.from_checkpoint(spec, device=device)
+
     @property
     def sample_rate(self) -> int:
         return self._extractor.sample_rate

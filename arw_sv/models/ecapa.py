@@ -36,13 +36,21 @@ class EcapaTdnn(nn.Module):
         n_mels: int = 80,
         win_length_ms: float = 25.0,
         hop_length_ms: float = 10.0,
+        *,
+        kernel_sizes: tuple[int, ...] = (5, 3, 3, 3, 1),
+        dilations: tuple[int, ...] = (1, 2, 3, 4, 1),
+        res2net_scale: int | None = None,
+        se_channels: int | None = None,
+        global_context: bool = True,
     ) -> None:
         super().__init__()
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
         if len(channels) != 5:
             raise ValueError(f"model.channels needs 5 widths, got {list(channels)}")
-        scale = 8 if min(channels[:4]) >= 64 else 4
+        # The keyword-only settings exist for SpeechBrain folders whose hyperparams.yaml
+        # departs from the published ECAPA (arw_sv.speechbrain_folder); configs never set them.
+        scale = res2net_scale or (8 if min(channels[:4]) >= 64 else 4)
         if any(c % scale for c in channels[:4]):
             raise ValueError(f"model.channels {list(channels)} must be divisible by {scale}")
         self.sample_rate = sample_rate
@@ -52,12 +60,12 @@ class EcapaTdnn(nn.Module):
             input_size=n_mels,
             lin_neurons=embedding_dim,
             channels=list(channels),
-            kernel_sizes=[5, 3, 3, 3, 1],
-            dilations=[1, 2, 3, 4, 1],
+            kernel_sizes=list(kernel_sizes),
+            dilations=list(dilations),
             attention_channels=min(attention_channels, channels[-1]),
             res2net_scale=scale,
-            se_channels=min(128, channels[0]),
-            global_context=True,
+            se_channels=se_channels or min(128, channels[0]),
+            global_context=global_context,
         )
 
     def embed_features(

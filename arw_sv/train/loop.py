@@ -24,13 +24,21 @@ from tqdm import tqdm
 
 from arw_sv.arw import ClusterIndex
 from arw_sv.augment import Augmenter, speed_classes
-from arw_sv.config import Config, config_to_dict, save_config
+from arw_sv.config import Config, ConfigError, config_to_dict, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import GroupDROWeights, build_adversary
 from arw_sv.models.heads import margin_at
 from arw_sv.robust import WeightEMA, check_stabilisers, point_biserial
+from arw_sv.speechbrain_folder import (
+    PREFIX,
+    architecture,
+    head_for,
+    load_extractor,
+    resolve,
+    split_spec,
+)
 from arw_sv.train import distributed
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
 from arw_sv.train.checkpoint import (
@@ -504,9 +512,17 @@ def _initialise_from(
     classes dropped or tiled from the plain ones when the two runs differ in
     ``augment.speed_prob``. Other speakers: the extractor and pair loss only (a fresh head).
 
+    ``speechbrain:FOLDER`` (or a hub id) starts from a SpeechBrain pretrained ECAPA instead:
+    its embedding model, and its classifier as the AAM head when every training speaker is
+    in its label encoder (a fresh head otherwise). The model and features sections must
+    describe its architecture (the published VoxCeleb model is ``model.preset=c1024``).
+
     Returns:
         The checkpoint, when its adversary (same formulation) should be loaded too.
     """
+    if split_spec(path) is not None:
+        _initialise_from_speechbrain(split_spec(path), learner, speakers)
+        return None
     state = load_checkpoint(path)
     weights = dict(state["learner"])
     if list(state.get("speakers", [])) != list(speakers):
@@ -527,6 +543,26 @@ def _initialise_from(
     if state.get("adversary") is not None and same == cfg.adversary.formulation:
         return state
     return None
+
+
+def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str]) -> None:
+    folder = resolve(name)
+    imported = load_extractor(folder)
+    have, want = architecture(imported), architecture(learner.extractor)
+    differ = {k: (have[k], want[k]) for k in have if have[k] != want[k]}
+    if differ:
+        raise ConfigError(
+            f"train.init_checkpoint={PREFIX}{name}: the folder's model differs from the "
+            f"config's (folder, config): {differ}; set model.* / features.* to match"
+        )
+    learner.extractor.load_state_dict(imported.state_dict())
+    head = head_for(folder, speakers, learner.aam.weight.shape[0])
+    if head is None:
+        log.info("init from %s: speakers not all in its classifier, the head starts fresh", name)
+    else:
+        with torch.no_grad():
+            learner.aam.weight.copy_(head)
+    log.info("initialised from SpeechBrain folder %s", folder)
 
 
 class _History:

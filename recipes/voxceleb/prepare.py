@@ -4,7 +4,8 @@
 Inputs, as downloaded::
 
     VoxCeleb1/wav/idXXXXX/<video>/<nnnnn>.wav          (16 kHz wav)
-    VoxCeleb2/dev/aac/idXXXXX/<video>/<nnnnn>.m4a      (AAC; converted here to 16 kHz wav)
+    VoxCeleb2/dev/aac/idXXXXX/<video>/<nnnnn>.m4a      (AAC; converted here to 16 kHz wav,
+                                                        by PyAV or a system ffmpeg)
     vox1_meta.csv, vox2_meta.csv                       (gender, nationality, set)
     trial lists: veri_test2.txt (VoxCeleb1-O), list_test_all2.txt (-E), list_test_hard2.txt (-H)
 
@@ -21,7 +22,10 @@ What it guarantees:
   broken (no readable header, not 16 kHz mono, or empty); each conversion writes a temporary
   file and renames it, so an interrupted run never leaves a half-written wav under the
   final name. The same inputs give byte-identical manifests.
-- **Corrupt files are reported, not dropped silently.** An m4a that ffmpeg cannot decode or
+- **No system ffmpeg needed.** m4a files are decoded with PyAV (``av`` on PyPI, which ships
+  FFmpeg's own libraries), or with an ``ffmpeg`` on PATH (``--decoder ffmpeg``); both resample
+  with FFmpeg's libswresample to 16 kHz mono 16-bit wav.
+- **Corrupt files are reported, not dropped silently.** An m4a that cannot be decoded or
   a wav that cannot be read is skipped, listed in skipped.txt with the reason, and counted
   in the summary; more than ``--max-skipped-fraction`` of the files stops the run (a broken
   download or a missing codec should not go unnoticed).
@@ -61,9 +65,15 @@ TRAIN_SETS = {
     "vox1_dev+vox2_dev": ("vox1", "vox2"),
     "vox1_dev": ("vox1",),  # small; for smoke tests
 }
+DECODERS = ("auto", "pyav", "ffmpeg")
+PYAV_MISSING = (
+    "--decoder pyav: PyAV is needed to decode VoxCeleb2's m4a files and is not installed; "
+    "`pip install av` (it ships FFmpeg's libraries), or pass --decoder ffmpeg"
+)
 FFMPEG_MISSING = (
     "ffmpeg is needed to convert VoxCeleb2's m4a files to wav, and it is not on PATH.\n"
-    "Install it (Debian/Ubuntu: `sudo apt-get install ffmpeg`; conda: "
+    "`pip install av` (PyAV, FFmpeg's libraries; used by --decoder auto), or install "
+    "ffmpeg (Debian/Ubuntu: `sudo apt-get install ffmpeg`; conda: "
     "`conda install -c conda-forge ffmpeg`; macOS: `brew install ffmpeg`), or convert the "
     "files yourself to <vox2-wav>/<speaker>/<video>/<nnnnn>.wav (16 kHz mono) and rerun."
 )
@@ -113,13 +123,65 @@ def find_ffmpeg() -> str:
     return found
 
 
-def convert_one(ffmpeg: str, m4a: Path, wav: Path, timeout: float = 600.0) -> str:
-    """Convert one m4a unless its wav is already good; returns kept / converted / an error."""
+def find_decoder(name: str = "auto") -> str:
+    """``"pyav"`` or the path of a system ffmpeg; ``auto`` prefers PyAV, then ffmpeg."""
+    import importlib.util
+
+    have_pyav = importlib.util.find_spec("av") is not None
+    if name == "pyav" and not have_pyav:
+        raise PrepareError(PYAV_MISSING)
+    if name == "pyav" or (name == "auto" and have_pyav):
+        return "pyav"
+    return find_ffmpeg()
+
+
+def decode_pyav(m4a: Path, wav: Path) -> None:
+    """Decode ``m4a``'s first audio stream to a 16 kHz mono 16-bit ``wav`` with PyAV.
+
+    Resampling and down-mixing go through FFmpeg's libswresample, as ``ffmpeg -ac 1 -ar``
+    does. Raises on any decoding error, or when no sample was decoded.
+    """
+    import av
+    import numpy as np
+
+    chunks = []
+    with av.open(str(m4a)) as container:
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        for frame in container.decode(stream):
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    if samples.size == 0:
+        raise ValueError("no audio decoded")
+    sf.write(str(wav), samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def convert_one(decoder: str, m4a: Path, wav: Path, timeout: float = 600.0) -> str:
+    """Convert one m4a unless its wav is already good; returns kept / converted / an error.
+
+    ``decoder`` is ``"pyav"`` or the path of an ffmpeg executable (:func:`find_decoder`).
+    """
     if wav.exists() and _converted_ok(wav):
         return "kept"
     wav.parent.mkdir(parents=True, exist_ok=True)
     partial = wav.with_name(f".{wav.name}.partial")
     partial.unlink(missing_ok=True)
+    if decoder == "pyav":
+        try:
+            decode_pyav(m4a, partial)
+        except Exception as exc:  # noqa: BLE001 - PyAV raises FFmpegError subclasses and more
+            partial.unlink(missing_ok=True)
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+            return f"error: PyAV (FFmpeg) could not decode it ({message})"
+        if not _converted_ok(partial):
+            partial.unlink(missing_ok=True)
+            return "error: PyAV (FFmpeg) could not decode it (no usable wav written)"
+        os.replace(partial, wav)
+        return "converted"
+    ffmpeg = decoder
     cmd = [
         ffmpeg,
         "-nostdin",
@@ -170,10 +232,10 @@ def vox1_audio_root(vox1: Path) -> Path:
 
 
 def convert_vox2(
-    aac_root: Path, wav_root: Path, jobs: int, progress: bool = True
+    aac_root: Path, wav_root: Path, jobs: int, progress: bool = True, decoder: str = "auto"
 ) -> tuple[Counter, list[Skip]]:
     """Convert every m4a below ``aac_root`` that has no good wav below ``wav_root`` yet."""
-    ffmpeg = find_ffmpeg()
+    ffmpeg = find_decoder(decoder)
     sources = sorted(aac_root.glob("*/*/*.m4a"))
     outcome: Counter = Counter()
     skipped: list[Skip] = []
@@ -293,7 +355,9 @@ def prepare(args: argparse.Namespace) -> dict:
     if "vox2" in corpora:
         aac_root = vox2_audio_root(Path(args.vox2))
         wav_root = Path(args.vox2_wav) if args.vox2_wav else out / "vox2_wav"
-        outcome, failed = convert_vox2(aac_root, wav_root, args.jobs, progress=not args.quiet)
+        outcome, failed = convert_vox2(
+            aac_root, wav_root, args.jobs, progress=not args.quiet, decoder=args.decoder
+        )
         skipped += failed
         vox2_files, bad2 = scan_wavs(wav_root, args.jobs)
         skipped += bad2
@@ -394,7 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
-        help="parallel ffmpeg conversions and header reads",
+        help="parallel m4a conversions and header reads",
+    )
+    p.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default="auto",
+        help="m4a decoder: pyav (FFmpeg's libraries from PyPI), ffmpeg (the system one on "
+        "PATH), auto (PyAV if installed, else ffmpeg)",
     )
     p.add_argument(
         "--max-skipped-fraction",

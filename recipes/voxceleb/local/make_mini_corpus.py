@@ -5,7 +5,7 @@ Built from arw-sv's synthetic generator, laid out and formatted like the real do
 
     <out>/vox1/wav/idXXXXX/<video>/<nnnnn>.wav      VoxCeleb1 (synthetic speakers id10001...)
     <out>/vox1/vox1_meta.csv                        tab-separated, LF, as the real file
-    <out>/vox2/dev/aac/id0XXXX/<video>/<nnnnn>.m4a  VoxCeleb2-dev as AAC (needs ffmpeg)
+    <out>/vox2/dev/aac/id0XXXX/<video>/<nnnnn>.m4a  VoxCeleb2-dev as AAC (PyAV or ffmpeg)
     <out>/vox2/vox2_meta.csv                        BOM, CRLF, " ," separators, no final newline
     <out>/trials/vox1_O.txt, vox1_E.txt, vox1_H.txt  "<1|0> <enroll> <test>"; O has no final
                                                     newline and E has CRLF, as real copies do
@@ -13,8 +13,8 @@ Built from arw-sv's synthetic generator, laid out and formatted like the real do
     <out>/RIRS_NOISES/simulated_rirs/.../*.wav      small fake simulated RIRs
 
 O holds the VoxCeleb1 test speakers only; E and H (like the real ones) also VoxCeleb1-dev
-speakers, H pairing speakers of the same gender and nationality. Without ffmpeg the
-VoxCeleb2 part is left out (and said so): train on ``vox1_dev`` and evaluate on O then.
+speakers, H pairing speakers of the same gender and nationality. Without PyAV or
+ffmpeg the VoxCeleb2 part is left out (and said so): train on ``vox1_dev`` and evaluate on O then.
 
 ::
 
@@ -24,6 +24,7 @@ VoxCeleb2 part is left out (and said so): train on ``vox1_dev`` and evaluate on 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -40,8 +41,22 @@ from arw_sv.synth.config import apply_overrides
 SR = 16000
 
 
-def _m4a(ffmpeg: str, wav: Path, m4a: Path) -> None:
+def _m4a(ffmpeg: str | None, wav: Path, m4a: Path) -> None:
+    """AAC at 64 kb/s, as VoxCeleb2: with PyAV (``ffmpeg=None``) or a system ffmpeg."""
     m4a.parent.mkdir(parents=True, exist_ok=True)
+    if ffmpeg is None:
+        import av
+        import soundfile as sf
+
+        audio, rate = sf.read(str(wav), dtype="float32")
+        with av.open(str(m4a), "w", format="mp4") as container:
+            stream = container.add_stream("aac", rate=rate, layout="mono")
+            stream.bit_rate = 64000
+            frame = av.AudioFrame.from_ndarray(audio[None], format="fltp", layout="mono")
+            frame.sample_rate = rate
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+        return
     cmd = [
         ffmpeg,
         "-nostdin",
@@ -60,7 +75,7 @@ def _m4a(ffmpeg: str, wav: Path, m4a: Path) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def make_vox2(root: Path, seed: int, ffmpeg: str) -> dict:
+def make_vox2(root: Path, seed: int, ffmpeg: str | None) -> dict:
     """A second synthetic corpus as VoxCeleb2: renamed speakers, m4a audio, vox2_meta.csv."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = apply_overrides(preset("tiny"), [f"seed={seed}", "test_speakers_per_cell=1"])
@@ -133,18 +148,19 @@ def make_mini_corpus(out: str | Path, seed: int = 0, with_vox2: bool | None = No
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty")
     rng = np.random.default_rng(seed)
-    ffmpeg = shutil.which("ffmpeg")
+    have_pyav = importlib.util.find_spec("av") is not None
+    ffmpeg = None if have_pyav else shutil.which("ffmpeg")  # None: PyAV writes the m4a
     if with_vox2 is None:
-        with_vox2 = ffmpeg is not None
-    if with_vox2 and ffmpeg is None:
-        raise RuntimeError("the VoxCeleb2 part needs ffmpeg (m4a files)")
+        with_vox2 = have_pyav or ffmpeg is not None
+    if with_vox2 and not have_pyav and ffmpeg is None:
+        raise RuntimeError("the VoxCeleb2 part needs PyAV (`pip install av`) or ffmpeg")
     summary: dict = {"vox2": None}
     vox1 = generate_corpus(out / "vox1", preset("tiny"), progress=False)
     summary["vox1"] = {"speakers": vox1.num_dev_speakers + vox1.num_test_speakers}
     if with_vox2:
         summary["vox2"] = make_vox2(out / "vox2", seed + 1, ffmpeg)
     else:
-        print("mini corpus: ffmpeg not found, no VoxCeleb2 part", file=sys.stderr)
+        print("mini corpus: no PyAV nor ffmpeg, no VoxCeleb2 part", file=sys.stderr)
     _fake_noise(out, rng)
     summary["trials"] = _trial_lists(out / "vox1", out / "trials", rng)
     (out / "mini_corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
