@@ -180,7 +180,7 @@ def read_kaldi(
             if not Path(path).is_file():
                 raise ManifestError(f"{where}: audio file not found: {target}")
         recordings[rec] = (path, where)
-    utt2spk = _mapping(root / "utt2spk")
+    _mapping(root / "utt2spk")  # rejects an utterance listed twice, naming the line
     gender = _mapping(root / "spk2gender", _gender) if (root / "spk2gender").is_file() else {}
     nationality = _mapping(root / "spk2nationality") if (root / "spk2nationality").is_file() else {}
     session = _mapping(root / "utt2session") if (root / "utt2session").is_file() else {}

@@ -146,6 +146,14 @@ _SCORE_LAYOUTS = {  # format -> (fields, expected line, enroll/test/score column
 }
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def detect_score_format(path: str | Path) -> str:
     """``arw``, ``wespeaker`` or ``kaldi``, from the first non-blank line of a score file.
 
@@ -157,16 +165,14 @@ def detect_score_format(path: str | Path) -> str:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) == 4 and fields[0] in ("0", "1"):
-            return "arw"
-        if len(fields) == 4 and fields[3] in _KALDI_LABELS:
-            return "wespeaker"
-        if len(fields) == 3:
+        if len(fields) == 4:
+            return "wespeaker" if fields[3] in _KALDI_LABELS else "arw"
+        if len(fields) == 3 and _is_number(fields[2]):
             return "kaldi"
         raise TrialsError(
-            f"{path}:{number}: not a score line of any known format ("
-            + "; ".join(f"{k}: '{v[1]}'" for k, v in _SCORE_LAYOUTS.items())
-            + f"), got {line.strip()!r}"
+            f"{path}:{number}: expected "
+            + ", ".join(f"'{v[1]}' ({k})" for k, v in _SCORE_LAYOUTS.items())
+            + f"; got {line.strip()!r}"
         )
     raise TrialsError(f"{path}: no trials")
 
