@@ -13,7 +13,9 @@ unless they already start with it (``spk1/spk1-utt1``).
   ``spk2nationality`` and ``utt2session`` (arw-sv's additions, same two-column form).
 - **librispeech** (and LibriTTS): ``<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
   (``_`` separators and ``.wav`` for LibriTTS); gender and subset from ``SPEAKERS.TXT``
-  (in the folder or its parent); the chapter is the session and the subset the split.
+  (in the folder or its parent); the chapter is the session; a ``train-*`` subset is split
+  ``dev`` (VoxCeleb's name for the training split, which ``fit`` keeps) and ``dev-*`` /
+  ``test-*`` subsets are split ``test``.
 - **csv**: a header with ``path`` and ``speaker``, optional ``utt_id``, ``duration``,
   ``gender``, ``nationality``, ``split``, ``session``; relative paths from the CSV's folder.
 
@@ -305,6 +307,7 @@ def read_librispeech(
     for f in files:
         speaker, chapter = f.parts[-3], f.parts[-2]
         gender, subset = info[speaker]
+        split = "dev" if subset.startswith("train") else "test"
         utts.append(
             Utterance(
                 utt_id="/".join(f.parts[-3:]),
@@ -313,7 +316,7 @@ def read_librispeech(
                 duration=_duration(str(f)),
                 gender=gender,
                 nationality="unknown",
-                split=subset,
+                split=split,
                 session=chapter,
             )
         )
