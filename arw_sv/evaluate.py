@@ -2,9 +2,10 @@
 
 Inputs: a score file (arw-sv's ``<label> <enroll> <test> <score>``, WeSpeaker's ``<enroll>
 <test> <score> <target|nontarget>`` or Kaldi's ``<enroll> <test> <score>`` with ``--key``),
-or embeddings (``.npz``) plus a trial list; speaker metadata (vox1_meta.csv, vox2_meta.csv or a manifest). Outputs in
-``--out``: ``report.json`` (schema in ``docs/evaluation.md``), ``report.md`` and PNG plots.
-The maths lives in ``arw_sv.metrics``; this module only reads, wires and writes.
+or embeddings (``.npz``) plus a trial list; speaker metadata (vox1_meta.csv, vox2_meta.csv
+or a manifest). Outputs in ``--out``: ``report.json`` (schema in ``docs/evaluation.md``),
+``report.md`` and PNG plots. The maths lives in ``arw_sv.metrics``; this module only reads,
+wires and writes.
 
 Library use (e.g. from the demo)::
 
