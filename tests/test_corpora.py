@@ -185,3 +185,11 @@ def test_csv_errors_name_file_and_line(tmp_path):
     with pytest.raises(ManifestError, match=r"c\.csv:1: missing column\(s\) speaker"):
         read_corpus_csv(path)
     assert main(["manifest", str(path), "--out", str(tmp_path / "o.csv")]) == 2
+
+
+def test_voxceleb_session_is_the_youtube_id_folder(tiny_corpus):
+    from arw_sv.data.manifest import build_manifest
+
+    manifest = build_manifest(tiny_corpus.root, tiny_corpus.meta_path, splits=("test",))
+    assert all(u.session == u.utt_id.split("/")[1] for u in manifest)
+    assert len({u.session for u in manifest}) > len(manifest.speakers)
