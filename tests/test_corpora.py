@@ -161,6 +161,7 @@ def test_kaldi_segments_and_utt2dur(tmp_path, rng):
         ("utt2spk", "u1 spk\nu9 spk\n", r"utt2spk:2: utterance u9 is not in wav\.scp"),
         ("spk2gender", "spk x\n", r"spk2gender:1: gender 'x'"),
         ("wav.scp", "u1 missing.wav\nu2 b.wav\n", r"wav\.scp:1: audio file not found"),
+        ("utt2dur", "u1 1.0\nu2 long\n", r"utt2dur:2: duration 'long' is not a number"),
     ],
 )
 def test_kaldi_errors_name_file_and_line(tmp_path, rng, name, text, match):

@@ -11,6 +11,8 @@ unless they already start with it (``spk1/spk1-utt1``).
   ``allow_pipes``), ``utt2spk``, and optionally ``segments`` (``<utt> <recording> <start>
   <end>``; the recording becomes the session), ``utt2dur``, ``spk2gender`` (``m``/``f``),
   ``spk2nationality`` and ``utt2session`` (arw-sv's additions, same two-column form).
+  Relative paths in ``wav.scp`` are taken from the working directory (as Kaldi recipes
+  write them), else from the data directory.
 - **librispeech** (and LibriTTS): ``<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
   (``_`` separators and ``.wav`` for LibriTTS); gender and subset from ``SPEAKERS.TXT``
   (in the folder or its parent); the chapter is the session; a ``train-*`` subset is split
@@ -44,6 +46,13 @@ def _gender(value: str, where: str) -> str:
     if value not in _GENDERS:
         raise ManifestError(f"{where}: gender {value!r} is not m/f (or male/female)")
     return _GENDERS[value]
+
+
+def _seconds(value: str, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ManifestError(f"{where}: duration {value!r} is not a number") from None
 
 
 def _utt_id(speaker: str, name: str) -> str:
@@ -177,8 +186,12 @@ def read_kaldi(
                 )
             path = _run_pipe(target[:-1], pipe_root / f"{rec}.wav", where)
         else:
+            # Kaldi recipes write paths relative to the recipe folder (the working
+            # directory); fall back to the data directory for self-contained copies.
             path = Path(target)
-            path = str(path if path.is_absolute() else (root / path).resolve())
+            if not path.is_absolute():
+                path = path if path.is_file() else root / path
+            path = str(path.resolve())
             if not Path(path).is_file():
                 raise ManifestError(f"{where}: audio file not found: {target}")
         recordings[rec] = (path, where)
@@ -186,7 +199,7 @@ def read_kaldi(
     gender = _mapping(root / "spk2gender", _gender) if (root / "spk2gender").is_file() else {}
     nationality = _mapping(root / "spk2nationality") if (root / "spk2nationality").is_file() else {}
     session = _mapping(root / "utt2session") if (root / "utt2session").is_file() else {}
-    durations = _mapping(root / "utt2dur") if (root / "utt2dur").is_file() else {}
+    durations = _mapping(root / "utt2dur", _seconds) if (root / "utt2dur").is_file() else {}
     segments: dict[str, tuple[str, float, float, str]] = {}
     if (root / "segments").is_file():
         for number, fields in read_table(root / "segments", n_fields=4):
@@ -216,12 +229,7 @@ def read_kaldi(
             raise ManifestError(f"{where}: utterance {utt} is not in wav.scp")
         path = recordings[rec][0]
         if utt in durations:
-            try:
-                duration = float(durations[utt])
-            except ValueError:
-                raise ManifestError(
-                    f"{root / 'utt2dur'}: duration of {utt} {durations[utt]!r} is not a number"
-                ) from None
+            duration = durations[utt]
         elif end >= 0:
             duration = end - begin
         else:
