@@ -71,7 +71,7 @@ def run_manifest(args: argparse.Namespace) -> int:
             raise ManifestError("--format voxceleb needs --meta (vox1_meta.csv / vox2_meta.csv)")
         manifest = build_manifest(args.corpus, args.meta, splits=tuple(args.splits))
         if args.speakers:
-            manifest = corpora._with_speaker_table(list(manifest), args.speakers)
+            manifest = corpora.apply_speaker_table(list(manifest), args.speakers)
     elif fmt == "kaldi":
         manifest = corpora.read_kaldi(
             args.corpus,

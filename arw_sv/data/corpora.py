@@ -126,7 +126,8 @@ def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
     return table
 
 
-def _with_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manifest:
+def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manifest:
+    """``utts`` with the speaker table's values (``read_speaker_table``) replacing theirs."""
     if path is None:
         return Manifest(utts)
     from dataclasses import replace
@@ -249,7 +250,7 @@ def read_kaldi(
         )
     if not utts:
         raise ManifestError(f"{root / 'utt2spk'}: no utterances")
-    return _with_speaker_table(utts, speakers)
+    return apply_speaker_table(utts, speakers)
 
 
 def _speakers_txt(root: Path) -> Path | None:
@@ -328,7 +329,7 @@ def read_librispeech(
                 session=chapter,
             )
         )
-    return _with_speaker_table(utts, speakers)
+    return apply_speaker_table(utts, speakers)
 
 
 def read_corpus_csv(
@@ -391,7 +392,7 @@ def read_corpus_csv(
         )
     if not utts:
         raise ManifestError(f"{path}: no utterances")
-    return _with_speaker_table(utts, speakers)
+    return apply_speaker_table(utts, speakers)
 
 
 def detect_format(source: str | Path) -> str:
