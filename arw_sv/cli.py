@@ -14,23 +14,15 @@ log = logging.getLogger("arw_sv")
 
 def _train(args: argparse.Namespace) -> int:
     from arw_sv.config import load_config
+    from arw_sv.shipped import resolve_config
     from arw_sv.train.loop import fit
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(resolve_config(args.config), args.overrides)
     result = fit(cfg, resume=args.resume, progress=not args.quiet)
     print(
         f"trained {result.steps} steps ({result.utterances_per_second:.1f} utt/s); "
         f"checkpoint: {result.checkpoint}"
     )
-    return 0
-
-
-def _manifest(args: argparse.Namespace) -> int:
-    from arw_sv.data.manifest import build_manifest, write_manifest
-
-    manifest = build_manifest(args.corpus, args.meta, splits=tuple(args.splits))
-    write_manifest(manifest, args.out)
-    print(f"{len(manifest)} utterances of {len(manifest.speakers)} speakers -> {args.out}")
     return 0
 
 
@@ -56,6 +48,8 @@ def _embed(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.manifest)
         if args.split:
             manifest = manifest.subset(args.split)
+        if any(u.start for u in manifest):
+            raise ValueError(f"{args.manifest}: embedding Kaldi segments is not supported yet")
         ids, paths = [u.utt_id for u in manifest], [u.path for u in manifest]
     else:
         root = Path(args.folder)
@@ -75,7 +69,7 @@ def _score(args: argparse.Namespace) -> int:
     scored = score_trial_list(
         read_trials(args.trials), read_embeddings(args.embeddings), args.allow_missing
     )
-    write_scores(args.out, scored.trials, scored.scores)
+    write_scores(args.out, scored.trials, scored.scores, args.format)
     skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
     print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")
     return 0
@@ -89,20 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from arw_sv import bench, demo, evaluate, export, synth
+    from arw_sv import bench, demo, evaluate, export, shipped, synth
+    from arw_sv.data import cli as data_cli
     from arw_sv.train import average
 
     synth.add_subparser(sub)
-
-    p = sub.add_parser("manifest", help="build a manifest CSV from a VoxCeleb-layout folder")
-    p.add_argument("corpus", help="folder holding wav/<speaker>/<session>/<utt>.wav")
-    p.add_argument("--meta", required=True, help="vox1_meta.csv / vox2_meta.csv format")
-    p.add_argument("--splits", nargs="+", default=["dev", "test"])
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_manifest)
+    data_cli.add_subparsers(sub)
 
     p = sub.add_parser("train", help="train an extractor (ERM or ARW) from a YAML config")
-    p.add_argument("config", help="YAML config (see arw_sv/configs/)")
+    p.add_argument("config", help="YAML config, or a shipped config's name (`arw-sv configs`)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -123,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", required=True, help="<1|0> <enroll> <test> lines")
     p.add_argument("--out", required=True, help="writes <label> <enroll> <test> <score>")
     p.add_argument(
+        "--format",
+        choices=("arw", "wespeaker", "kaldi"),
+        default="arw",
+        help="score file format: arw (default), wespeaker (<enroll> <test> <score> "
+        "<target|nontarget>) or kaldi (<enroll> <test> <score>)",
+    )
+    p.add_argument(
         "--allow-missing",
         action="store_true",
         help="skip (and count) trials naming utterances without an embedding",
@@ -134,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_subparser(sub)
     bench.add_subparser(sub)
     demo.add_subparser(sub)
+    shipped.add_subparser(sub)
     return parser
 
 

@@ -1,9 +1,11 @@
 """``arw-sv eval``: EER, minDCF and fairness report of a model's trial scores.
 
-Inputs: a score file (``<label> <enroll> <test> <score>``), or embeddings (``.npz``) plus a
-trial list; speaker metadata (vox1_meta.csv, vox2_meta.csv or a manifest). Outputs in
-``--out``: ``report.json`` (schema in ``docs/evaluation.md``), ``report.md`` and PNG plots.
-The maths lives in ``arw_sv.metrics``; this module only reads, wires and writes.
+Inputs: a score file (arw-sv's ``<label> <enroll> <test> <score>``, WeSpeaker's ``<enroll>
+<test> <score> <target|nontarget>`` or Kaldi's ``<enroll> <test> <score>`` with ``--key``),
+or embeddings (``.npz``) plus a trial list; speaker metadata (vox1_meta.csv, vox2_meta.csv
+or a manifest). Outputs in ``--out``: ``report.json`` (schema in ``docs/evaluation.md``),
+``report.md`` and PNG plots. The maths lives in ``arw_sv.metrics``; this module only reads,
+wires and writes.
 
 Library use (e.g. from the demo)::
 
@@ -24,6 +26,7 @@ import numpy as np
 from arw_sv.atomic import atomic_write_bytes
 from arw_sv.data.meta import SpeakerInfo, pool_nationalities, read_speaker_meta
 from arw_sv.data.trials import (
+    SCORE_FORMATS,
     Trials,
     TrialsError,
     read_embeddings,
@@ -185,9 +188,17 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs")
-    src.add_argument("--scores", type=Path, help="score file: <label> <enroll> <test> <score>")
+    src.add_argument("--scores", type=Path, help="score file (arw, wespeaker or kaldi format)")
+    src.add_argument(
+        "--score-format", choices=SCORE_FORMATS, help="format of --scores (default: detected)"
+    )
     src.add_argument("--embeddings", type=Path, help="utterance embeddings (.npz)")
-    src.add_argument("--trials", type=Path, help="trial list <1|0> <enroll> <test>")
+    src.add_argument(
+        "--trials",
+        "--key",
+        type=Path,
+        help="trial list <1|0> <enroll> <test> or Kaldi key <enroll> <test> <target|nontarget>",
+    )
     src.add_argument("--meta", type=Path, help="vox1_meta.csv, vox2_meta.csv or a manifest CSV")
     src.add_argument(
         "--allow-missing",
@@ -248,10 +259,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 
 def _align_scores(
-    scores_path: Path, trials_path: Path, allow_missing: bool
+    scores_path: Path, trials_path: Path, allow_missing: bool, fmt: str | None = None
 ) -> tuple[Trials, np.ndarray, int]:
     """Scores of the trial list's trials, looked up in a score file by (enroll, test)."""
-    scored, values = read_scores(scores_path)
+    scored, values = read_scores(scores_path, fmt)
     lookup = {(e, t): i for i, (e, t) in enumerate(zip(scored.enroll, scored.test, strict=True))}
     trials = read_trials(trials_path)
     idx = np.fromiter(
@@ -268,7 +279,8 @@ def _align_scores(
                 f"{scores_path} (first: {'; '.join(first)}); --allow-missing skips them"
             )
         trials, idx = trials.subset(~missing), idx[~missing]
-    wrong = np.flatnonzero(scored.labels[idx] != trials.labels)
+    # A Kaldi score file has no labels (-1): the key's are the only ones.
+    wrong = np.flatnonzero((scored.labels[idx] >= 0) & (scored.labels[idx] != trials.labels))
     if wrong.size:
         raise ValueError(
             f"{wrong.size} trials have different labels in {scores_path} and {trials_path}"
@@ -318,10 +330,15 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError("--asnorm-cohort needs --embeddings (AS-norm uses the embeddings)")
             if args.trials is not None:
                 trials, scores, skipped = _align_scores(
-                    args.scores, args.trials, args.allow_missing
+                    args.scores, args.trials, args.allow_missing, args.score_format
                 )
             else:
-                (trials, scores), skipped = read_scores(args.scores), 0
+                (trials, scores), skipped = read_scores(args.scores, args.score_format), 0
+                if (trials.labels < 0).any():
+                    raise ValueError(
+                        f"{args.scores}: Kaldi scores have no labels; give the key file with "
+                        "--key (<enroll> <test> <target|nontarget>, or <1|0> <enroll> <test>)"
+                    )
         else:
             raise ValueError("give --scores, or --embeddings with --trials")
         mapping = dict(item.split("=", 1) for item in args.nationality_map)

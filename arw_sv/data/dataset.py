@@ -62,14 +62,21 @@ class CropDataset(Dataset):
         utt = self.manifest[index]
         # Read only the window we need when the file is long enough (saves decoding time).
         total = int(round(utt.duration * self.sample_rate))
+        # A Kaldi segment starts `utt.start` seconds into its recording (0 for whole files).
+        offset = int(round(utt.start * self.sample_rate))
         if total > length + 1:
             start = int(rng.integers(0, total - length))
-            wav = read_audio(utt.path, self.sample_rate, start=start, frames=length)
+            wav = read_audio(utt.path, self.sample_rate, start=offset + start, frames=length)
             if wav.shape[0] != length:  # header and data disagree, or resampled: fall back
-                wav = crop_or_repeat(read_audio(utt.path, self.sample_rate), length, rng)
+                wav = crop_or_repeat(self._whole(utt, offset, total), length, rng)
         else:
-            wav = crop_or_repeat(read_audio(utt.path, self.sample_rate), length, rng)
+            wav = crop_or_repeat(self._whole(utt, offset, total), length, rng)
         return wav
+
+    def _whole(self, utt, offset: int, total: int) -> np.ndarray:
+        if not utt.start:
+            return read_audio(utt.path, self.sample_rate)
+        return read_audio(utt.path, self.sample_rate, start=offset, frames=total)
 
     def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, int, int]:
         index, seed = int(key[0]), int(key[1])

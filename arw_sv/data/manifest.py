@@ -1,9 +1,15 @@
 """Utterance manifests: one CSV row per utterance with its speaker and groups.
 
-Columns: ``utt_id, path, speaker, duration, gender, nationality, split``. ``utt_id`` is the
-path below the ``wav/`` folder (``id10001/1zcIwhmdeo4/00001.wav``), as trial lists name it.
-A relative ``path`` is resolved against the manifest's own folder, so a corpus and its
-manifest can be moved together.
+Columns: ``utt_id, path, speaker, duration, gender, nationality, split``, then the
+optional ``session`` (the recording session where known: VoxCeleb's YouTube id, a
+LibriSpeech chapter) and ``start`` (seconds into ``path`` where the utterance begins, for
+Kaldi ``segments``; written only when some utterance has one). ``utt_id`` is the path below
+the ``wav/`` folder (``id10001/1zcIwhmdeo4/00001.wav``), as trial lists name it; its first
+``/`` component is the speaker. A relative ``path`` is resolved against the manifest's own
+folder, so a corpus and its manifest can be moved together.
+
+Other corpus layouts (Kaldi, LibriSpeech, a plain CSV) become manifests in
+``arw_sv.data.corpora``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from arw_sv.audio import audio_info
 log = logging.getLogger(__name__)
 
 COLUMNS = ("utt_id", "path", "speaker", "duration", "gender", "nationality", "split")
+OPTIONAL_COLUMNS = ("session", "start")
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -38,6 +45,8 @@ class Utterance:
     gender: str
     nationality: str
     split: str
+    session: str = ""  # "" where the corpus does not say
+    start: float = 0.0  # seconds into ``path`` (a Kaldi segment); 0 for a whole file
 
 
 class Manifest(Sequence[Utterance]):
@@ -101,6 +110,12 @@ def read_manifest(path: str | Path) -> Manifest:
                 ) from None
             if any(row[c] in (None, "") for c in ("utt_id", "path", "speaker")):
                 raise ManifestError(f"{path}:{line}: empty utt_id, path or speaker")
+            try:
+                start = float(row.get("start") or 0.0)
+            except ValueError:
+                raise ManifestError(
+                    f"{path}:{line}: start {row['start']!r} is not a number"
+                ) from None
             audio = Path(row["path"])
             if not audio.is_absolute():
                 audio = path.parent / audio
@@ -113,6 +128,8 @@ def read_manifest(path: str | Path) -> Manifest:
                     gender=row["gender"] or "unknown",
                     nationality=row["nationality"] or "unknown",
                     split=row["split"] or "unknown",
+                    session=row.get("session") or "",
+                    start=start,
                 )
             )
     if not rows:
@@ -121,14 +138,16 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def write_manifest(manifest: Iterable[Utterance], path: str | Path) -> None:
-    """Write a manifest CSV atomically."""
+    """Write a manifest CSV atomically (``start`` only when some utterance is a segment)."""
+    manifest = list(manifest)
+    segments = any(u.start for u in manifest)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS + (OPTIONAL_COLUMNS if segments else OPTIONAL_COLUMNS[:1]))
         for u in manifest:
-            writer.writerow(
-                [u.utt_id, u.path, u.speaker, f"{u.duration:.3f}", u.gender, u.nationality, u.split]
-            )
+            row = [u.utt_id, u.path, u.speaker, f"{u.duration:.3f}", u.gender, u.nationality]
+            row += [u.split, u.session] + ([f"{u.start:.3f}"] if segments else [])
+            writer.writerow(row)
 
 
 def build_manifest(
@@ -176,6 +195,7 @@ def build_manifest(
                 gender=info.gender or "unknown",
                 nationality=info.nationality or "unknown",
                 split=info.set,
+                session=f.parts[-2],
             )
         )
     log.info("manifest: %d utterances of %d files under %s", len(utts), len(files), wav_root)

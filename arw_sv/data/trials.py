@@ -3,9 +3,13 @@
 Formats (whitespace-separated; a byte-order mark, CRLF line ends, a missing final newline,
 blank lines and repeated spaces are all accepted):
 
-- trial list (cleaned VoxCeleb1): ``<1|0> <enroll utt> <test utt>``;
-- score file (written by ``arw-sv score``): ``<1|0> <enroll utt> <test utt> <score>``,
-  scores written with ``repr`` so that reading them back gives the same float64 bits.
+- trial list (cleaned VoxCeleb1): ``<1|0> <enroll utt> <test utt>``, or a Kaldi key
+  ``<enroll utt> <test utt> <target|nontarget>``;
+- score files, in three formats (``SCORE_FORMATS``, detected from the first line):
+  ``arw`` (written by ``arw-sv score``) ``<1|0> <enroll> <test> <score>``; ``wespeaker``
+  ``<enroll> <test> <score> <target|nontarget>``; ``kaldi`` ``<enroll> <test> <score>``,
+  whose labels come from a separate key (read as label -1, "unknown", until aligned).
+  Scores are written with ``repr`` so that reading them back gives the same float64 bits.
 
 An utterance id is the path below the ``wav/`` folder (``id10270/x6uYqmx31kE/00001.wav``);
 its speaker is the first path component (the whole id if it has no ``/``).
@@ -32,6 +36,8 @@ from arw_sv.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 _SCORE_BLOCK = 16_384  # trials per block when scoring: bounds memory to a few MB
+SCORE_FORMATS = ("arw", "wespeaker", "kaldi")
+_KALDI_LABELS = {"target": 1, "nontarget": 0}
 
 
 class TrialsError(ValueError):
@@ -43,7 +49,8 @@ class Trials:
     """A list of verification trials.
 
     Attributes:
-        labels: 1 target (same speaker), 0 non-target. Shape: (N,) int8.
+        labels: 1 target (same speaker), 0 non-target (-1 unknown: a Kaldi score file
+            before its key is applied). Shape: (N,) int8.
         enroll: enrolment utterance ids, length N.
         test: test utterance ids, length N.
     """
@@ -106,67 +113,138 @@ def _labels(path: Path, numbers: list[int], rows: list[list[str]]) -> np.ndarray
     return is_target.astype(np.int8)
 
 
+def _kaldi_labels(path: Path, numbers: list[int], values: list[str]) -> np.ndarray:
+    labels = np.fromiter((_KALDI_LABELS.get(v, -1) for v in values), np.int8, len(values))
+    bad = np.flatnonzero(labels < 0)
+    if bad.size:
+        i = int(bad[0])
+        raise TrialsError(
+            f"{path}:{numbers[i]}: label must be target or nontarget, got {values[i]!r}"
+        )
+    return labels
+
+
 def read_trials(path: str | Path) -> Trials:
-    """Read a trial list ``<1|0> <enroll> <test>`` (see module docstring).
+    """Read a trial list ``<1|0> <enroll> <test>`` or a Kaldi key ``<enroll> <test> <target|nontarget>``.
 
     Raises:
-        TrialsError: a line without exactly three fields or with a label other than 0/1,
-            naming ``file:line``.
+        TrialsError: a line without exactly three fields or with a bad label, naming
+            ``file:line``.
     """
     path = Path(path)
     numbers, rows = _parse(path, 3, "<1|0> <enroll> <test>")
+    if rows[0][2] in _KALDI_LABELS and rows[0][0] not in ("0", "1"):
+        labels = _kaldi_labels(path, numbers, [r[2] for r in rows])
+        return Trials(labels, [r[0] for r in rows], [r[1] for r in rows])
     return Trials(_labels(path, numbers, rows), [r[1] for r in rows], [r[2] for r in rows])
 
 
-def read_scores(path: str | Path) -> tuple[Trials, np.ndarray]:
-    """Read a score file ``<1|0> <enroll> <test> <score>``.
+_SCORE_LAYOUTS = {  # format -> (fields, expected line, enroll/test/score columns)
+    "arw": (4, "<1|0> <enroll> <test> <score>", (1, 2, 3)),
+    "wespeaker": (4, "<enroll> <test> <score> <target|nontarget>", (0, 1, 2)),
+    "kaldi": (3, "<enroll> <test> <score>", (0, 1, 2)),
+}
 
-    Returns:
-        ``(trials, scores)``; scores as float64. Shape: scores (N,).
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def detect_score_format(path: str | Path) -> str:
+    """``arw``, ``wespeaker`` or ``kaldi``, from the first non-blank line of a score file.
 
     Raises:
-        TrialsError: malformed line, label not 0/1, unparsable, NaN or infinite score,
+        TrialsError: the line fits none of them, naming ``file:line``.
+    """
+    path = Path(path)
+    for number, line in enumerate(_read_lines(path), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 4:
+            return "wespeaker" if fields[3] in _KALDI_LABELS else "arw"
+        if len(fields) == 3 and _is_number(fields[2]):
+            return "kaldi"
+        raise TrialsError(
+            f"{path}:{number}: expected "
+            + ", ".join(f"'{v[1]}' ({k})" for k, v in _SCORE_LAYOUTS.items())
+            + f"; got {line.strip()!r}"
+        )
+    raise TrialsError(f"{path}: no trials")
+
+
+def read_scores(path: str | Path, fmt: str | None = None) -> tuple[Trials, np.ndarray]:
+    """Read a score file in any of ``SCORE_FORMATS`` (``fmt=None``: detected).
+
+    Returns:
+        ``(trials, scores)``; scores as float64; labels -1 for ``kaldi`` (no labels).
+        Shape: scores (N,).
+
+    Raises:
+        TrialsError: malformed line, bad label, unparsable, NaN or infinite score,
             naming ``file:line``.
     """
     path = Path(path)
-    numbers, rows = _parse(path, 4, "<1|0> <enroll> <test> <score>")
-    labels = _labels(path, numbers, rows)
+    fmt = fmt or detect_score_format(path)
+    if fmt not in _SCORE_LAYOUTS:
+        raise ValueError(f"unknown score format {fmt!r}; one of {', '.join(SCORE_FORMATS)}")
+    n_fields, expected, (ce, ct, cs) = _SCORE_LAYOUTS[fmt]
+    numbers, rows = _parse(path, n_fields, expected)
+    if fmt == "arw":
+        labels = _labels(path, numbers, rows)
+    elif fmt == "wespeaker":
+        labels = _kaldi_labels(path, numbers, [r[3] for r in rows])
+    else:
+        labels = np.full(len(rows), -1, dtype=np.int8)
     try:
-        scores = np.fromiter(map(float, [r[3] for r in rows]), dtype=np.float64, count=len(rows))
+        scores = np.fromiter(map(float, [r[cs] for r in rows]), dtype=np.float64, count=len(rows))
     except ValueError:
         for number, r in zip(numbers, rows, strict=True):
             try:
-                float(r[3])
+                float(r[cs])
             except ValueError:
-                raise TrialsError(f"{path}:{number}: score {r[3]!r} is not a number") from None
+                raise TrialsError(
+                    f"{path}:{number}: score {r[cs]!r} is not a number ({fmt} format: '{expected}')"
+                ) from None
         raise
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         i = int(bad[0])
         raise TrialsError(
-            f"{path}:{numbers[i]}: score is {rows[i][3]!r}; scores must be finite"
+            f"{path}:{numbers[i]}: score is {rows[i][cs]!r}; scores must be finite"
             + (f" ({bad.size} such lines)" if bad.size > 1 else "")
         )
-    return Trials(labels, [r[1] for r in rows], [r[2] for r in rows]), scores
+    return Trials(labels, [r[ce] for r in rows], [r[ct] for r in rows]), scores
 
 
-def write_scores(path: str | Path, trials: Trials, scores: np.ndarray) -> None:
-    """Write ``<label> <enroll> <test> <score>`` lines atomically (temp file + rename).
+def write_scores(path: str | Path, trials: Trials, scores: np.ndarray, fmt: str = "arw") -> None:
+    """Write a score file in one of ``SCORE_FORMATS``, atomically (temp file + rename).
 
     Shape:
         scores: (N,), N = len(trials).
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if fmt not in _SCORE_LAYOUTS:
+        raise ValueError(f"unknown score format {fmt!r}; one of {', '.join(SCORE_FORMATS)}")
     if scores.size != len(trials):
         raise ValueError(f"{scores.size} scores for {len(trials)} trials")
     if not np.isfinite(scores).all():
         raise ValueError("refusing to write NaN or infinite scores")
-    text = "".join(
-        f"{label} {e} {t} {s!r}\n"
-        for label, e, t, s in zip(
-            trials.labels.tolist(), trials.enroll, trials.test, scores.tolist(), strict=True
-        )
-    )
+    labels = trials.labels.tolist()
+    if fmt != "kaldi" and min(labels, default=0) < 0:
+        raise ValueError(f"the {fmt} format needs labels; these trials have none (apply a key)")
+    rows = zip(labels, trials.enroll, trials.test, scores.tolist(), strict=True)
+    if fmt == "arw":
+        text = "".join(f"{label} {e} {t} {s!r}\n" for label, e, t, s in rows)
+    elif fmt == "wespeaker":
+        names = ("nontarget", "target")
+        text = "".join(f"{e} {t} {s!r} {names[label]}\n" for label, e, t, s in rows)
+    else:
+        text = "".join(f"{e} {t} {s!r}\n" for _label, e, t, s in rows)
     atomic_write_text(path, text)
 
 

@@ -1,0 +1,425 @@
+"""Manifests from corpora as users keep them: Kaldi/WeSpeaker data dirs, LibriSpeech, CSV.
+
+Every reader returns the same :class:`~arw_sv.data.manifest.Manifest` as the VoxCeleb
+scanner (``build_manifest``), so training, trials and evaluation never see the layout.
+An ``utt_id`` always starts with ``<speaker>/`` (trial lists and ``arw-sv eval`` take the
+speaker from the first path component): LibriSpeech ids are the path below the corpus
+folder (``103/1240/103-1240-0000.flac``); Kaldi and CSV ids are prefixed with the speaker
+unless they already start with it (``spk1/spk1-utt1``).
+
+- **kaldi**: ``wav.scp`` (``<recording> <path>``; a pipe command ``... |`` is refused unless
+  ``allow_pipes``), ``utt2spk``, and optionally ``segments`` (``<utt> <recording> <start>
+  <end>``; the recording becomes the session), ``utt2dur``, ``spk2gender`` (``m``/``f``),
+  ``spk2nationality`` and ``utt2session`` (arw-sv's additions, same two-column form).
+  Relative paths in ``wav.scp`` are taken from the working directory (as Kaldi recipes
+  write them), else from the data directory.
+- **librispeech** (and LibriTTS): ``<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
+  (``_`` separators and ``.wav`` for LibriTTS); gender and subset from ``SPEAKERS.TXT``
+  (in the folder or its parent); the chapter is the session; a ``train-*`` subset is split
+  ``dev`` (VoxCeleb's name for the training split, which ``fit`` keeps) and ``dev-*`` /
+  ``test-*`` subsets are split ``test``.
+- **csv**: a header with ``path`` and ``speaker``, optional ``utt_id``, ``duration``,
+  ``gender``, ``nationality``, ``split``, ``session``; relative paths from the CSV's folder.
+
+Any format takes a speaker-attribute table (``speakers``: CSV with ``speaker`` and any of
+``gender``, ``nationality``, ``split``) whose values override the corpus's own.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from arw_sv.audio import audio_info
+from arw_sv.data.manifest import AUDIO_SUFFIXES, Manifest, ManifestError, Utterance
+
+FORMATS = ("voxceleb", "kaldi", "librispeech", "csv")
+_GENDERS = {"m": "m", "male": "m", "f": "f", "female": "f"}
+
+
+def _gender(value: str, where: str) -> str:
+    value = value.strip().lower()
+    if value in ("", "unknown", "u", "n/a"):
+        return "unknown"
+    if value not in _GENDERS:
+        raise ManifestError(f"{where}: gender {value!r} is not m/f (or male/female)")
+    return _GENDERS[value]
+
+
+def _seconds(value: str, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ManifestError(f"{where}: duration {value!r} is not a number") from None
+
+
+def _utt_id(speaker: str, name: str) -> str:
+    return name if name.startswith(speaker + "/") else f"{speaker}/{name}"
+
+
+def _duration(path: str, start: float = 0.0) -> float:
+    frames, rate, _ = audio_info(path)
+    return frames / rate - start
+
+
+def read_table(path: Path, n_fields: int | None = 2) -> list[tuple[int, list[str]]]:
+    """Kaldi-style table lines as ``(line number, [key, rest...])``, blank lines skipped.
+
+    With ``n_fields`` = 2 the value is the rest of the line (so it may hold spaces).
+
+    Raises:
+        ManifestError: unreadable file, or a line with the wrong number of fields.
+    """
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    except OSError as err:
+        raise ManifestError(f"cannot read {path}: {err}") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        fields = line.split(None, 1) if n_fields == 2 else line.split()
+        if n_fields is not None and len(fields) != n_fields:
+            raise ManifestError(
+                f"{path}:{number}: expected {n_fields} fields, got {line.strip()!r}"
+            )
+        rows.append((number, [f.strip() for f in fields]))
+    return rows
+
+
+def _mapping(path: Path, parse: Callable[[str, str], object] = lambda v, w: v) -> dict:
+    out = {}
+    for number, (key, value) in read_table(path):
+        if key in out:
+            raise ManifestError(f"{path}:{number}: {key} appears twice")
+        out[key] = parse(value, f"{path}:{number}")
+    return out
+
+
+def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
+    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise ManifestError(f"cannot read speaker table {path}: {err}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    if "speaker" not in header:
+        raise ManifestError(f"{path}:1: no 'speaker' column; header is {header}")
+    reader.fieldnames = header
+    table: dict[str, dict[str, str]] = {}
+    for number, row in enumerate(reader, start=2):
+        if None in row or any(v is None for v in row.values()):
+            raise ManifestError(f"{path}:{number}: expected {len(header)} fields")
+        speaker = row["speaker"].strip()
+        if not speaker:
+            raise ManifestError(f"{path}:{number}: empty speaker")
+        values = {}
+        for column in ("gender", "nationality", "split"):
+            if row.get(column, "").strip():
+                value = row[column].strip()
+                values[column] = _gender(value, f"{path}:{number}") if column == "gender" else value
+        table[speaker] = values
+    return table
+
+
+def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manifest:
+    """``utts`` with the speaker table's values (``read_speaker_table``) replacing theirs."""
+    if path is None:
+        return Manifest(utts)
+    from dataclasses import replace
+
+    table = read_speaker_table(path)
+    return Manifest(replace(u, **table.get(u.speaker, {})) for u in utts)
+
+
+def _run_pipe(command: str, out: Path, where: str) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "wb") as handle:
+        done = subprocess.run(command, shell=True, stdout=handle, stderr=subprocess.PIPE)
+    if done.returncode:
+        message = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise ManifestError(f"{where}: command failed ({done.returncode}): {message[0]}")
+    return str(out.resolve())
+
+
+def read_kaldi(
+    data_dir: str | Path,
+    *,
+    split: str = "dev",
+    speakers: str | Path | None = None,
+    allow_pipes: bool = False,
+    pipe_dir: str | Path | None = None,
+) -> Manifest:
+    """A Kaldi / WeSpeaker data directory as a manifest (see module docstring).
+
+    Args:
+        data_dir: the folder with ``wav.scp`` and ``utt2spk``.
+        split: the ``split`` of every utterance (a speaker table may override it).
+        speakers: an optional speaker-attribute CSV.
+        allow_pipes: run ``wav.scp`` pipe commands, writing their output (a wav) into
+            ``pipe_dir``; refused otherwise.
+        pipe_dir: where piped recordings go (default ``<data_dir>/wav_from_pipes``).
+
+    Raises:
+        ManifestError: a missing or malformed file, unknown ids, a missing audio file or a
+            refused pipe, naming file and line.
+    """
+    root = Path(data_dir)
+    for name in ("wav.scp", "utt2spk"):
+        if not (root / name).is_file():
+            raise ManifestError(f"{root}: no {name}; a Kaldi data directory needs wav.scp, utt2spk")
+    pipe_root = Path(pipe_dir) if pipe_dir else root / "wav_from_pipes"
+    recordings: dict[str, tuple[str, str]] = {}  # id -> (path, "file:line")
+    for number, (rec, target) in read_table(root / "wav.scp"):
+        where = f"{root / 'wav.scp'}:{number}"
+        if rec in recordings:
+            raise ManifestError(f"{where}: recording {rec} appears twice")
+        if target.endswith("|"):
+            if not allow_pipes:
+                raise ManifestError(
+                    f"{where}: {rec} is a pipe command ({target!r}); arw-sv reads audio files "
+                    "only: convert the recordings to wav/flac, or pass --allow-pipes to run "
+                    "the commands"
+                )
+            path = _run_pipe(target[:-1], pipe_root / f"{rec}.wav", where)
+        else:
+            # Kaldi recipes write paths relative to the recipe folder (the working
+            # directory); fall back to the data directory for self-contained copies.
+            path = Path(target)
+            if not path.is_absolute():
+                path = path if path.is_file() else root / path
+            path = str(path.resolve())
+            if not Path(path).is_file():
+                raise ManifestError(f"{where}: audio file not found: {target}")
+        recordings[rec] = (path, where)
+    _mapping(root / "utt2spk")  # rejects an utterance listed twice, naming the line
+    gender = _mapping(root / "spk2gender", _gender) if (root / "spk2gender").is_file() else {}
+    nationality = _mapping(root / "spk2nationality") if (root / "spk2nationality").is_file() else {}
+    session = _mapping(root / "utt2session") if (root / "utt2session").is_file() else {}
+    durations = _mapping(root / "utt2dur", _seconds) if (root / "utt2dur").is_file() else {}
+    segments: dict[str, tuple[str, float, float, str]] = {}
+    if (root / "segments").is_file():
+        for number, fields in read_table(root / "segments", n_fields=4):
+            where = f"{root / 'segments'}:{number}"
+            utt, rec = fields[0], fields[1]
+            try:
+                begin, end = float(fields[2]), float(fields[3])
+            except ValueError:
+                raise ManifestError(f"{where}: start/end {fields[2:]} are not numbers") from None
+            if rec not in recordings:
+                raise ManifestError(f"{where}: recording {rec} is not in wav.scp")
+            if begin < 0 or (end >= 0 and end <= begin):
+                raise ManifestError(f"{where}: segment {begin}..{end} is empty or negative")
+            segments[utt] = (rec, begin, end, where)
+    utts = []
+    for number, (utt, speaker) in read_table(root / "utt2spk"):
+        where = f"{root / 'utt2spk'}:{number}"
+        if len(speaker.split()) != 1:
+            raise ManifestError(f"{where}: expected '<utt> <speaker>', got {utt} {speaker}")
+        if segments:
+            if utt not in segments:
+                raise ManifestError(f"{where}: utterance {utt} is not in segments")
+            rec, begin, end, _ = segments[utt]
+        elif utt in recordings:
+            rec, begin, end = utt, 0.0, -1.0
+        else:
+            raise ManifestError(f"{where}: utterance {utt} is not in wav.scp")
+        path = recordings[rec][0]
+        if utt in durations:
+            duration = durations[utt]
+        elif end >= 0:
+            duration = end - begin
+        else:
+            duration = _duration(path, begin)
+        utts.append(
+            Utterance(
+                utt_id=_utt_id(speaker, utt),
+                path=path,
+                speaker=speaker,
+                duration=duration,
+                gender=gender.get(speaker, "unknown"),
+                nationality=nationality.get(speaker, "unknown"),
+                split=split,
+                session=session.get(utt, rec if segments else ""),
+                start=begin,
+            )
+        )
+    if not utts:
+        raise ManifestError(f"{root / 'utt2spk'}: no utterances")
+    return apply_speaker_table(utts, speakers)
+
+
+def _speakers_txt(root: Path) -> Path | None:
+    for folder in (root, root.parent):
+        for name in ("SPEAKERS.TXT", "SPEAKERS.txt", "speakers.txt"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def read_librispeech_speakers(path: Path) -> dict[str, tuple[str, str]]:
+    """``SPEAKERS.TXT``: speaker -> (gender, subset); ``;`` lines are comments."""
+    out = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 3:
+            raise ManifestError(
+                f"{path}:{number}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}"
+            )
+        out[fields[0]] = (_gender(fields[1], f"{path}:{number}"), fields[2])
+    return out
+
+
+def _libri_file(f: Path) -> bool:
+    if f.suffix.lower() not in AUDIO_SUFFIXES or len(f.parts) < 3:
+        return False
+    speaker, chapter = f.parts[-3], f.parts[-2]
+    return any(f.stem.startswith(f"{speaker}{s}{chapter}{s}") for s in "-_")
+
+
+def read_librispeech(
+    corpus: str | Path, *, speakers: str | Path | None = None, meta: str | Path | None = None
+) -> Manifest:
+    """A LibriSpeech / LibriTTS folder as a manifest (see module docstring).
+
+    Args:
+        corpus: the corpus folder (``LibriSpeech``) or one subset (``train-clean-100``).
+        speakers: an optional speaker-attribute CSV (e.g. with nationality).
+        meta: ``SPEAKERS.TXT`` when it is not in ``corpus`` or its parent.
+
+    Raises:
+        ManifestError: no audio in the layout, no ``SPEAKERS.TXT``, or speakers missing from it.
+    """
+    root = Path(corpus)
+    files = sorted(f for f in root.rglob("*") if _libri_file(f))
+    if not files:
+        raise ManifestError(
+            f"{root}: no audio found as <speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac"
+        )
+    table = Path(meta) if meta else _speakers_txt(root)
+    if table is None:
+        raise ManifestError(f"{root}: no SPEAKERS.TXT here or in the parent folder (--meta)")
+    info = read_librispeech_speakers(table)
+    unknown = sorted({f.parts[-3] for f in files} - set(info))
+    if unknown:
+        raise ManifestError(
+            f"{table}: {len(unknown)} speaker(s) under {root} are not listed, "
+            f"e.g. {', '.join(unknown[:5])}"
+        )
+    utts = []
+    for f in files:
+        speaker, chapter = f.parts[-3], f.parts[-2]
+        gender, subset = info[speaker]
+        split = "dev" if subset.startswith("train") else "test"
+        utts.append(
+            Utterance(
+                utt_id="/".join(f.parts[-3:]),
+                path=str(f.resolve()),
+                speaker=speaker,
+                duration=_duration(str(f)),
+                gender=gender,
+                nationality="unknown",
+                split=split,
+                session=chapter,
+            )
+        )
+    return apply_speaker_table(utts, speakers)
+
+
+def read_corpus_csv(
+    path: str | Path, *, split: str = "dev", speakers: str | Path | None = None
+) -> Manifest:
+    """A plain CSV (``path``, ``speaker``, optional attributes) as a manifest.
+
+    Raises:
+        ManifestError: missing columns, an empty value, a missing audio file, a bad
+            duration or a repeated ``utt_id``, naming file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise ManifestError(f"cannot read {path}: {err}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    missing = [c for c in ("path", "speaker") if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; header {header}")
+    reader.fieldnames = header
+    utts, seen = [], {}
+    for number, row in enumerate(reader, start=2):
+        where = f"{path}:{number}"
+        if None in row or any(v is None for v in row.values()):
+            raise ManifestError(f"{where}: expected {len(header)} fields")
+        row = {k: v.strip() for k, v in row.items()}
+        if not row["path"] or not row["speaker"]:
+            raise ManifestError(f"{where}: empty path or speaker")
+        audio = Path(row["path"])
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if not audio.is_file():
+            raise ManifestError(f"{where}: audio file not found: {row['path']}")
+        speaker = row["speaker"]
+        name = row.get("utt_id") or (
+            Path(row["path"]).as_posix() if not Path(row["path"]).is_absolute() else audio.name
+        )
+        utt_id = _utt_id(speaker, name)
+        if utt_id in seen:
+            raise ManifestError(
+                f"{where}: utterance id {utt_id} repeats line {seen[utt_id]}; add a utt_id column"
+            )
+        seen[utt_id] = number
+        try:
+            duration = float(row["duration"]) if row.get("duration") else None
+        except ValueError:
+            raise ManifestError(f"{where}: duration {row['duration']!r} is not a number") from None
+        utts.append(
+            Utterance(
+                utt_id=utt_id,
+                path=str(audio.resolve()),
+                speaker=speaker,
+                duration=_duration(str(audio)) if duration is None else duration,
+                gender=_gender(row.get("gender", ""), where),
+                nationality=row.get("nationality") or "unknown",
+                split=row.get("split") or split,
+                session=row.get("session", ""),
+            )
+        )
+    if not utts:
+        raise ManifestError(f"{path}: no utterances")
+    return apply_speaker_table(utts, speakers)
+
+
+def detect_format(source: str | Path) -> str:
+    """The corpus format of ``source`` when only one fits.
+
+    Raises:
+        ManifestError: none or several formats fit (pass ``--format``).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise ManifestError(f"corpus not found: {source}")
+    if source.is_file():
+        if source.suffix.lower() == ".csv":
+            return "csv"
+        raise ManifestError(f"{source}: a file corpus must be a .csv (path, speaker, ...)")
+    fits = []
+    if (source / "wav.scp").is_file():
+        fits.append("kaldi")
+    if _speakers_txt(source) is not None:
+        fits.append("librispeech")
+    wav = source / "wav"
+    if wav.is_dir() or any(f.suffix.lower() == ".wav" for f in source.glob("id*/*/*")):
+        fits.append("voxceleb")
+    if len(fits) != 1:
+        what = "none" if not fits else " and ".join(fits)
+        raise ManifestError(
+            f"{source}: cannot tell the corpus format ({what} fit); pass --format "
+            f"{'|'.join(FORMATS)}"
+        )
+    return fits[0]
