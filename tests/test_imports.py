@@ -115,7 +115,12 @@ def _fresh_python(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_help_and_eval_run_without_torch(tmp_path):
+def test_help_eval_and_score_run_without_torch(tmp_path):
+    import numpy as np
+
+    embeddings, trial_list = tmp_path / "emb.npz", tmp_path / "trials.txt"
+    np.savez(embeddings, **{f"id{k}/s/{j}.wav": np.eye(4)[k] + j for k in range(3) for j in (1, 2)})
+    trial_list.write_text("1 id1/s/1.wav id1/s/2.wav\n0 id1/s/1.wav id2/s/2.wav\n")
     scores = tmp_path / "scores.txt"
     lines = [
         f"{int(e == t)} {e}/s/1.wav {t}/s/2.wav {0.1 * k - 0.3!r}"
@@ -139,8 +144,10 @@ def test_help_and_eval_run_without_torch(tmp_path):
         with contextlib.redirect_stdout(io.StringIO()) as printed:
             code = cli.main(["eval", "--scores", {str(scores)!r}, "--out", {str(tmp_path / "e")!r},
                              "--no-plots"])
+            scored = cli.main(["score", "--embeddings", {str(embeddings)!r},
+                               "--trials", {str(trial_list)!r}, "--out", {str(tmp_path / "s.txt")!r}])
         print(json.dumps({{
-            "help": help_text, "eval_help": eval_help.getvalue(), "code": code,
+            "help": help_text, "eval_help": eval_help.getvalue(), "code": code, "scored": scored,
             "printed": printed.getvalue(), "torch_after_help": after_help,
             "torch": "torch" in sys.modules, "matplotlib": "matplotlib" in sys.modules,
         }}))
@@ -149,6 +156,8 @@ def test_help_and_eval_run_without_torch(tmp_path):
     assert "eval" in out["help"] and "export" in out["help"]
     assert "--no-plots" in out["eval_help"] and "--scores" in out["eval_help"]
     assert out["code"] == 0 and "on 20 trials" in out["printed"]
+    assert out["scored"] == 0 and "2 trials scored" in out["printed"]
+    assert len((tmp_path / "s.txt").read_text().splitlines()) == 2
     assert (tmp_path / "e" / "report.json").is_file()
     assert not out["torch_after_help"] and not out["torch"] and not out["matplotlib"]
 
