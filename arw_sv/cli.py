@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Errors reported as one line instead of a traceback, besides the built-in ones above.
+# Errors reported as one line instead of a traceback, besides the built-in ones in main().
 _ERRORS = {
     "arw_sv.audio": "AudioError",
     "arw_sv.config": "ConfigError",
