@@ -1,15 +1,42 @@
-"""The ``arw-sv`` command: synth, manifest, train, embed, score, eval, demo."""
+"""The ``arw-sv`` command: synth, manifest, train, embed, score, eval, demo.
+
+Start-up stays cheap (no torch) because nothing is imported before it is needed: the
+sub-commands defined here import their modules when they run, and those defined in their
+own module (``_MODULE_COMMANDS``) have that module imported, and its ``add_subparser``
+called, only when they are chosen on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger("arw_sv")
+
+# Sub-commands whose parser is built by ``add_subparser(subparsers)`` of their own module:
+# name -> (module, help shown by ``arw-sv --help``; tests check it equals the module's own).
+_MODULE_COMMANDS = {
+    "synth": (
+        "arw_sv.synth.cli",
+        "generate the built-in synthetic VoxCeleb1-style speaker corpus",
+    ),
+    "eval": ("arw_sv.evaluate", "EER, minDCF and fairness report"),
+    "export": (
+        "arw_sv.export",
+        "export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)"
+        " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
+    ),
+    "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
+    "bench": ("arw_sv.bench.fairness", "benchmarks (fairness)"),
+    "demo": ("arw_sv.demo", "synthetic corpus -> ERM training -> EER report"),
+    "configs": (
+        "arw_sv.shipped",
+        "list the shipped configs, or copy one out to edit (--copy NAME DIR)",
+    ),
+}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -26,23 +53,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def embed_utterances(
-    checkpoint: str | Path, ids: list[str], paths: list[str], out: str | Path, *, progress: bool
-) -> Path:
-    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically."""
-    from arw_sv.atomic import atomic_path
-    from arw_sv.inference import SpeakerEncoder
-
-    encoder = SpeakerEncoder.load(checkpoint)  # a checkpoint or speechbrain:FOLDER
-    vectors = encoder.embed_files(paths, progress=progress)
-    out = Path(out)
-    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **{utt: vec for utt, vec in zip(ids, vectors, strict=True)})
-    return out
-
-
 def _embed(args: argparse.Namespace) -> int:
     from arw_sv.data.manifest import AUDIO_SUFFIXES, read_manifest
+    from arw_sv.inference import embed_utterances
 
     if args.manifest:
         manifest = read_manifest(args.manifest)
@@ -75,19 +88,66 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+class _LazySubParsers(argparse._SubParsersAction):
+    """Sub-parsers whose arguments their module adds only when that sub-command is chosen.
+
+    ``add_lazy(name)`` registers an empty parser with the help from ``_MODULE_COMMANDS``;
+    choosing it (or ``load(name)``) imports the module and runs its ``add_subparser`` on that
+    parser, so a module is imported only by the command that uses it.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: set[str] = set()
+
+    def add_lazy(self, name: str) -> argparse.ArgumentParser:
+        self._pending.add(name)
+        return self.add_parser(name, help=_MODULE_COMMANDS[name][1])
+
+    def load(self, name: str) -> argparse.ArgumentParser:
+        """The parser of ``name``, with its arguments (imports the module the first time)."""
+        parser = self._name_parser_map[name]
+        if name in self._pending:
+            self._pending.discard(name)
+            module = importlib.import_module(_MODULE_COMMANDS[name][0])
+            module.add_subparser(_FillIn(name, parser))
+        return parser
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values and values[0] in self._pending:
+            self.load(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _FillIn:
+    """Stands in for a sub-parser set: ``add_parser(name, ...)`` returns the lazy parser,
+    with the description and formatter the module asked for."""
+
+    def __init__(self, name: str, parser: argparse.ArgumentParser) -> None:
+        self._name, self._parser = name, parser
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if name != self._name:
+            raise ValueError(f"module of sub-command {self._name!r} registers {name!r}")
+        kwargs.pop("help", None)
+        for key, value in kwargs.items():
+            if key not in ("description", "epilog", "formatter_class"):
+                raise TypeError(f"lazy sub-command {name!r}: unsupported add_parser({key}=...)")
+            setattr(self._parser, key, value)
+        return self._parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arw-sv",
         description="Fair speaker verification: ECAPA-TDNN + adversarial reweighting.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(action=_LazySubParsers, dest="command", required=True)
+    sub.add_lazy("synth")
 
-    from arw_sv import bench, demo, evaluate, export, shipped, synth
-    from arw_sv.data import cli as data_cli
-    from arw_sv.train import average
+    from arw_sv.data import cli as data_cli  # manifest, trials: argparse only, no torch
 
-    synth.add_subparser(sub)
     data_cli.add_subparsers(sub)
 
     p = sub.add_parser("train", help="train an extractor (ERM or ARW) from a YAML config")
@@ -125,13 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_score)
 
-    evaluate.add_subparser(sub)
-    export.add_subparser(sub)
-    average.add_subparser(sub)
-    bench.add_subparser(sub)
-    demo.add_subparser(sub)
-    shipped.add_subparser(sub)
+    for name in ("eval", "export", "average", "bench", "demo", "configs"):
+        sub.add_lazy(name)
     return parser
+
+
+# Errors reported as one line instead of a traceback, besides the built-in ones in main().
+_ERRORS = {
+    "arw_sv.audio": "AudioError",
+    "arw_sv.config": "ConfigError",
+    "arw_sv.data.manifest": "ManifestError",
+    "arw_sv.train.checkpoint": "CheckpointError",
+}
+
+
+def _loaded_errors() -> tuple[type[Exception], ...]:
+    """The ``_ERRORS`` classes of the modules imported so far: a module that was never
+    imported cannot have raised its error, and importing it here would import torch."""
+    return tuple(
+        getattr(sys.modules[module], name)
+        for module, name in _ERRORS.items()
+        if module in sys.modules
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,23 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from arw_sv.audio import AudioError
-    from arw_sv.config import ConfigError
-    from arw_sv.data.manifest import ManifestError
-    from arw_sv.train.checkpoint import CheckpointError
-
     try:
         return int(args.func(args) or 0)
-    except (
-        ConfigError,
-        ManifestError,
-        AudioError,
-        CheckpointError,
-        FileExistsError,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    ) as exc:
+    except (FileExistsError, FileNotFoundError, KeyError, ValueError, *_loaded_errors()) as exc:
         # KeyError's str() adds quotes around the message; show the message itself.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"arw-sv {args.command}: error: {message}", file=sys.stderr)

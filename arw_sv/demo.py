@@ -39,12 +39,12 @@ def run_demo(
     ``erm/`` (training run: checkpoints, log, TensorBoard, curves), ``embeddings_test.npz``,
     ``scores.txt``, ``report/`` (report.json, report.md, plots), ``summary.json``.
     """
-    from arw_sv.cli import embed_utterances
     from arw_sv.config import load_config
     from arw_sv.data.manifest import build_manifest, write_manifest
     from arw_sv.data.meta import read_speaker_meta
     from arw_sv.data.trials import read_trials, score_trials, write_scores
     from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.inference import embed_utterances
     from arw_sv.synth import generate_corpus, preset
     from arw_sv.train.loop import fit
 

@@ -20,6 +20,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,9 +37,12 @@ from arw_sv.data.trials import (
     speaker_of,
     write_scores,
 )
-from arw_sv.metrics import as_norm, fairness_report, kmeans_cohorts, speaker_means
-from arw_sv.metrics.groups import Grouping
-from arw_sv.metrics.render import render_markdown, render_plots
+
+if TYPE_CHECKING:
+    from arw_sv.metrics.groups import Grouping
+
+# The metrics (scipy) are imported by the functions that use them, so that building the
+# ``eval`` parser (``arw-sv eval --help``) costs numpy and argparse only.
 
 
 def speaker_indices(
@@ -72,6 +76,8 @@ def speaker_groupings(
     nationality_map: Mapping[str, str] | None = None,
 ) -> list[Grouping]:
     """Gender, pooled nationality and gender x nationality groupings of ``speakers``."""
+    from arw_sv.metrics.groups import Grouping
+
     if not meta:
         return []
     info = [meta.get(s) for s in speakers]
@@ -130,6 +136,8 @@ def evaluate_scores(
     Shape:
         scores, labels: (N,); embeddings matrix: (U, D).
     """
+    from arw_sv.metrics import fairness_report, kmeans_cohorts, speaker_means
+
     enroll_spk, test_spk, speakers = speaker_indices(enroll_ids, test_ids)
     index = {s: i for i, s in enumerate(speakers)}
     groupings = speaker_groupings(speakers, speaker_meta, min_speakers, nationality_map)
@@ -172,6 +180,8 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[
     Returns:
         The paths written.
     """
+    from arw_sv.metrics.render import render_markdown, render_plots
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: an undefined value must be None, never a NaN that JSON can't hold.
@@ -290,6 +300,8 @@ def _align_scores(
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation described by parsed arguments; returns the exit status."""
+    from arw_sv.metrics import as_norm
+
     try:
         inputs: dict = {}
         embeddings = None

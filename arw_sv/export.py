@@ -47,6 +47,7 @@ from torch import nn
 from arw_sv.atomic import atomic_path
 from arw_sv.audio import FbankFrontend
 from arw_sv.models.ecapa import EcapaTdnn
+from arw_sv.models.traceable import TraceableEcapa
 
 FORMATS = ("onnx", "torchscript", "speechbrain")
 ONNX_OPSET = 18
@@ -96,48 +97,6 @@ class DftFbank(nn.Module):
         floor = db.amax(dim=(1, 2), keepdim=True) - self.top_db
         db = torch.maximum(db, floor)
         return db - db.mean(dim=1, keepdim=True)
-
-
-def _pool(asp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """SpeechBrain's attentive statistics pooling for unpadded input, without the mask.
-
-    Shape: (B, C, T) -> (B, 2C, 1)
-    """
-    if asp.global_context:
-        mean = x.mean(dim=2, keepdim=True)
-        std = torch.sqrt((x - mean).pow(2).mean(dim=2, keepdim=True).clamp(asp.eps))
-        attn = torch.cat([x, mean.expand_as(x), std.expand_as(x)], dim=1)
-    else:
-        attn = x
-    attn = torch.softmax(asp.conv(asp.tanh(asp.tdnn(attn))), dim=2)
-    mean = (attn * x).sum(dim=2)
-    std = torch.sqrt((attn * (x - mean.unsqueeze(2)).pow(2)).sum(dim=2).clamp(asp.eps))
-    return torch.cat([mean, std], dim=1).unsqueeze(2)
-
-
-class TraceableEcapa(nn.Module):
-    """SpeechBrain's ECAPA-TDNN forward for unpadded input, written so a trace stays dynamic.
-
-    Calls the extractor's own blocks (shared parameters, no copy); only the pooling is the
-    unmasked rewrite :func:`_pool`. Equal to ``ECAPA_TDNN(feats)`` up to float rounding.
-
-    Shape:
-        feats (B, T, F) -> (B, D), not normalised
-    """
-
-    def __init__(self, ecapa: nn.Module) -> None:
-        super().__init__()
-        self.ecapa = ecapa
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = feats.transpose(1, 2)  # (B, F, T)
-        outputs = []
-        for block in self.ecapa.blocks:
-            x = block(x)
-            outputs.append(x)
-        x = self.ecapa.mfa(torch.cat(outputs[1:], dim=1))
-        x = self.ecapa.fc(self.ecapa.asp_bn(_pool(self.ecapa.asp, x)))
-        return x.squeeze(2)
 
 
 class ExportableEncoder(nn.Module):

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arw_sv.atomic import atomic_path
 from arw_sv.audio import audio_info, read_audio
 from arw_sv.config import config_from_dict
 from arw_sv.models.ecapa import EcapaTdnn
+from arw_sv.models.traceable import TraceableEcapa
 from arw_sv.train.checkpoint import load_checkpoint
 
 
@@ -271,8 +273,6 @@ def _frozen_ecapa(extractor: EcapaTdnn) -> torch.jit.ScriptModule:
     """
     import warnings
 
-    from arw_sv.export import TraceableEcapa
-
     n_mels = extractor.frontend.fbank.compute_fbanks.n_mels
     example = torch.randn(2, 150, n_mels, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
@@ -283,3 +283,15 @@ def _frozen_ecapa(extractor: EcapaTdnn) -> torch.jit.ScriptModule:
             check_trace=False,
         )
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def embed_utterances(
+    checkpoint: str | Path, ids: list[str], paths: list[str], out: str | Path, *, progress: bool
+) -> Path:
+    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically."""
+    encoder = SpeakerEncoder.load(checkpoint)  # a checkpoint or speechbrain:FOLDER
+    vectors = encoder.embed_files(paths, progress=progress)
+    out = Path(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{utt: vec for utt, vec in zip(ids, vectors, strict=True)})
+    return out

@@ -75,13 +75,13 @@ def run_one(task: RunTask) -> dict:
     import torch
 
     from arw_sv.bench.analysis import analyse_checkpoint
-    from arw_sv.cli import embed_utterances
     from arw_sv.config import load_config
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.meta import read_speaker_meta
     from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
     from arw_sv.demo import config_path
     from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.inference import embed_utterances
     from arw_sv.train.loop import fit
 
     if task.threads > 0:

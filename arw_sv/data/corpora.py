@@ -32,7 +32,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from arw_sv.audio import audio_info
 from arw_sv.data.manifest import AUDIO_SUFFIXES, Manifest, ManifestError, Utterance
 
 FORMATS = ("voxceleb", "kaldi", "librispeech", "csv")
@@ -60,6 +59,8 @@ def _utt_id(speaker: str, name: str) -> str:
 
 
 def _duration(path: str, start: float = 0.0) -> float:
+    from arw_sv.audio import audio_info  # here: arw_sv.audio imports torch, the CLI need not
+
     frames, rate, _ = audio_info(path)
     return frames / rate - start
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arw_sv.atomic import atomic_open
-from arw_sv.audio import audio_info
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +179,8 @@ def build_manifest(
             f"{meta_path}: {len(unknown)} speaker(s) under {wav_root} are not in the metadata, "
             f"e.g. {', '.join(unknown[:5])}"
         )
+    from arw_sv.audio import audio_info  # here: arw_sv.audio imports torch, the CLI need not
+
     utts = []
     for f in files:
         info = meta[f.parts[-3]]

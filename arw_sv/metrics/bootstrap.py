@@ -32,7 +32,6 @@ Legend for ``Shape:`` lines: N trials, S speakers, R resamples, P target priors.
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 
 from arw_sv.metrics.rates import points_from_sorted
 
@@ -112,6 +111,8 @@ def _weighted_count(mult_t: np.ndarray, enroll: np.ndarray, test: np.ndarray) ->
     if n_loc <= _DENSE_PAIRS_MAX and n_loc * n_loc <= 64 * a.size:
         pairs = np.bincount(la * n_loc + lb, minlength=n_loc * n_loc).reshape(n_loc, n_loc)
         return total + ((pairs.astype(np.float64) @ w_loc) * w_loc).sum(0)
+    from scipy import sparse  # here: importing it costs 0.3 s, and only large sets need it
+
     pairs = sparse.csr_matrix((np.ones(a.size), (la, lb)), shape=(n_loc, n_loc))
     return total + (np.asarray(pairs @ w_loc) * w_loc).sum(0)
 

@@ -12,6 +12,7 @@ from arw_sv.config import OPTIMIZER_NAMES, Config, FeatureConfig, ModelConfig, T
 from arw_sv.models.ecapa import EcapaTdnn, build_extractor
 from arw_sv.models.heads import AAMSoftmax
 from arw_sv.models.pair_loss import PairwiseSimilarityLoss
+from arw_sv.train.device import resolve_device  # noqa: F401  (re-exported)
 from arw_sv.train.step import Learner
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -72,15 +73,6 @@ def lr_factor(train: TrainConfig) -> Callable[[int], float]:
         return math.exp(math.log(ratio) * progress) if ratio > 0 else 1.0 - progress
 
     return factor
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but CUDA is not available")
-    return device
 
 
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {

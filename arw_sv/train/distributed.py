@@ -53,6 +53,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from arw_sv.train.device import resolve_device
+
 log = logging.getLogger(__name__)
 
 
@@ -141,8 +143,6 @@ def setup(device_name: str) -> tuple[DistContext, torch.device]:
     Returns:
         ``(context, device)``.
     """
-    from arw_sv.train.build import resolve_device
-
     owns = False
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if not (dist.is_available() and dist.is_initialized()) and world > 1:

@@ -1,0 +1,224 @@
+"""Start-up cost and layering: no import cycles, no torch where it isn't needed, a lazy API.
+
+The torch checks run in a fresh interpreter (``subprocess``): the test process has
+imported torch long before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import arw_sv
+from arw_sv import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _module_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> package modules it imports anywhere in its body (TYPE_CHECKING ignored)."""
+    files = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        files[name.removesuffix(".__init__")] = path
+    graph = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    found.add(full if full in files else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), leaving out a
+    package with its own submodules (``pkg/__init__`` re-exporting ``pkg.x``)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            package = min(component, key=len)
+            if len(component) > 1 and not all(c.startswith(package) for c in component):
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from pkg.a import x\n")
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg.sub.c import g\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nimport pkg.b\nif TYPE_CHECKING:\n    import pkg.a\n"
+    )
+    assert _cycles(_module_graph(pkg)) == [["pkg.b", "pkg.sub.c"]]
+
+
+def test_arw_sv_has_no_import_cycles():
+    graph = _module_graph(REPO / "arw_sv")
+    assert "arw_sv.evaluate" in graph and "arw_sv.data.trials" in graph["arw_sv.evaluate"]
+    assert _cycles(graph) == []
+
+
+def _fresh_python(code: str) -> dict:
+    """Run ``code`` in a new interpreter; it prints one JSON line, returned here."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_help_eval_and_score_run_without_torch(tmp_path):
+    import numpy as np
+
+    embeddings, trial_list = tmp_path / "emb.npz", tmp_path / "trials.txt"
+    np.savez(embeddings, **{f"id{k}/s/{j}.wav": np.eye(4)[k] + j for k in range(3) for j in (1, 2)})
+    trial_list.write_text("1 id1/s/1.wav id1/s/2.wav\n0 id1/s/1.wav id2/s/2.wav\n")
+    scores = tmp_path / "scores.txt"
+    lines = [
+        f"{int(e == t)} {e}/s/1.wav {t}/s/2.wav {0.1 * k - 0.3!r}"
+        for k, (e, t) in enumerate(
+            [("id1", "id1"), ("id1", "id2"), ("id2", "id2"), ("id2", "id3"), ("id3", "id3")] * 4
+        )
+    ]
+    scores.write_text("\n".join(lines) + "\n")
+    out = _fresh_python(
+        f"""
+        import contextlib, io, json, sys
+        from arw_sv import cli
+        parser = cli.build_parser()
+        help_text = parser.format_help()
+        with contextlib.redirect_stdout(io.StringIO()) as eval_help:
+            try:
+                parser.parse_args(["eval", "--help"])
+            except SystemExit:
+                pass
+        after_help = "torch" in sys.modules
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            code = cli.main(["eval", "--scores", {str(scores)!r}, "--out", {str(tmp_path / "e")!r},
+                             "--no-plots"])
+            scored = cli.main(["score", "--embeddings", {str(embeddings)!r},
+                               "--trials", {str(trial_list)!r}, "--out", {str(tmp_path / "s.txt")!r}])
+        print(json.dumps({{
+            "help": help_text, "eval_help": eval_help.getvalue(), "code": code, "scored": scored,
+            "printed": printed.getvalue(), "torch_after_help": after_help,
+            "torch": "torch" in sys.modules, "matplotlib": "matplotlib" in sys.modules,
+        }}))
+        """
+    )
+    assert "eval" in out["help"] and "export" in out["help"]
+    assert "--no-plots" in out["eval_help"] and "--scores" in out["eval_help"]
+    assert out["code"] == 0 and "on 20 trials" in out["printed"]
+    assert out["scored"] == 0 and "2 trials scored" in out["printed"]
+    assert len((tmp_path / "s.txt").read_text().splitlines()) == 2
+    assert (tmp_path / "e" / "report.json").is_file()
+    assert not out["torch_after_help"] and not out["torch"] and not out["matplotlib"]
+
+
+def test_choosing_a_torch_command_imports_torch():
+    # The counterpart of the test above: laziness is per command, not a lost import.
+    out = _fresh_python(
+        """
+        import json, sys
+        from arw_sv import cli
+        args = cli.build_parser().parse_args(["average", "runs/x", "--num", "3"])
+        print(json.dumps({"torch": "torch" in sys.modules, "num": args.num,
+                          "func": f"{args.func.__module__}.{args.func.__name__}"}))
+        """
+    )
+    assert out == {"torch": True, "num": 3, "func": "arw_sv.train.average.run"}
+
+
+@pytest.mark.parametrize("name", sorted(cli._MODULE_COMMANDS))
+def test_lazy_subcommand_equals_its_module_parser(name):
+    module = importlib.import_module(cli._MODULE_COMMANDS[name][0])
+    eager = argparse.ArgumentParser(prog="arw-sv")
+    eager_sub = eager.add_subparsers(dest="command")
+    module.add_subparser(eager_sub)
+    lazy_sub = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    helps = {a.dest: a.help for a in eager_sub._choices_actions}
+    lazy_helps = {a.dest: a.help for a in lazy_sub._choices_actions}
+    assert lazy_helps[name] == helps[name]  # the table in cli.py has not drifted
+    assert lazy_sub.load(name).format_help() == eager_sub.choices[name].format_help()
+
+
+def test_unknown_subcommand_still_fails():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["frobnicate"])
+
+
+def test_import_arw_sv_is_cheap_and_names_resolve():
+    out = _fresh_python(
+        """
+        import json, sys
+        import arw_sv
+        cheap = not any(m in sys.modules for m in ("torch", "numpy", "scipy"))
+        read = arw_sv.read_scores
+        print(json.dumps({"cheap": cheap, "torch": "torch" in sys.modules,
+                          "read": read.__module__, "all": sorted(arw_sv.__all__)}))
+        """
+    )
+    assert out["cheap"] and not out["torch"] and out["read"] == "arw_sv.data.trials"
+    assert set(out["all"]) == {"__version__", *arw_sv._API}
+
+
+def test_public_names_are_the_modules_objects():
+    for name, module in arw_sv._API.items():
+        assert getattr(arw_sv, name) is getattr(importlib.import_module(module), name)
+        assert name in dir(arw_sv)
+    from arw_sv.evaluate import evaluate_scores
+    from arw_sv.inference import SpeakerEncoder
+
+    assert arw_sv.SpeakerEncoder is SpeakerEncoder
+    assert arw_sv.evaluate_scores is evaluate_scores
+    with pytest.raises(AttributeError, match="no_such_name"):
+        arw_sv.no_such_name  # noqa: B018

@@ -1,0 +1,96 @@
+"""The fast score-file reader gives exactly what the line-by-line parser gives, or leaves the
+file to it: same trials, same float64 bits, same errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arw_sv.data import trials as trials_io
+from arw_sv.data.trials import Trials, TrialsError, read_scores, read_trials, write_scores
+
+
+def _line_by_line(monkeypatch):
+    monkeypatch.setattr(trials_io, "_regular_columns", lambda data, n_fields: None)
+
+
+def _outcome(reader, path):
+    try:
+        got = reader(path)
+    except TrialsError as err:
+        return ("error", str(err))
+    if isinstance(got, Trials):
+        return (got.labels.dtype.str, got.labels.tolist(), got.enroll, got.test)
+    trials, scores = got
+    return (trials.labels.tolist(), trials.enroll, trials.test, scores.view(np.int64).tolist())
+
+
+def test_written_scores_take_the_fast_path_and_round_trip(tmp_path, rng, monkeypatch):
+    n = 500
+    ids = [f"id{rng.integers(10000, 10100)}/v{k % 7:04d}/{k:05d}.wav" for k in range(n)]
+    trials = Trials(rng.integers(0, 2, n).astype(np.int8), ids, ids[::-1])
+    scores = rng.normal(size=n) * 10.0 ** rng.integers(-8, 3, n)
+    path = tmp_path / "scores.txt"
+    write_scores(path, trials, scores)
+    calls = []
+    monkeypatch.setattr(trials_io, "_read_lines", lambda *a: calls.append(a) or [])
+    back, values = read_scores(path)
+    assert calls == []  # never fell back to the line-by-line parser
+    assert back.enroll == trials.enroll and back.test == trials.test
+    assert back.labels.dtype == np.int8 and np.array_equal(back.labels, trials.labels)
+    assert np.array_equal(values.view(np.int64), scores.view(np.int64))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 a/x b/y 0.5\n0 a/x c/z -0.25",  # no final newline
+        "\ufeff1 a/x b/y 0.5\n0 a/x c/z 1e-3\n",  # byte-order mark
+        "1 a/x b/y 0.5\r\n0 a/x c/z -0.25\r\n",  # CRLF
+        "1 a/x b/y 0.5\n\n0 a/x c/z -0.25\n",  # blank line
+        "1  a/x b/y 0.5\n0\ta/x c/z -0.25\n",  # repeated space, tab
+        " 1 a/x b/y 0.5 \n",  # leading and trailing space
+        "1 a/x b/y 0.5\n0 a/x c/z\n",  # a short line
+        "1 a/x b/y 0.5 7\n0 a/x c/z 0.1\n",  # a long line...
+        "1 a/x b/y 0.5 7\n0 a/x 0.1\n",  # ...and a short one: right total, wrong lines
+        "2 a/x b/y 0.5\n",  # bad label
+        "10 a/x b/y 0.5\n",  # two-character label
+        "1 a/x b/y nan\n",  # not finite
+        "1 a/x b/y x\n",  # not a number
+        "1 a/x b/y 1_0\n",  # what float() accepts
+        "1 é/x b/y 0.5\n",  # not ASCII
+        "1 a/x\x0bb/y 0.5\n",  # a line break str.splitlines knows
+        "",
+        "\n",
+    ],
+)
+def test_fast_reader_agrees_with_the_line_parser(tmp_path, monkeypatch, text):
+    path = tmp_path / "f.txt"
+    path.write_bytes(text.encode())
+    fast = (_outcome(read_scores, path), _outcome(read_trials, path))
+    _line_by_line(monkeypatch)
+    assert fast == (_outcome(read_scores, path), _outcome(read_trials, path))
+
+
+def test_fast_reader_agrees_on_random_files(tmp_path, monkeypatch, rng):
+    pieces = ["1", "0", "a/b", "c/d", "0.5", "-1e-3", " ", " ", "\n", "\n", "\t", "\r\n", "x"]
+    files = []
+    for i in range(400):
+        if i % 2:  # well-formed lines, some with a wrong number of fields
+            lines = [
+                " ".join(
+                    [str(rng.integers(0, 2)), "a/x", "b/y"] + ["0.25"] * int(rng.integers(0, 3))
+                )
+                for _ in range(rng.integers(1, 5))
+            ]
+            text = "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
+        else:
+            text = "".join(rng.choice(pieces, size=rng.integers(0, 20)))
+        path = tmp_path / f"{i}.txt"
+        path.write_text(text)
+        files.append(path)
+    fast = [(_outcome(read_scores, p), _outcome(read_trials, p)) for p in files]
+    _line_by_line(monkeypatch)
+    slow = [(_outcome(read_scores, p), _outcome(read_trials, p)) for p in files]
+    assert fast == slow
+    assert sum(f[0][0] != "error" for f in fast) > 20  # some parse, not only errors
