@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from arw_sv.audio import crop_or_repeat, read_audio
+from arw_sv.audio import audio_info, check_usable, crop_or_repeat, read_audio
 from arw_sv.data.manifest import Manifest
 
 _AUGMENT_STREAM = 1  # the augmenter's RNG is keyed (crop seed, 1): independent of the crop
@@ -58,17 +58,23 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
+    def _whole(self, path: str) -> np.ndarray:
+        return check_usable(read_audio(path, self.sample_rate), path, self.sample_rate, warn_silent=False)
+
     def _window(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:
         utt = self.manifest[index]
-        # Read only the window we need when the file is long enough (saves decoding time).
-        total = int(round(utt.duration * self.sample_rate))
-        if total > length + 1:
+        # Read only the window we need when the file is at our rate and long enough (saves
+        # decoding time); the window is in samples at our rate, so only a file at that rate.
+        _frames, file_rate, _channels = audio_info(utt.path)
+        total = int(round(utt.duration * file_rate))
+        if file_rate == self.sample_rate and total > length + 1:
             start = int(rng.integers(0, total - length))
             wav = read_audio(utt.path, self.sample_rate, start=start, frames=length)
-            if wav.shape[0] != length:  # header and data disagree, or resampled: fall back
-                wav = crop_or_repeat(read_audio(utt.path, self.sample_rate), length, rng)
+            if wav.shape[0] != length:  # header and data disagree: fall back
+                wav = crop_or_repeat(self._whole(utt.path), length, rng)
         else:
-            wav = crop_or_repeat(read_audio(utt.path, self.sample_rate), length, rng)
+            # Another rate: read it whole, resampled (logged), then crop at our rate.
+            wav = crop_or_repeat(self._whole(utt.path), length, rng)
         return wav
 
     def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, int, int]:
