@@ -17,7 +17,12 @@ def _train(args: argparse.Namespace) -> int:
     from arw_sv.train.loop import fit
 
     cfg = load_config(args.config, args.overrides)
-    result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    result = fit(
+        cfg,
+        resume=args.resume,
+        progress=not args.quiet,
+        allow_config_change=args.allow_config_change,
+    )
     print(
         f"trained {result.steps} steps ({result.utterances_per_second:.1f} utt/s); "
         f"checkpoint: {result.checkpoint}"
@@ -105,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (see arw_sv/configs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept a config that differs from the checkpoint's (logged)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -137,9 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected failure, without traceback text a worker process added."""
+    # KeyError's str() adds quotes around the message; show the message itself.
+    text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    if "Traceback (most recent call last)" in text:  # re-raised from a DataLoader worker
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may also follow an option (`train cfg.yaml --quiet train.lr=0.01`).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from arw_sv.audio import AudioError
@@ -147,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     from arw_sv.data.manifest import ManifestError
     from arw_sv.train.checkpoint import CheckpointError
 
+    # The NaN stop is an expected failure too; its module needs torch, which only train has.
+    expected: tuple[type[BaseException], ...] = ()
+    if args.command == "train":
+        from arw_sv.train.step import NonFiniteError
+
+        expected = (NonFiniteError,)
     try:
         return int(args.func(args) or 0)
     except (
@@ -154,14 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         ManifestError,
         AudioError,
         CheckpointError,
-        FileExistsError,
-        FileNotFoundError,
+        OSError,
         KeyError,
         ValueError,
+        *expected,
     ) as exc:
-        # KeyError's str() adds quotes around the message; show the message itself.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"arw-sv {args.command}: error: {message}", file=sys.stderr)
+        print(f"arw-sv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -59,7 +59,9 @@ class CropDataset(Dataset):
         return len(self.manifest)
 
     def _whole(self, path: str) -> np.ndarray:
-        return check_usable(read_audio(path, self.sample_rate), path, self.sample_rate, warn_silent=False)
+        return check_usable(
+            read_audio(path, self.sample_rate), path, self.sample_rate, warn_silent=False
+        )
 
     def _window(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:
         utt = self.manifest[index]

@@ -40,6 +40,8 @@ from arw_sv.train.checkpoint import (
     save_checkpoint,
 )
 from arw_sv.train.curves import plot_training_curves
+from arw_sv.train.lock import RunLock
+from arw_sv.train.resume import check_resume, config_changes
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
@@ -95,6 +97,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    allow_config_change: bool = False,
 ) -> FitResult:
     """Train the extractor (and the adversary, if any) as ``cfg`` says.
 
@@ -103,6 +106,8 @@ def fit(
         resume: continue from the newest checkpoint in ``cfg.train.out_dir/checkpoints``.
         progress: show a tqdm bar.
         stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+        allow_config_change: on resume, accept (and log) a config that differs from the
+            checkpoint's in keys that break exactness (:mod:`arw_sv.train.resume`).
 
     Returns:
         Where the final checkpoint is, and the measured (global) throughput.
@@ -112,8 +117,13 @@ def fit(
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(out_dir) if dist_ctx.is_main else None
+    lock = handler = None
     try:
+        # One process per run folder (rank 0 for a DDP job); a second one is refused.
+        lock = RunLock(out_dir) if dist_ctx.is_main else None
+        handler = _setup_logging(out_dir) if dist_ctx.is_main else None
+        if lock is not None and lock.stale_owner:
+            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
         existing = list_checkpoints(ckpt_dir)
         if existing and not resume:
             raise FileExistsError(
@@ -128,6 +138,9 @@ def fit(
         if any(u.split == "test" for u in manifest):
             manifest = manifest.subset("dev")
             log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
+        state = load_checkpoint(existing[-1]) if resume and existing else None
+        if state is not None:
+            _check_resumed_config(state, cfg, manifest.speakers, dist_ctx, allow_config_change)
         n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
         speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
         augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
@@ -181,15 +194,31 @@ def fit(
         clusters: ClusterIndex | None = None
         step = 0
         # ---- resume ---------------------------------------------------------------------
-        if resume and existing:
-            state = load_checkpoint(existing[-1])
-            learner.load_state_dict(state["learner"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            if adversary is not None:
-                adversary.load_state_dict(state["adversary"])
-                adv_optimizer.load_state_dict(state["adversary_optimizer"])
+        if state is not None:
+            try:
+                learner.load_state_dict(state["learner"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+                if adversary is not None:
+                    adversary.load_state_dict(state["adversary"])
+                    adv_optimizer.load_state_dict(state["adversary_optimizer"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                # torch's first line is only "Error(s) in loading ..."; the next names a key.
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                first = (lines[1] if len(lines) > 1 else lines[0])[:200] if lines else repr(exc)
+                raise CheckpointError(
+                    f"{existing[-1]}: its weights do not fit this config ({first})"
+                ) from None
+            if allow_config_change:
+                # The new base LRs, under the (possibly new) schedule from this step on.
+                scheduler.base_lrs = [tc.lr for _ in scheduler.base_lrs]
+                for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                    group["initial_lr"] = tc.lr
+                    group["lr"] = tc.lr * factor(scheduler.last_epoch)
+                if adv_optimizer is not None:
+                    for group in adv_optimizer.param_groups:
+                        group["lr"] = ac.lr
             if state.get("clusters") is not None:
                 clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
             bank.load_state_dict(state["bank"])
@@ -220,6 +249,9 @@ def fit(
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
+            # Its own generator: the loader's per-epoch seed draw must not advance the torch
+            # RNG that was just restored from the checkpoint (else each resume is one ahead).
+            generator=torch.Generator().manual_seed(tc.seed),
             num_workers=cfg.data.num_workers,
             collate_fn=collate_crops,
             pin_memory=device.type == "cuda",
@@ -376,7 +408,37 @@ def fit(
         if handler is not None:
             logging.getLogger("arw_sv").removeHandler(handler)
             handler.close()
+        if lock is not None:
+            lock.release()
         distributed.teardown(dist_ctx)
+
+
+def _check_resumed_config(
+    state: dict[str, Any],
+    cfg: Config,
+    speakers: list[str],
+    dist_ctx: distributed.DistContext,
+    allow: bool,
+) -> None:
+    """Refuse (or, with ``allow``, log) a resume whose config breaks exactness."""
+    saved = state.get("config", {})
+    changes = config_changes(saved, config_to_dict(cfg))
+    if "train.batch_chunks" in changes:
+        # A change of world size may change batch_chunks with the same effective chunks.
+        per_batch = cfg.data.speakers_per_batch
+        old_world = int(state.get("world_size", 1))
+        old = distributed.local_chunks(changes["train.batch_chunks"][0], old_world, per_batch)
+        new = distributed.local_chunks(cfg.train.batch_chunks, dist_ctx.world_size, per_batch)
+        if old * old_world == new * dist_ctx.world_size:
+            del changes["train.batch_chunks"]
+    breaking = check_resume(
+        changes, state.get("speakers", []), speakers, step=int(state["step"]), allow=allow
+    )
+    for key, (old, new) in changes.items():
+        if key not in breaking:
+            log.info("resume: %s changed %r -> %r", key, old, new)
+    for key, (old, new) in breaking.items():
+        log.warning("resume with --allow-config-change: %s %r -> %r", key, old, new)
 
 
 def _speaker_groups(manifest, key: str) -> list[int]:
