@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from arw_sv.audio import AudioError
-from arw_sv.cli import _one_line, main
+from arw_sv.cli import main
 from arw_sv.config import ConfigError, load_config
 from arw_sv.data.manifest import COLUMNS, Manifest, ManifestError, Utterance, read_manifest
 from arw_sv.demo import config_path
@@ -294,6 +294,8 @@ def test_a_missing_audio_file_says_so_in_one_line(tiny_manifests, tmp_path, caps
 
 
 def test_worker_traceback_text_is_reduced_to_the_message():
+    from arw_sv.cli import _one_line
+
     wrapped = AudioError(
         "Caught AudioError in DataLoader worker process 0.\nOriginal Traceback (most recent "
         'call last):\n  File "x.py", line 1, in f\narw_sv.audio.AudioError: a.wav: no such file\n'
