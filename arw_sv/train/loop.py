@@ -41,7 +41,7 @@ from arw_sv.train.checkpoint import (
 )
 from arw_sv.train.curves import plot_training_curves
 from arw_sv.train.lock import RunLock
-from arw_sv.train.resume import check_resume, config_changes
+from arw_sv.train.resume import apply_new_lrs, check_resumed_config
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
@@ -140,7 +140,9 @@ def fit(
             log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
         state = load_checkpoint(existing[-1]) if resume and existing else None
         if state is not None:
-            _check_resumed_config(state, cfg, manifest.speakers, dist_ctx, allow_config_change)
+            check_resumed_config(
+                state, cfg, manifest.speakers, dist_ctx.world_size, allow=allow_config_change
+            )
         n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
         speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
         augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
@@ -211,14 +213,7 @@ def fit(
                     f"{existing[-1]}: its weights do not fit this config ({first})"
                 ) from None
             if allow_config_change:
-                # The new base LRs, under the (possibly new) schedule from this step on.
-                scheduler.base_lrs = [tc.lr for _ in scheduler.base_lrs]
-                for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
-                    group["initial_lr"] = tc.lr
-                    group["lr"] = tc.lr * factor(scheduler.last_epoch)
-                if adv_optimizer is not None:
-                    for group in adv_optimizer.param_groups:
-                        group["lr"] = ac.lr
+                apply_new_lrs(cfg, optimizer, scheduler, adv_optimizer)
             if state.get("clusters") is not None:
                 clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
             bank.load_state_dict(state["bank"])
@@ -411,34 +406,6 @@ def fit(
         if lock is not None:
             lock.release()
         distributed.teardown(dist_ctx)
-
-
-def _check_resumed_config(
-    state: dict[str, Any],
-    cfg: Config,
-    speakers: list[str],
-    dist_ctx: distributed.DistContext,
-    allow: bool,
-) -> None:
-    """Refuse (or, with ``allow``, log) a resume whose config breaks exactness."""
-    saved = state.get("config", {})
-    changes = config_changes(saved, config_to_dict(cfg))
-    if "train.batch_chunks" in changes:
-        # A change of world size may change batch_chunks with the same effective chunks.
-        per_batch = cfg.data.speakers_per_batch
-        old_world = int(state.get("world_size", 1))
-        old = distributed.local_chunks(changes["train.batch_chunks"][0], old_world, per_batch)
-        new = distributed.local_chunks(cfg.train.batch_chunks, dist_ctx.world_size, per_batch)
-        if old * old_world == new * dist_ctx.world_size:
-            del changes["train.batch_chunks"]
-    breaking = check_resume(
-        changes, state.get("speakers", []), speakers, step=int(state["step"]), allow=allow
-    )
-    for key, (old, new) in changes.items():
-        if key not in breaking:
-            log.info("resume: %s changed %r -> %r", key, old, new)
-    for key, (old, new) in breaking.items():
-        log.warning("resume with --allow-config-change: %s %r -> %r", key, old, new)
 
 
 def _speaker_groups(manifest, key: str) -> list[int]:

@@ -9,10 +9,14 @@ difference is logged instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arw_sv.config import ConfigError
+from arw_sv.config import Config, ConfigError, config_from_dict, config_to_dict
+from arw_sv.train import distributed
+
+log = logging.getLogger(__name__)
 
 # Changing these does not change the numbers a resumed run computes (train.steps changes the
 # LR decay from the resume step on; see the README's troubleshooting section).
@@ -89,3 +93,51 @@ def check_resume(
             "--allow-config-change to continue anyway"
         )
     return breaking
+
+
+def check_resumed_config(
+    state: dict[str, Any],
+    cfg: Config,
+    speakers: Sequence[str],
+    world_size: int,
+    *,
+    allow: bool,
+) -> None:
+    """Refuse (or, with ``allow``, log) a resume whose config breaks exactness.
+
+    Raises:
+        ConfigError: naming each differing key with its old and new value.
+    """
+    saved = state.get("config", {})
+    try:  # keys added since the checkpoint was written compare as their defaults
+        saved = config_to_dict(config_from_dict(saved))
+    except ConfigError:
+        pass
+    changes = config_changes(saved, config_to_dict(cfg))
+    if "train.batch_chunks" in changes:
+        # A change of world size may change batch_chunks with the same effective chunks.
+        per_batch = cfg.data.speakers_per_batch
+        old_world = int(state.get("world_size", 1))
+        old = distributed.local_chunks(changes["train.batch_chunks"][0], old_world, per_batch)
+        new = distributed.local_chunks(cfg.train.batch_chunks, world_size, per_batch)
+        if old * old_world == new * world_size:
+            del changes["train.batch_chunks"]
+    breaking = check_resume(
+        changes, state.get("speakers", []), speakers, step=int(state["step"]), allow=allow
+    )
+    for key, (old, new) in changes.items():
+        if key not in breaking:
+            log.info("resume: %s changed %r -> %r", key, old, new)
+    for key, (old, new) in breaking.items():
+        log.warning("resume with --allow-config-change: %s %r -> %r", key, old, new)
+
+
+def apply_new_lrs(cfg: Config, optimizer, scheduler, adv_optimizer) -> None:
+    """After loading a checkpoint: the config's base LRs, under its schedule, from here on."""
+    scheduler.base_lrs = [cfg.train.lr for _ in scheduler.base_lrs]
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = cfg.train.lr
+        group["lr"] = cfg.train.lr * factor(scheduler.last_epoch)
+    if adv_optimizer is not None:
+        for group in adv_optimizer.param_groups:
+            group["lr"] = cfg.adversary.lr
