@@ -372,3 +372,17 @@ def test_overrides_may_follow_an_option(monkeypatch, tmp_path):
     assert seen["kwargs"]["resume"] is True and seen["kwargs"]["progress"] is False
     with pytest.raises(SystemExit):
         main(["train", str(TINY), "--quiet", "--bogus"])
+
+
+def test_resume_on_another_world_size_with_the_same_chunks_is_not_a_change():
+    from arw_sv.config import config_to_dict
+    from arw_sv.train.resume import check_resumed_config
+
+    cfg = load_config(TINY, ["train.batch_chunks=2"])
+    saved = config_to_dict(load_config(TINY))  # batch_chunks=1 on 2 ranks: 2 chunks in all
+    state = {"config": saved, "speakers": ["a"], "step": 5, "world_size": 2}
+    check_resumed_config(state, cfg, ["a"], 1, allow=False)
+    with pytest.raises(ConfigError, match=r"train\.batch_chunks: 1 -> 2"):
+        check_resumed_config({**state, "world_size": 1}, cfg, ["a"], 1, allow=False)
+    del saved["train"]["sync_batchnorm"]  # a key added after the checkpoint: its default
+    check_resumed_config(state, cfg, ["a"], 1, allow=False)
