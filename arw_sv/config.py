@@ -122,9 +122,8 @@ class AdversaryConfig:
     normalize: str = "sum"
 
     def __post_init__(self) -> None:
-        _at_least("adversary", self, 1, "adversary_every", "cluster_refresh_steps", "hidden")
-        _at_least("adversary", self, 1, "n_clusters")
-        _at_least("adversary", self, 0, "warmup_steps")
+        _at_least("adversary", self, 1, "adversary_every", "cluster_refresh_steps", "n_clusters")
+        _at_least("adversary", self, 0, "warmup_steps", "hidden")  # hidden 0: linear (ARL)
         _positive("adversary", self, "lr")
 
 
