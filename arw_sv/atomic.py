@@ -1,16 +1,52 @@
 """Atomic file output: write to a temporary file beside the target, then ``os.replace``.
 
 A crash or a full disk never leaves a half-written checkpoint, report or score file behind.
+The temporary file's name carries the writer's pid (``.<name>.<pid>.<random>.tmp``), so
+one a killed writer left behind is recognised (its pid is gone) and removed by the next
+write to the same target. The result gets the usual mode for a new file under the umask
+(``mkstemp`` alone would leave it ``0600``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of ``path`` whose writer process no longer exists."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp$")
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.match(candidate.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                log.info("removed %s, left by an interrupted write", candidate)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -18,10 +54,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success move it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

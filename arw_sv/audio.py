@@ -21,8 +21,61 @@ class AudioError(ValueError):
     """An audio file cannot be used; the message names the file and why."""
 
 
+# The shortest usable utterance. ECAPA's reflect-padded convolutions need more frames than
+# their widest padding, and a clip under 0.1 s (10 fbank frames) carries no speaker
+# identity worth an embedding; both training and extraction refuse it, naming the file.
+MIN_SECONDS = 0.1
+# Peak amplitude below which a file is reported as silent (-100 dBFS).
+SILENCE_PEAK = 1e-5
+
+
+def _exists(path: str | Path) -> None:
+    # libsndfile reports a missing file as "System error."; say what it is.
+    if not Path(path).is_file():
+        raise AudioError(f"{path}: no such file")
+
+
+def check_usable(
+    wav: np.ndarray, path: str | Path, sample_rate: int, *, warn_silent: bool = True
+) -> np.ndarray:
+    """Refuse a clip shorter than :data:`MIN_SECONDS`; warn (naming it) when it is silent.
+
+    Shape:
+        wav (S,) -> (S,)
+
+    Raises:
+        AudioError: too short, naming the file and its length.
+    """
+    if wav.shape[0] < MIN_SECONDS * sample_rate:
+        raise AudioError(
+            f"{path}: {wav.shape[0] / sample_rate:.3f} s is shorter than the minimum "
+            f"{MIN_SECONDS:g} s"
+        )
+    if warn_silent and float(np.abs(wav).max()) < SILENCE_PEAK:
+        log.warning("%s: silent (peak below %g); its embedding is meaningless", path, SILENCE_PEAK)
+    return wav
+
+
+def _wav_declared_frames(path: str | Path) -> int | None:
+    """Frames a PCM WAV's ``data`` chunk declares (libsndfile silently trims to the file)."""
+    if Path(path).suffix.lower() != ".wav":
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    at = head.find(b"data", 12)
+    if head[:4] != b"RIFF" or at < 0 or len(head) < at + 8:
+        return None
+    fmt = head.find(b"fmt ", 12)
+    if fmt < 0 or len(head) < fmt + 24:
+        return None
+    block_align = int.from_bytes(head[fmt + 20 : fmt + 22], "little")
+    size = int.from_bytes(head[at + 4 : at + 8], "little")
+    return size // block_align if block_align else None
+
+
 def audio_info(path: str | Path) -> tuple[int, int, int]:
     """Return ``(frames, sample_rate, channels)`` without decoding the samples."""
+    _exists(path)
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError variants
@@ -52,8 +105,9 @@ def read_audio(
         returns (S,)
 
     Raises:
-        AudioError: unreadable, corrupt or empty file, naming it.
+        AudioError: missing, unreadable, corrupt or empty file, naming it.
     """
+    _exists(path)
     try:
         data, file_rate = sf.read(
             str(path), start=start, frames=frames, dtype="float32", always_2d=True
@@ -62,6 +116,12 @@ def read_audio(
         raise AudioError(f"{path}: cannot decode audio ({exc})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: no samples (empty or truncated file)")
+    if start == 0 and frames < 0:
+        declared = _wav_declared_frames(path)
+        if declared is not None and data.shape[0] < declared:
+            log.warning(
+                "%s: truncated (header says %d samples, %d read)", path, declared, data.shape[0]
+            )
     if data.shape[1] > 1:
         log.info("%s: %d channels, down-mixed to mono", path, data.shape[1])
         data = data.mean(axis=1, keepdims=True)

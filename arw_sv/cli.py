@@ -45,7 +45,12 @@ def _train(args: argparse.Namespace) -> int:
     from arw_sv.train.loop import fit
 
     cfg = load_config(resolve_config(args.config), args.overrides)
-    result = fit(cfg, resume=args.resume, progress=not args.quiet)
+    result = fit(
+        cfg,
+        resume=args.resume,
+        progress=not args.quiet,
+        allow_config_change=args.allow_config_change,
+    )
     print(
         f"trained {result.steps} steps ({result.utterances_per_second:.1f} utt/s); "
         f"checkpoint: {result.checkpoint}"
@@ -154,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, or a shipped config's name (`arw-sv configs`)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept a config that differs from the checkpoint's (logged)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -196,6 +206,7 @@ _ERRORS = {
     "arw_sv.config": "ConfigError",
     "arw_sv.data.manifest": "ManifestError",
     "arw_sv.train.checkpoint": "CheckpointError",
+    "arw_sv.train.step": "NonFiniteError",  # the NaN stop
 }
 
 
@@ -209,17 +220,30 @@ def _loaded_errors() -> tuple[type[Exception], ...]:
     )
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected failure, without traceback text a worker process added."""
+    # KeyError's str() adds quotes around the message; show the message itself.
+    text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+    if "Traceback (most recent call last)" in text:  # re-raised from a DataLoader worker
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may also follow an option (`train cfg.yaml --quiet train.lr=0.01`).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (FileExistsError, FileNotFoundError, KeyError, ValueError, *_loaded_errors()) as exc:
-        # KeyError's str() adds quotes around the message; show the message itself.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"arw-sv {args.command}: error: {message}", file=sys.stderr)
+    except (OSError, KeyError, ValueError, *_loaded_errors()) as exc:
+        print(f"arw-sv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -9,6 +9,8 @@ config with ``adversary.formulation=erm``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,6 +23,25 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+# PyYAML follows YAML 1.1, whose float pattern needs a dot: `3e-3` and `1e-4` load as
+# strings. A float field accepts such a string when it is a plain decimal number.
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _at_least(section: str, owner: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not value >= minimum:  # also catches NaN
+            raise ConfigError(f"{section}.{name}: at least {minimum:g}, got {value!r}")
+
+
+def _positive(section: str, owner: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{section}.{name}: must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +58,11 @@ class DataConfig:
     # `balance_key` (e.g. nationality) is equally represented.
     sampling: str = "speaker"
     balance_key: str = "nationality"
+
+    def __post_init__(self) -> None:
+        _positive("data", self, "crop_seconds")
+        _at_least("data", self, 1, "speakers_per_batch", "utterances_per_speaker")
+        _at_least("data", self, 0, "num_workers")
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,11 @@ class ModelConfig:
     channels: tuple[int, ...] = ()
     embedding_dim: int = 192
     attention_channels: int = 128
+
+    def __post_init__(self) -> None:
+        _at_least("model", self, 1, "embedding_dim", "attention_channels")
+        if any(c < 1 for c in self.channels):
+            raise ConfigError(f"model.channels: positive widths, got {list(self.channels)}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +127,11 @@ class AdversaryConfig:
     chi2_penalty: float = 0.0  # ... - chi2_penalty * chi2(p || uniform), p = lambda / sum
     weight_ema: float = 0.0  # learner sees its cluster's EMA of the mean weight; 0 = off
     dro_step_size: float = 0.01  # groupdro: q_g <- q_g exp(eta * loss_g), normalised
+
+    def __post_init__(self) -> None:
+        _at_least("adversary", self, 1, "adversary_every", "cluster_refresh_steps", "n_clusters")
+        _at_least("adversary", self, 0, "warmup_steps", "hidden")  # hidden 0: linear (ARL)
+        _positive("adversary", self, "lr")
 
 
 @dataclass(frozen=True)
@@ -187,6 +223,16 @@ class TrainConfig:
     compile_mode: str = "default"
 
     def __post_init__(self) -> None:
+        _at_least("train", self, 1, "steps", "log_every", "checkpoint_every")
+        _at_least("train", self, 0, "warmup_steps", "keep_checkpoints", "threads")
+        _at_least("train", self, 0, "final_lr", "weight_decay", "momentum", "grad_clip")
+        _positive("train", self, "lr")
+        if self.device not in ("auto", "cpu", "mps") and not re.fullmatch(
+            r"cuda(:\d+)?", self.device
+        ):
+            raise ConfigError(
+                f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps"
+            )
         if self.batch_chunks < 1:
             raise ConfigError(f"train.batch_chunks: at least 1, got {self.batch_chunks}")
         if self.average_last < 0:
@@ -245,6 +291,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from arw_sv.atomic import atomic_path
-from arw_sv.audio import audio_info, read_audio
+from arw_sv.audio import audio_info, check_usable, read_audio
 from arw_sv.config import config_from_dict
 from arw_sv.models.ecapa import EcapaTdnn
 from arw_sv.models.traceable import TraceableEcapa
@@ -180,7 +180,8 @@ class SpeakerEncoder:
         Shape:
             -> (D,)
         """
-        return self(torch.from_numpy(read_audio(path, self.sample_rate)))[0]
+        wav = check_usable(read_audio(path, self.sample_rate), path, self.sample_rate)
+        return self(torch.from_numpy(wav))[0]
 
     def embed_files(
         self,
@@ -219,7 +220,8 @@ class SpeakerEncoder:
             -> (N, D) float32, in the order of ``paths``.
 
         Raises:
-            AudioError: a file cannot be read (names it).
+            AudioError: a file cannot be read or is shorter than ``audio.MIN_SECONDS``
+                (names it); a silent or truncated one is embedded with a warning.
         """
         from tqdm import tqdm
 
@@ -247,7 +249,7 @@ class SpeakerEncoder:
 
         order = sorted(range(len(paths)), key=lambda i: frames[i])
         for i in tqdm(order, desc="embed", unit="utt", disable=not progress):
-            wav = read_audio(paths[i], self.sample_rate)
+            wav = check_usable(read_audio(paths[i], self.sample_rate), paths[i], self.sample_rate)
             n = wav.shape[0]
             if audio:
                 shortest = min(a.shape[0] for a in audio)

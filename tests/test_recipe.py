@@ -132,8 +132,10 @@ def test_fine_tuning_starts_from_a_checkpoint(tiny_manifests, tmp_path):
     # Speed perturbation on in the fine-tuning run: the head's new classes are tiled.
     tuned = tiny_config(
         tmp_path / "b", tiny_manifests[0], "train.steps=1", "augment.speed_prob=0.5",
-        f"train.init_checkpoint={first.checkpoint}", "train.lr=0.0",
+        f"train.init_checkpoint={first.checkpoint}", "train.lr=1e-30",
     )  # fmt: skip
+    # train.lr must be positive (issue #9); an update of ~1e-30 is far below float32's
+    # resolution at these weights, so the one step leaves them bit for bit as loaded.
     result = fit(tuned, progress=False)
     a, b = load_checkpoint(first.checkpoint), load_checkpoint(result.checkpoint)
     n = a["learner"]["aam.weight"].shape[0]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from arw_sv.audio import crop_or_repeat, read_audio
+from arw_sv.audio import audio_info, check_usable, crop_or_repeat, read_audio
 from arw_sv.data.manifest import Manifest
 
 _AUGMENT_STREAM = 1  # the augmenter's RNG is keyed (crop seed, 1): independent of the crop
@@ -60,23 +60,29 @@ class CropDataset(Dataset):
 
     def _window(self, index: int, length: int, rng: np.random.Generator) -> np.ndarray:
         utt = self.manifest[index]
-        # Read only the window we need when the file is long enough (saves decoding time).
-        total = int(round(utt.duration * self.sample_rate))
+        # Read only the window we need when the file is at our rate and long enough (saves
+        # decoding time); the window is in samples at our rate, so only a file at that rate.
         # A Kaldi segment starts `utt.start` seconds into its recording (0 for whole files).
-        offset = int(round(utt.start * self.sample_rate))
-        if total > length + 1:
+        _frames, file_rate, _channels = audio_info(utt.path)
+        total = int(round(utt.duration * file_rate))
+        offset = int(round(utt.start * file_rate))
+        if file_rate == self.sample_rate and total > length + 1:
             start = int(rng.integers(0, total - length))
             wav = read_audio(utt.path, self.sample_rate, start=offset + start, frames=length)
-            if wav.shape[0] != length:  # header and data disagree, or resampled: fall back
+            if wav.shape[0] != length:  # header and data disagree: fall back
                 wav = crop_or_repeat(self._whole(utt, offset, total), length, rng)
         else:
+            # Another rate: read it (or its segment) whole, resampled (logged), then crop.
             wav = crop_or_repeat(self._whole(utt, offset, total), length, rng)
         return wav
 
     def _whole(self, utt, offset: int, total: int) -> np.ndarray:
-        if not utt.start:
-            return read_audio(utt.path, self.sample_rate)
-        return read_audio(utt.path, self.sample_rate, start=offset, frames=total)
+        """The whole file, or its segment (offset and total in the file's own samples)."""
+        if utt.start:
+            wav = read_audio(utt.path, self.sample_rate, start=offset, frames=total)
+        else:
+            wav = read_audio(utt.path, self.sample_rate)
+        return check_usable(wav, utt.path, self.sample_rate, warn_silent=False)
 
     def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, int, int]:
         index, seed = int(key[0]), int(key[1])

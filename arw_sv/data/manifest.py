@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ def read_manifest(path: str | Path) -> Manifest:
             )
         reader.fieldnames = header
         rows = []
+        first_line: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
             try:
                 duration = float(row["duration"])
@@ -107,8 +109,18 @@ def read_manifest(path: str | Path) -> Manifest:
                 raise ManifestError(
                     f"{path}:{line}: duration {row['duration']!r} is not a number"
                 ) from None
+            if not (math.isfinite(duration) and duration >= 0):
+                raise ManifestError(
+                    f"{path}:{line}: duration {row['duration']!r} must be a finite number >= 0"
+                )
             if any(row[c] in (None, "") for c in ("utt_id", "path", "speaker")):
                 raise ManifestError(f"{path}:{line}: empty utt_id, path or speaker")
+            if row["utt_id"] in first_line:
+                raise ManifestError(
+                    f"{path}:{line}: duplicate utt_id {row['utt_id']!r} "
+                    f"(first on line {first_line[row['utt_id']]})"
+                )
+            first_line[row["utt_id"]] = line
             try:
                 start = float(row.get("start") or 0.0)
             except ValueError:

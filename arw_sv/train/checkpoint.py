@@ -41,7 +41,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+        # torch's own text advises `weights_only=False`, i.e. running arbitrary pickled code
+        # from the file: not advice to pass on. Keep only its first line otherwise.
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            why = "it holds objects other than tensors and plain values, which are refused"
+        else:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({why})") from None
     if not isinstance(state, dict) or "extractor" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not an arw-sv checkpoint (no extractor/config)")
     return state

@@ -49,6 +49,8 @@ from arw_sv.train.checkpoint import (
     save_checkpoint,
 )
 from arw_sv.train.curves import plot_training_curves
+from arw_sv.train.lock import RunLock
+from arw_sv.train.resume import apply_new_lrs, check_resumed_config
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
@@ -104,6 +106,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    allow_config_change: bool = False,
 ) -> FitResult:
     """Train the extractor (and the adversary, if any) as ``cfg`` says.
 
@@ -112,6 +115,8 @@ def fit(
         resume: continue from the newest checkpoint in ``cfg.train.out_dir/checkpoints``.
         progress: show a tqdm bar.
         stop_after: stop (with a checkpoint) after this global step, as if interrupted.
+        allow_config_change: on resume, accept (and log) a config that differs from the
+            checkpoint's in keys that break exactness (:mod:`arw_sv.train.resume`).
 
     Returns:
         Where the final checkpoint is, and the measured (global) throughput.
@@ -121,8 +126,13 @@ def fit(
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(out_dir) if dist_ctx.is_main else None
+    lock = handler = None
     try:
+        # One process per run folder (rank 0 for a DDP job); a second one is refused.
+        lock = RunLock(out_dir) if dist_ctx.is_main else None
+        handler = _setup_logging(out_dir) if dist_ctx.is_main else None
+        if lock is not None and lock.stale_owner:
+            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
         existing = list_checkpoints(ckpt_dir)
         if existing and not resume:
             raise FileExistsError(
@@ -137,6 +147,11 @@ def fit(
         if any(u.split == "test" for u in manifest):
             manifest = manifest.subset("dev")
             log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
+        state = load_checkpoint(existing[-1]) if resume and existing else None
+        if state is not None:
+            check_resumed_config(
+                state, cfg, manifest.speakers, dist_ctx.world_size, allow=allow_config_change
+            )
         n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
         speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
         augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
@@ -211,18 +226,27 @@ def fit(
         clusters: ClusterIndex | None = None
         step = 0
         # ---- resume ---------------------------------------------------------------------
-        if resume and existing:
-            state = load_checkpoint(existing[-1])
-            learner.load_state_dict(state["learner"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            if adversary is not None:
-                adversary.load_state_dict(state["adversary"])
-                if adv_optimizer is not None:
-                    adv_optimizer.load_state_dict(state["adversary_optimizer"])
-                if weight_ema is not None:
-                    weight_ema.load_state_dict(state["weight_ema"])
+        if state is not None:
+            try:
+                learner.load_state_dict(state["learner"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+                if adversary is not None:
+                    adversary.load_state_dict(state["adversary"])
+                    if adv_optimizer is not None:
+                        adv_optimizer.load_state_dict(state["adversary_optimizer"])
+                    if weight_ema is not None:
+                        weight_ema.load_state_dict(state["weight_ema"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                # torch's first line is only "Error(s) in loading ..."; the next names a key.
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                first = (lines[1] if len(lines) > 1 else lines[0])[:200] if lines else repr(exc)
+                raise CheckpointError(
+                    f"{existing[-1]}: its weights do not fit this config ({first})"
+                ) from None
+            if allow_config_change:
+                apply_new_lrs(cfg, optimizer, scheduler, adv_optimizer)
             if state.get("clusters") is not None:
                 clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
             bank.load_state_dict(state["bank"])
@@ -253,6 +277,9 @@ def fit(
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
+            # Its own generator: the loader's per-epoch seed draw must not advance the torch
+            # RNG that was just restored from the checkpoint (else each resume is one ahead).
+            generator=torch.Generator().manual_seed(tc.seed),
             num_workers=cfg.data.num_workers,
             collate_fn=collate_crops,
             pin_memory=device.type == "cuda",
@@ -413,6 +440,8 @@ def fit(
         if handler is not None:
             logging.getLogger("arw_sv").removeHandler(handler)
             handler.close()
+        if lock is not None:
+            lock.release()
         distributed.teardown(dist_ctx)
 
 
