@@ -30,6 +30,7 @@ from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import build_adversary
 from arw_sv.models.heads import margin_at
+from arw_sv.prepass import sampler_arguments, sampling_targets
 from arw_sv.train import distributed
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
 from arw_sv.train.checkpoint import (
@@ -141,6 +142,11 @@ def fit(
         groups = None
         if cfg.data.sampling == "group_balanced":
             groups = _speaker_groups(manifest, cfg.data.balance_key)
+        label_free: dict[str, Any] = {}
+        if cfg.data.sampling in ("cohort_oversample", "jtt"):
+            # Cached in the run folder: a resumed run draws exactly the same batches.
+            targets = sampling_targets(cfg, manifest, out_dir)
+            label_free = sampler_arguments(cfg, targets)
         chunks = distributed.local_chunks(
             tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
         )
@@ -154,6 +160,7 @@ def fit(
             n_speeds=len(speeds),
             rank=dist_ctx.rank,
             world_size=dist_ctx.world_size,
+            **label_free,
         )
         learner = build_learner(cfg, n_classes).to(device)
         # The adversary draws its initial weights from its own generator, so switching it
