@@ -364,9 +364,64 @@ def parse_methods(names: list[str], variants: list[str]) -> dict[str, tuple[str,
     return methods
 
 
+def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
+    import dataclasses
+
+    from arw_sv.bench.finetune import FINETUNE_METHODS, FULL, QUICK
+
+    protocol = QUICK if args.quick else FULL
+    changes: dict = {}
+    for key in ("mechanisms", "val_corpus", "test_corpora", "pretrain_steps", "finetune_steps"):
+        value = getattr(args, key)
+        if value is not None:
+            changes[key] = tuple(value) if isinstance(value, list) else value
+    if args.methods is not None:
+        changes["methods"] = tuple(args.methods)
+    if args.seeds is not None:
+        changes["seeds"] = tuple(args.seeds)
+    extra = {}
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        base, sep, more = rest.partition(":")
+        if not sep or base not in FINETUNE_METHODS:
+            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
+        config, base_extra = FINETUNE_METHODS[base]
+        extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
+    changes["extra"] = extra
+    changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
+    changes["overrides"] = (*protocol.overrides, *args.overrides)
+    changes["bootstrap"] = args.bootstrap if args.bootstrap_set else protocol.bootstrap
+    protocol = dataclasses.replace(protocol, **changes)
+    from arw_sv.bench.finetune import run_finetune_benchmark
+
+    summary = run_finetune_benchmark(
+        args.out,
+        protocol,
+        jobs=args.jobs,
+        threads=args.threads,
+        workers=args.workers,
+        progress=not args.quiet,
+        command=command,
+    )
+    for mechanism in summary:
+        print(f"== {mechanism} (held-out corpora) ==")
+        print((Path(args.out) / mechanism / "heldout" / "results.md").read_text())
+    return 0
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     from arw_sv.bench.summary import load_results, write_results
 
+    command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    args.bootstrap_set = args.bootstrap is not None
+    if args.bootstrap is None:
+        args.bootstrap = 200
+    if args.protocol == "finetune":
+        return _run_finetune_cli(args, command)
+    if args.methods is None:
+        args.methods = list(METHODS)
+    if args.seeds is None:
+        args.seeds = [0, 1, 2]
     out = Path(args.out)
     if args.aggregate_only:
         setup, results = load_results(out)
@@ -386,7 +441,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         analysis_utterances=args.analysis_utterances,
         workers=args.workers,
         progress=not args.quiet,
-        command=" ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        command=command,
     )
     print((out / "results.md").read_text())
     return 0
@@ -394,7 +449,24 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/bench_fairness", help="output folder")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods to run")
+    p.add_argument(
+        "--protocol",
+        choices=("scratch", "finetune"),
+        default="scratch",
+        help="scratch: every method trains from scratch (600 steps); finetune: ERM pre-trains "
+        "once per (corpus, seed), every method fine-tunes from it (docs/benchmark.md)",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="finetune: tiny corpus and budget, <= ~15 min on 2 cores")  # fmt: skip
+    p.add_argument("--mechanisms", nargs="+", default=None,
+                   help="finetune: disparity presets bench_<mechanism> (crowding underrep "
+                   "acoustics gender)")  # fmt: skip
+    p.add_argument("--val-corpus", type=int, default=None, help="finetune: validation corpus seed")
+    p.add_argument("--test-corpora", type=int, nargs="+", default=None,
+                   help="finetune: held-out corpus seeds (reported)")  # fmt: skip
+    p.add_argument("--pretrain-steps", type=int, default=None)
+    p.add_argument("--finetune-steps", type=int, default=None)
+    p.add_argument("--methods", nargs="+", default=None, help="methods to run")
     p.add_argument(
         "--variant",
         action="append",
@@ -403,13 +475,15 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
         help="an extra method: a base method plus overrides, e.g. "
         "'arw_pw_lr10=arw_pw:adversary.lr=0.1' (repeatable)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training seeds (scratch default 0 1 2; finetune default 0)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--synth-preset", default="bench")
     p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
                    help="synthetic corpus override (repeatable)")  # fmt: skip
-    p.add_argument("--bootstrap", type=int, default=200, help="speaker resamples per run")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="speaker resamples per run (scratch default 200, finetune 0)")  # fmt: skip
     p.add_argument("--analysis-utterances", type=int, default=1500)
     p.add_argument("--workers", type=int, default=2, help="corpus generation processes")
     p.add_argument("--aggregate-only", action="store_true",
