@@ -56,10 +56,10 @@ class Protocol:
     val_corpus: int = 100
     test_corpora: tuple[int, ...] = (0, 1)
     seeds: tuple[int, ...] = (0,)
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1200
     finetune_steps: int = 300
     finetune_lr: float = 0.0005
-    curve_points: int = 5
+    curve_points: int = 4
     synth_overrides: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()  # every run (pre-training and fine-tuning)
     bootstrap: int = 0
