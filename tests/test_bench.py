@@ -209,3 +209,27 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
     run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
     assert not first
     assert (corpus / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
+
+
+def test_finetune_cli_builds_the_protocol_asked_for():
+    import argparse
+
+    from arw_sv.bench.fairness import add_fairness_arguments, finetune_protocol
+    from arw_sv.bench.finetune import FULL, QUICK
+
+    parser = argparse.ArgumentParser()
+    add_fairness_arguments(parser)
+    args = parser.parse_args(
+        ["--protocol", "finetune", "--quick", "--mechanisms", "gender", "--test-corpora", "3",
+         "4", "--variant", "pw_fast=arw_pw:adversary.lr=0.1", "train.lr=0.1"]
+    )  # fmt: skip
+    protocol = finetune_protocol(args)
+    assert protocol.mechanisms == ("gender",) and protocol.test_corpora == (3, 4)
+    assert protocol.pretrain_steps == QUICK.pretrain_steps < FULL.pretrain_steps
+    assert protocol.overrides == (*QUICK.overrides, "train.lr=0.1")
+    assert protocol.extra == {"pw_fast": ("bench_arw_pw", ("adversary.lr=0.1",))}
+    assert protocol.bootstrap == 0
+    full = finetune_protocol(parser.parse_args(["--protocol", "finetune", "--bootstrap", "50"]))
+    assert full.overrides == FULL.overrides and full.bootstrap == 50
+    with pytest.raises(ValueError, match="--variant"):
+        finetune_protocol(parser.parse_args(["--protocol", "finetune", "--variant", "x=nope:a=1"]))

@@ -364,7 +364,8 @@ def parse_methods(names: list[str], variants: list[str]) -> dict[str, tuple[str,
     return methods
 
 
-def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
+def finetune_protocol(args: argparse.Namespace):
+    """The :class:`~arw_sv.bench.finetune.Protocol` that ``--protocol finetune`` args ask for."""
     import dataclasses
 
     from arw_sv.bench.finetune import FINETUNE_METHODS, FULL, QUICK
@@ -390,13 +391,16 @@ def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
     changes["extra"] = extra
     changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
     changes["overrides"] = (*protocol.overrides, *args.overrides)
-    changes["bootstrap"] = args.bootstrap if args.bootstrap_set else protocol.bootstrap
-    protocol = dataclasses.replace(protocol, **changes)
+    changes["bootstrap"] = args.bootstrap if args.bootstrap is not None else protocol.bootstrap
+    return dataclasses.replace(protocol, **changes)
+
+
+def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
     from arw_sv.bench.finetune import run_finetune_benchmark
 
     summary = run_finetune_benchmark(
         args.out,
-        protocol,
+        finetune_protocol(args),
         jobs=args.jobs,
         threads=args.threads,
         workers=args.workers,
@@ -413,11 +417,10 @@ def _run_cli(args: argparse.Namespace) -> int:
     from arw_sv.bench.summary import load_results, write_results
 
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
-    args.bootstrap_set = args.bootstrap is not None
-    if args.bootstrap is None:
-        args.bootstrap = 200
     if args.protocol == "finetune":
         return _run_finetune_cli(args, command)
+    if args.bootstrap is None:
+        args.bootstrap = 200
     if args.methods is None:
         args.methods = list(METHODS)
     if args.seeds is None:
