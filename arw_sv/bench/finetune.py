@@ -175,7 +175,13 @@ def pretrain(folder: Path, paths: dict[str, str], seed: int, protocol: Protocol,
 
     curve_path = folder / "pretrain_curve.json"
     if curve_path.is_file():
-        return Path(json.loads(curve_path.read_text())["checkpoint"])
+        done = json.loads(curve_path.read_text())
+        if done.get("pretrain_steps", protocol.pretrain_steps) != protocol.pretrain_steps:
+            raise ValueError(
+                f"{curve_path}: pre-trained for {done['pretrain_steps']} steps, "
+                f"{protocol.pretrain_steps} asked for; use another --out"
+            )
+        return Path(done["checkpoint"])
     if threads > 0:
         torch.set_num_threads(threads)
     cfg = load_config(
@@ -204,7 +210,11 @@ def pretrain(folder: Path, paths: dict[str, str], seed: int, protocol: Protocol,
             }
         )
         print(f"  pretrain {folder}: {points[-1]}", flush=True)
-    doc = {"checkpoint": str(fitted.checkpoint), "curve": points}
+    doc = {
+        "checkpoint": str(fitted.checkpoint),
+        "pretrain_steps": protocol.pretrain_steps,
+        "curve": points,
+    }
     atomic_write_text(curve_path, json.dumps(doc, indent=1))
     return fitted.checkpoint
 
