@@ -58,6 +58,18 @@ class DataConfig:
     # `balance_key` (e.g. nationality) is equally represented.
     sampling: str = "speaker"
     balance_key: str = "nationality"
+    # Label-free samplers from the init (ERM) model's embeddings (train.init_checkpoint),
+    # computed once before fine-tuning and cached in the run folder (arw_sv/prepass.py):
+    # "cohort_oversample": k-means cohorts of speakers, the `cohort_oversample_top` most
+    # crowded of `n_cohorts` fill `cohort_share` of every batch's speaker slots (crowding:
+    # mean cosine to the `cohort_neighbours` nearest other speakers).
+    # "jtt": utterances whose nearest speaker centroid is another speaker's are drawn
+    # `jtt_upweight` times as often.
+    n_cohorts: int = 8
+    cohort_oversample_top: int = 2
+    cohort_share: float = 0.5
+    cohort_neighbours: int = 5
+    jtt_upweight: int = 5
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds")
@@ -257,7 +269,7 @@ class Config:
 OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd", "adagrad")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.sampling": ("speaker", "group_balanced"),
+    "data.sampling": ("speaker", "group_balanced", "cohort_oversample", "jtt"),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro"),

@@ -123,3 +123,113 @@ def test_fairness_benchmark_tiny(tmp_path):
     before = (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns
     run_benchmark(out, **kwargs)
     assert (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
+
+
+FT_SYNTH = (
+    "num_dev_speakers=12",
+    "test_speakers_per_cell=2",
+    "dev_sessions=2",
+    "dev_utterances_per_session=3",
+    "test_sessions=2",
+    "test_utterances_per_session=2",
+    "min_duration_s=1.0",
+    "max_duration_s=1.0",
+    "target_trials_per_speaker=4",
+    "nontarget_cell_trials_per_speaker=2",
+    "nontarget_cross_trials_per_speaker=2",
+)
+
+
+def test_finetune_methods_that_exist_are_configs_differing_only_in_data_sampling(capsys):
+    from arw_sv.bench.finetune import FINETUNE_METHODS, available_methods
+
+    methods = available_methods(tuple(FINETUNE_METHODS), {"x": ("bench_nonexistent", ())})
+    assert "x" not in methods and "bench_nonexistent" in capsys.readouterr().out
+    erm = load_config(config_path("bench_erm"))
+    for name in ("cohort_oversample", "jtt"):
+        cfg = load_config(config_path(methods[name][0]))
+        assert cfg.data.sampling == name
+        assert dataclasses.replace(cfg, data=erm.data, train=erm.train) == erm
+
+
+@pytest.mark.slow
+def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, monkeypatch):
+    import torch
+
+    import arw_sv.train.loop as loop
+    from arw_sv.bench.finetune import Protocol, run_finetune_benchmark
+
+    probe = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    first: dict[str, torch.Tensor] = {}
+    original = loop._initialise_from
+
+    def spy(path, learner, speakers, cfg):
+        start = original(path, learner, speakers, cfg)
+        learner.eval()
+        with torch.no_grad():
+            first[str(cfg.train.out_dir)] = learner.extractor(probe).clone()
+        learner.train()
+        return start
+
+    monkeypatch.setattr(loop, "_initialise_from", spy)
+    protocol = Protocol(
+        mechanisms=("crowding",),
+        val_corpus=7,
+        test_corpora=(8,),
+        seeds=(0,),
+        pretrain_steps=6,
+        finetune_steps=3,
+        curve_points=2,
+        synth_overrides=FT_SYNTH,
+        overrides=tuple(o for o in TINY if not o.startswith("train.steps"))
+        + ("data.n_cohorts=3", "data.cohort_oversample_top=1", "data.cohort_neighbours=2"),
+        analysis_utterances=8,
+        methods=("erm", "cohort_oversample", "jtt", "arw_pw", "groupdro"),
+    )
+    summary = run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
+    corpus = tmp_path / "crowding" / "corpus8"
+    curve = json.loads((corpus / "seed0" / "erm_pretrain" / "pretrain_curve.json").read_text())
+    assert [p["step"] for p in curve["curve"]] == [3, 6]
+    assert all(0 <= p["eer"] <= 1 for p in curve["curve"])
+    methods = {"erm", "cohort_oversample", "jtt", "arw_pw"}  # groupdro: no config yet -> skipped
+    runs = [p for p in first if "/corpus8/" in p]
+    assert {p.split("/runs/")[1].split("/")[0] for p in runs} == methods
+    reference = first[runs[0]]
+    for path in runs:  # every fine-tuning starts from the very same ERM weights
+        torch.testing.assert_close(first[path], reference, rtol=0, atol=0)
+    on_disk = json.loads((corpus / "results.json").read_text())
+    assert {r["method"] for r in on_disk["runs"]} == methods and not on_disk["failed"]
+    assert all(r["steps"] == 3 for r in on_disk["runs"])
+    assert (corpus / "runs" / "jtt" / "seed0" / "train" / "sampling_prepass.json").is_file()
+    assert set(summary) == {"crowding"}
+    assert summary["crowding"]["setup"]["role"] == "held-out corpora pooled"
+    # Resumable: a second call trains nothing (the pre-training is not redone either).
+    first.clear()
+    before = (corpus / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns
+    run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
+    assert not first
+    assert (corpus / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
+
+
+def test_finetune_cli_builds_the_protocol_asked_for():
+    import argparse
+
+    from arw_sv.bench.fairness import add_fairness_arguments, finetune_protocol
+    from arw_sv.bench.finetune import FULL, QUICK
+
+    parser = argparse.ArgumentParser()
+    add_fairness_arguments(parser)
+    args = parser.parse_args(
+        ["--protocol", "finetune", "--quick", "--mechanisms", "gender", "--test-corpora", "3",
+         "4", "--variant", "pw_fast=arw_pw:adversary.lr=0.1", "train.lr=0.1"]
+    )  # fmt: skip
+    protocol = finetune_protocol(args)
+    assert protocol.mechanisms == ("gender",) and protocol.test_corpora == (3, 4)
+    assert protocol.pretrain_steps == QUICK.pretrain_steps < FULL.pretrain_steps
+    assert protocol.overrides == (*QUICK.overrides, "train.lr=0.1")
+    assert protocol.extra == {"pw_fast": ("bench_arw_pw", ("adversary.lr=0.1",))}
+    assert protocol.bootstrap == 0
+    full = finetune_protocol(parser.parse_args(["--protocol", "finetune", "--bootstrap", "50"]))
+    assert full.overrides == FULL.overrides and full.bootstrap == 50
+    with pytest.raises(ValueError, match="--variant"):
+        finetune_protocol(parser.parse_args(["--protocol", "finetune", "--variant", "x=nope:a=1"]))

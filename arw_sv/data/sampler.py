@@ -70,6 +70,14 @@ class SpeakerBatchSampler:
             carry a third field, the speed index in ``1..n_speeds`` (0: unperturbed).
         n_speeds: number of perturbed speeds to choose from (uniformly).
         rank, world_size: yield only this rank's slice of ``P / world_size`` speakers.
+        oversample: optional bool per *speaker*: these speakers fill ``oversample_share`` of
+            every batch's speaker slots (cohort oversampling; the rest come from the others).
+            The count per batch is ``P * share`` rounded stochastically, so the long-run
+            share is exact.
+        oversample_share: the batch share of the ``oversample`` speakers.
+        utterance_repeats: optional count per *utterance* (JTT up-sampling): an utterance
+            is drawn in proportion to its count, as if it were duplicated that many times
+            (a speaker's draws in proportion to the sum of its utterances' counts).
     """
 
     def __init__(
@@ -84,6 +92,9 @@ class SpeakerBatchSampler:
         n_speeds: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        oversample: Sequence[bool] | np.ndarray | None = None,
+        oversample_share: float = 0.0,
+        utterance_repeats: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         speakers = np.asarray(speakers, dtype=np.int64)
         n_speakers = int(speakers.max()) + 1 if speakers.size else 0
@@ -110,21 +121,60 @@ class SpeakerBatchSampler:
         self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
         self.batches_per_epoch = max(1, len(speakers) // (self.P * self.K))
         self.step = start_step
+        if groups is not None and (oversample is not None or utterance_repeats is not None):
+            raise ValueError("group-balanced sampling cannot be combined with other samplers")
+        self.oversample = None
+        self.oversample_share = float(oversample_share)
+        if oversample is not None:
+            self.oversample = np.asarray(oversample, dtype=bool)
+            n_over = int(self.oversample.sum())
+            need = int(np.ceil(self.P * self.oversample_share))
+            need_rest = self.P - int(np.floor(self.P * self.oversample_share))
+            if len(self.oversample) != n_speakers or not 0.0 < self.oversample_share < 1.0:
+                raise ValueError("oversample: one flag per speaker and a share in (0, 1)")
+            if n_over < need or n_speakers - n_over < need_rest:
+                raise ValueError(
+                    f"cohort oversampling: {n_over} oversampled and {n_speakers - n_over} other "
+                    f"speakers cannot fill {need} and {need_rest} of {self.P} batch slots"
+                )
+        self.utterance_repeats = None
+        if utterance_repeats is not None:
+            repeats = np.asarray(utterance_repeats, dtype=np.int64)
+            if repeats.shape != speakers.shape or (repeats < 1).any():
+                raise ValueError("utterance_repeats: one count >= 1 per utterance")
+            self.utterance_repeats = repeats
 
     def epoch_batches(self, epoch: int) -> list[list[tuple[int, ...]]]:
         """All global batches of one epoch, a pure function of ``(seed, epoch)``."""
         rng = np.random.default_rng(_seed(self.seed, epoch, 0))
-        if self.groups is None:
-            pools = [_Cycle(range(len(self.utts_of)), rng)]
+        n_speakers = len(self.utts_of)
+        if self.utterance_repeats is not None:
+            reps = self.utterance_repeats
+            utt_cycles = [_Cycle(np.repeat(utts, reps[utts]), rng) for utts in self.utts_of]
+            weight = [int(reps[utts].sum()) for utts in self.utts_of]
+            pools = [_Cycle(np.repeat(np.arange(n_speakers), weight), rng)]
+        elif self.oversample is not None:
+            over = np.flatnonzero(self.oversample)
+            pools = [_Cycle(over, rng), _Cycle(np.flatnonzero(~self.oversample), rng)]
+        elif self.groups is None:
+            pools = [_Cycle(range(n_speakers), rng)]
         else:
             pools = [_Cycle(np.flatnonzero(self.groups == g), rng) for g in np.unique(self.groups)]
-        utt_cycles = [_Cycle(utts, rng) for utts in self.utts_of]
+        if self.utterance_repeats is None:
+            utt_cycles = [_Cycle(utts, rng) for utts in self.utts_of]
         batches = []
         for b in range(self.batches_per_epoch):
             chosen: set[int] = set()
             batch = []
+            n_over = 0
+            if self.oversample is not None:
+                exact = self.P * self.oversample_share
+                n_over = int(np.floor(exact)) + int(rng.random() < exact - np.floor(exact))
             for slot in range(self.P):
-                pool = pools[(b * self.P + slot) % len(pools)]
+                if self.oversample is not None:
+                    pool = pools[0 if slot < n_over else 1]
+                else:
+                    pool = pools[(b * self.P + slot) % len(pools)]
                 speaker = pool.take(exclude=chosen)
                 chosen.add(speaker)
                 utts = utt_cycles[speaker]

@@ -45,6 +45,12 @@ class SynthConfig:
         nontarget_cell_trials_per_speaker: different-speaker trials within the speaker's
             (nationality, gender) cell.
         nontarget_cross_trials_per_speaker: different-speaker trials with other cells.
+        nationality_snr_shift_db: per nationality, dB added to both ends of ``snr_db``
+            (negative: noisier sessions); empty = 0 for all.
+        nationality_reverb_prob: per nationality, replaces ``reverb_prob``; empty = none.
+        nationality_rt60_scale: per nationality, multiplies ``rt60_s``; empty = 1 for all.
+        nationality_session_drift: per nationality, multiplies the sds of the per-session
+            drift of a speaker's voice (within-speaker variability); empty = 1 for all.
     """
 
     seed: int = 0
@@ -70,6 +76,12 @@ class SynthConfig:
     target_trials_per_speaker: int = 20
     nontarget_cell_trials_per_speaker: int = 20
     nontarget_cross_trials_per_speaker: int = 5
+    # Acoustic disparity, per nationality; empty tuples plant nothing (and leave every
+    # draw of a corpus made before these fields existed unchanged).
+    nationality_snr_shift_db: tuple[float, ...] = ()
+    nationality_reverb_prob: tuple[float, ...] = ()
+    nationality_rt60_scale: tuple[float, ...] = ()
+    nationality_session_drift: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n_nat = len(self.nationalities)
@@ -153,6 +165,38 @@ class SynthConfig:
         )
         _check(0 <= self.reverb_prob <= 1, "reverb_prob", self.reverb_prob, "a probability")
         _check(0 <= self.eq_db <= 20, "eq_db", self.eq_db, "within [0, 20] dB")
+        for key in _PER_NATIONALITY_ACOUSTICS:
+            value = getattr(self, key)
+            _check(
+                len(value) in (0, n_nat), key, value, f"none or {n_nat} values, one per nationality"
+            )
+        shift = self.nationality_snr_shift_db
+        _check(
+            all(-30 <= v <= 30 for v in shift), "nationality_snr_shift_db", shift, "in [-30, 30]"
+        )
+        probs = self.nationality_reverb_prob
+        _check(all(0 <= v <= 1 for v in probs), "nationality_reverb_prob", probs, "probabilities")
+        for key in ("nationality_rt60_scale", "nationality_session_drift"):
+            _check(
+                all(0 < v <= 5 for v in getattr(self, key)), key, getattr(self, key), "in (0, 5]"
+            )
+
+    def channel_ranges(
+        self, nationality: str
+    ) -> tuple[tuple[float, float], tuple[float, float], float]:
+        """(snr_db, rt60_s, reverb_prob) of a nationality's sessions, after its shifts."""
+        i = self.nationalities.index(nationality)
+        shift = self.nationality_snr_shift_db[i] if self.nationality_snr_shift_db else 0.0
+        scale = self.nationality_rt60_scale[i] if self.nationality_rt60_scale else 1.0
+        prob = self.nationality_reverb_prob[i] if self.nationality_reverb_prob else self.reverb_prob
+        snr = (self.snr_db[0] + shift, self.snr_db[1] + shift)
+        rt60 = (min(self.rt60_s[0] * scale, 3.0), min(self.rt60_s[1] * scale, 3.0))
+        return snr, rt60, prob
+
+    def session_drift(self, nationality: str) -> float:
+        """Multiplier of the per-session voice drift of a nationality's speakers."""
+        drift = self.nationality_session_drift
+        return drift[self.nationalities.index(nationality)] if drift else 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, typing.Any]) -> SynthConfig:
@@ -162,6 +206,14 @@ class SynthConfig:
         if unknown:
             raise ValueError(f"unknown SynthConfig key(s): {', '.join(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+_PER_NATIONALITY_ACOUSTICS = (
+    "nationality_snr_shift_db",
+    "nationality_reverb_prob",
+    "nationality_rt60_scale",
+    "nationality_session_drift",
+)
 
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
@@ -203,10 +255,29 @@ PRESETS: dict[str, dict[str, typing.Any]] = {
         "nontarget_cross_trials_per_speaker": 10,
     },
 }
+# Disparity mechanisms for the fine-tuning benchmark (docs/synth.md, "Disparity presets"):
+# each plants one mechanism on the `bench` layout, so a method's effect can be read per
+# mechanism. India is the minority of the nationality ones, women of the gender one.
+PRESETS["bench_crowding"] = {**PRESETS["bench"]}  # today's bench: few India speakers, spread 0.6
+PRESETS["bench_underrep"] = {**PRESETS["bench"], "nationality_spread": (1.0, 1.0, 1.0)}
+PRESETS["bench_acoustics"] = {
+    **PRESETS["bench_underrep"],
+    "nationality_snr_shift_db": (0.0, 0.0, -8.0),  # India: SNR -3 to 22 dB instead of 5 to 30
+    "nationality_reverb_prob": (0.6, 0.6, 1.0),  # every India session reverberant
+    "nationality_rt60_scale": (1.0, 1.0, 1.5),  # and longer tails
+    "nationality_session_drift": (1.0, 1.0, 2.5),  # more within-speaker variability
+}
+PRESETS["bench_gender"] = {
+    **PRESETS["bench"],
+    "dev_nationality_share": (1 / 3, 1 / 3, 1 / 3),
+    "nationality_spread": (1.0, 1.0, 1.0),
+    "dev_female_share": 0.15,
+    "gender_spread": (1.0, 0.6),
+}
 
 
 def preset(name: str) -> SynthConfig:
-    """The named preset (``demo``, ``tiny`` or ``bench``)."""
+    """The named preset (``demo``, ``tiny``, ``bench`` or a ``bench_<mechanism>``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown synth preset {name!r}; choose one of {', '.join(PRESETS)}")
     return SynthConfig(**PRESETS[name])

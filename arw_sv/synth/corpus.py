@@ -197,8 +197,9 @@ def render_speaker(cfg: SynthConfig, speaker: Speaker, wav_dir: Path) -> int:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         srng = _rng(cfg, _SESSION, speaker.index, s, 1)
-        sess_voice = session_voice(voice, srng)
-        channel = draw_channel(srng, cfg.snr_db, cfg.rt60_s, cfg.reverb_prob, cfg.eq_db)
+        sess_voice = session_voice(voice, srng, drift=cfg.session_drift(speaker.nationality))
+        snr_db, rt60_s, reverb_prob = cfg.channel_ranges(speaker.nationality)
+        channel = draw_channel(srng, snr_db, rt60_s, reverb_prob, cfg.eq_db)
         for u, (path, dur) in enumerate(zip(paths, durs, strict=True)):
             if path.exists():
                 continue
@@ -264,8 +265,11 @@ def _check_out_dir(root: Path, cfg: SynthConfig) -> dict | None:
     manifest_path = root / "corpus.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        old = manifest.get("config", {})
+        # A key missing from an older corpus.json had its default (e.g. the acoustic knobs).
         new = config_dict(cfg)
+        defaults = config_dict(SynthConfig())
+        old = {k: manifest.get("config", {}).get(k, defaults.get(k)) for k in new}
+        old.update(manifest.get("config", {}))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff or manifest.get("generator_version") != GENERATOR_VERSION:
             what = (

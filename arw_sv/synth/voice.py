@@ -137,9 +137,12 @@ def draw_voice(rng: np.random.Generator, gender: str, accent: Accent, spread: fl
     )
 
 
-def session_voice(voice: VoiceParams, rng: np.random.Generator) -> VoiceParams:
-    """The same speaker on another day: small drifts of pitch, rate and voice quality."""
-    z = rng.standard_normal(5)
+def session_voice(voice: VoiceParams, rng: np.random.Generator, drift: float = 1.0) -> VoiceParams:
+    """The same speaker on another day: small drifts of pitch, rate and voice quality.
+
+    ``drift`` multiplies every drift's sd (within-speaker variability; 1 = nominal).
+    """
+    z = rng.standard_normal(5) * drift
     return replace(
         voice,
         f0_hz=voice.f0_hz * float(np.exp(0.05 * z[0])),

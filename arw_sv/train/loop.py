@@ -30,6 +30,7 @@ from arw_sv.data.manifest import read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import GroupDROWeights, build_adversary
 from arw_sv.models.heads import margin_at
+from arw_sv.prepass import sampler_arguments, sampling_targets
 from arw_sv.robust import WeightEMA, check_stabilisers, point_biserial
 from arw_sv.speechbrain_folder import (
     PREFIX,
@@ -165,6 +166,11 @@ def fit(
         groups = None
         if cfg.data.sampling == "group_balanced":
             groups = _speaker_groups(manifest, cfg.data.balance_key)
+        label_free: dict[str, Any] = {}
+        if cfg.data.sampling in ("cohort_oversample", "jtt"):
+            # Cached in the run folder: a resumed run draws exactly the same batches.
+            targets = sampling_targets(cfg, manifest, out_dir)
+            label_free = sampler_arguments(cfg, targets)
         chunks = distributed.local_chunks(
             tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
         )
@@ -178,6 +184,7 @@ def fit(
             n_speeds=len(speeds),
             rank=dist_ctx.rank,
             world_size=dist_ctx.world_size,
+            **label_free,
         )
         learner = build_learner(cfg, n_classes).to(device)
         if tc.compile:

@@ -1,0 +1,205 @@
+"""One benchmark run (train, embed, score, evaluate, analyse) and the data it needs.
+
+Shared by the from-scratch protocol (:mod:`arw_sv.bench.fairness`) and the fine-tuning one
+(:mod:`arw_sv.bench.finetune`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from arw_sv.atomic import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything one (method, seed) run needs; plain values, so it pickles to a worker."""
+
+    method: str
+    config: str
+    seed: int
+    run_dir: str
+    train_manifest: str
+    test_manifest: str
+    trials: str
+    meta: str
+    overrides: tuple[str, ...]
+    threads: int
+    bootstrap: int
+    analysis_utterances: int
+
+
+def run_one(task: RunTask) -> dict:
+    """Train, embed, score, evaluate and analyse one run; returns (and writes) its result."""
+    run_dir = Path(task.run_dir)
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    import torch
+
+    from arw_sv.bench.analysis import analyse_checkpoint
+    from arw_sv.config import load_config
+    from arw_sv.data.manifest import read_manifest
+    from arw_sv.data.meta import read_speaker_meta
+    from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
+    from arw_sv.demo import config_path
+    from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.inference import embed_utterances
+    from arw_sv.train.loop import fit
+
+    if task.threads > 0:
+        torch.set_num_threads(task.threads)
+    cfg = load_config(
+        config_path(task.config),
+        [
+            f"data.train_manifest={task.train_manifest}",
+            f"train.out_dir={run_dir / 'train'}",
+            f"train.seed={task.seed}",
+            f"train.threads={task.threads}",
+            *task.overrides,
+        ],
+    )
+    started = time.perf_counter()
+    fitted = fit(cfg, resume=True, progress=False)
+    train_seconds = time.perf_counter() - started
+
+    test = read_manifest(task.test_manifest).subset("test")
+    embeddings = run_dir / "embeddings_test.npz"
+    if not embeddings.is_file():
+        ids, paths = [u.utt_id for u in test], [u.path for u in test]
+        embed_utterances(fitted.checkpoint, ids, paths, embeddings, progress=False)
+    trials = read_trials(task.trials)
+    scores = np.asarray(score_trials(trials, read_embeddings(embeddings)))
+    write_scores(run_dir / "scores.txt", trials, scores)
+    report = evaluate_scores(
+        scores,
+        trials.labels,
+        trials.enroll,
+        trials.test,
+        read_speaker_meta(task.meta),
+        min_speakers=5,
+        group_rule="both",
+        bootstrap=task.bootstrap,
+        seed=task.seed,
+    )
+    write_report(report, run_dir / "report", plots=False)
+    analysis = analyse_checkpoint(
+        fitted.checkpoint,
+        read_manifest(task.train_manifest),
+        n_utterances=task.analysis_utterances,
+        seed=task.seed,
+    )
+    result = {
+        "method": task.method,
+        "config": task.config,
+        "seed": task.seed,
+        "overrides": list(task.overrides),
+        "checkpoint": str(fitted.checkpoint),
+        "steps": fitted.steps,
+        "train_seconds": round(train_seconds, 1),
+        "train_utterances_per_second": round(fitted.utterances_per_second, 1),
+        "metrics": run_metrics(report),
+        "ci": run_intervals(report) if task.bootstrap else None,
+        "analysis": analysis,
+    }
+    atomic_write_text(done, json.dumps(result, indent=1))
+    return result
+
+
+def _sections(report: dict) -> dict:
+    # report.json schema: "groups" -> attribute -> {"groups": name -> entry, "disparity"}.
+    return report.get("groups") or report.get("groupings") or {}
+
+
+def _entries(section: dict) -> list[dict]:
+    groups = section["groups"]
+    return list(groups.values()) if isinstance(groups, dict) else list(groups)
+
+
+def run_metrics(report: dict) -> dict[str, float | None]:
+    """The benchmark's numbers from an evaluation report (rates as fractions).
+
+    Keys: ``eer``, ``min_dcf_0.01``, ``min_dcf_0.05``, ``eer_<attribute>:<group>`` for
+    gender, nationality and gender x nationality, ``gender_gap`` (|EER_m - EER_f|),
+    ``nationality_std`` (population std over nationality groups), ``nationality_gap``,
+    ``worst_nationality_eer`` and ``worst_cell_eer`` (worst gender x nationality cell).
+    """
+    overall = report["overall"]
+    out: dict[str, float | None] = {
+        "eer": overall["eer"],
+        "min_dcf_0.01": overall["min_dcf"]["0.01"]["value"],
+        "min_dcf_0.05": overall["min_dcf"]["0.05"]["value"],
+    }
+    sections = _sections(report)
+    for attribute, section in sections.items():
+        for group in _entries(section):
+            out[f"eer_{attribute}:{group['name']}"] = group["eer"]
+    disparity = {a: s["disparity"] for a, s in sections.items()}
+    out["gender_gap"] = disparity.get("gender", {}).get("gap")
+    out["nationality_std"] = disparity.get("nationality", {}).get("std")
+    out["nationality_gap"] = disparity.get("nationality", {}).get("gap")
+    out["worst_nationality_eer"] = disparity.get("nationality", {}).get("worst_eer")
+    out["worst_cell_eer"] = disparity.get("gender_x_nationality", {}).get("worst_eer")
+    return out
+
+
+def run_intervals(report: dict) -> dict[str, list[float | None]]:
+    """Speaker-bootstrap intervals ``[low, high]`` of the overall and group EERs."""
+    out = {}
+    if report["overall"].get("ci"):
+        ci = report["overall"]["ci"]["eer"]
+        out["eer"] = [ci["low"], ci["high"]]
+    for attribute, section in _sections(report).items():
+        for group in _entries(section):
+            if group.get("ci"):
+                out[f"eer_{attribute}:{group['name']}"] = [
+                    group["ci"]["eer"]["low"],
+                    group["ci"]["eer"]["high"],
+                ]
+        ci = section["disparity"].get("ci")
+        if ci and attribute == "nationality":
+            out["nationality_std"] = [ci["std"]["low"], ci["std"]["high"]]
+            out["nationality_gap"] = [ci["gap"]["low"], ci["gap"]["high"]]
+        if ci and attribute == "gender":
+            out["gender_gap"] = [ci["gap"]["low"], ci["gap"]["high"]]
+    return out
+
+
+def prepare_data(
+    out: Path, synth_preset: str, synth_overrides: list[str], workers: int, progress: bool
+) -> dict[str, str]:
+    """Generate (or reuse) the corpus and write the manifests; returns their paths."""
+    from arw_sv.data.manifest import build_manifest, write_manifest
+    from arw_sv.synth import apply_overrides, generate_corpus, preset
+
+    synth_cfg = apply_overrides(preset(synth_preset), synth_overrides)
+    corpus = generate_corpus(out / "corpus", synth_cfg, progress=progress, workers=workers)
+    paths = {
+        "train_manifest": str(out / "manifests" / "train.csv"),
+        "test_manifest": str(out / "manifests" / "test.csv"),
+        "trials": str(corpus.trials_path),
+        "meta": str(corpus.meta_path),
+    }
+    stale = [str(p.parent) for p in sorted((out / "runs").glob("*/seed*/train"))]
+    if corpus.generated and stale:
+        raise RuntimeError(
+            f"the corpus in {corpus.root} was (re)generated, but {len(stale)} runs in "
+            f"{out / 'runs'} were trained on an earlier one (first: {stale[0]}); delete them "
+            "or choose another --out"
+        )
+    have = Path(paths["train_manifest"]).is_file() and Path(paths["test_manifest"]).is_file()
+    if corpus.generated or not have:
+        manifest = build_manifest(corpus.root, corpus.meta_path)
+        write_manifest(manifest.subset("test"), paths["test_manifest"])
+        write_manifest(manifest.subset("dev"), paths["train_manifest"])
+    print(
+        f"corpus: {corpus.num_dev_speakers} training / {corpus.num_test_speakers} test "
+        f"speakers, {corpus.num_utterances} utterances, {corpus.num_trials} trials",
+        flush=True,
+    )
+    return paths

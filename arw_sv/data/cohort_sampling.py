@@ -1,0 +1,129 @@
+"""Label-free sampling targets from an ERM model's embeddings: cohorts and JTT error sets.
+
+Two alternatives to adversarial reweighting that need no demographic labels, both computed
+once, before fine-tuning, from the initial (ERM) model's embeddings of the training set:
+
+* **Cohort oversampling** (after Dheram et al., Interspeech 2022): k-means cohorts of the
+  speakers' mean embeddings, each cohort scored by *crowding* (a speaker's mean cosine
+  similarity to its ``k`` nearest other speakers, averaged over the cohort: crowded
+  speakers are the ones verification confuses); the most crowded cohorts are oversampled.
+* **JTT** (Liu et al., ICML 2021): the training utterances the ERM model gets wrong (the
+  nearest speaker centroid is another speaker's) are up-sampled by a factor.
+
+Pure numpy; the embedding pre-pass and its cache live in :mod:`arw_sv.prepass`.
+Legend for ``Shape:`` lines: U utterances, S speakers, D embedding dimension, C cohorts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from arw_sv.metrics.cohorts import kmeans_cohorts, speaker_means
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def crowding(speaker_embeddings: np.ndarray, neighbours: int = 5) -> np.ndarray:
+    """Each speaker's mean cosine similarity to its ``neighbours`` nearest other speakers.
+
+    Shape:
+        speaker_embeddings: (S, D); output: (S,).
+    """
+    x = _unit(speaker_embeddings)
+    n = x.shape[0]
+    if not 1 <= neighbours < n:
+        raise ValueError(f"crowding: need 1 <= neighbours < speakers ({n}), got {neighbours}")
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = -np.sort(-sim, axis=1)[:, :neighbours]
+    return nearest.mean(axis=1)
+
+
+def cohort_crowding(
+    cohorts: np.ndarray, speaker_crowding: np.ndarray, n_cohorts: int
+) -> np.ndarray:
+    """Mean crowding of each cohort's speakers (NaN for an empty cohort).
+
+    Shape:
+        cohorts: (S,); speaker_crowding: (S,); output: (C,).
+    """
+    out = np.full(n_cohorts, np.nan)
+    for c in range(n_cohorts):
+        members = cohorts == c
+        if members.any():
+            out[c] = float(speaker_crowding[members].mean())
+    return out
+
+
+def discover_cohorts(
+    embeddings: np.ndarray,
+    speaker_of_utt: np.ndarray,
+    n_speakers: int,
+    n_cohorts: int,
+    top: int,
+    neighbours: int = 5,
+    seed: int = 0,
+) -> dict[str, list]:
+    """k-means cohorts of speakers, scored by crowding; the ``top`` most crowded selected.
+
+    Returns:
+        ``cohort`` (per speaker), ``speaker_crowding`` (per speaker), ``cohort_crowding``
+        (per cohort), ``selected`` (cohort ids, most crowded first) and ``oversample``
+        (per speaker: in a selected cohort), as JSON-ready lists.
+
+    Shape:
+        embeddings: (U, D); speaker_of_utt: (U,).
+    """
+    if not 1 <= top < n_cohorts:
+        raise ValueError(f"cohort oversampling: need 1 <= top ({top}) < n_cohorts ({n_cohorts})")
+    means = speaker_means(embeddings, speaker_of_utt, n_speakers)
+    cohorts = kmeans_cohorts(means, n_cohorts, seed=seed)
+    per_speaker = crowding(means, neighbours)
+    per_cohort = cohort_crowding(cohorts, per_speaker, n_cohorts)
+    order = np.argsort(-np.nan_to_num(per_cohort, nan=-np.inf), kind="stable")
+    selected = [int(c) for c in order[:top]]
+    return {
+        "cohort": cohorts.tolist(),
+        "speaker_crowding": per_speaker.tolist(),
+        "cohort_crowding": per_cohort.tolist(),
+        "selected": selected,
+        "oversample": np.isin(cohorts, selected).tolist(),
+    }
+
+
+def jtt_errors(embeddings: np.ndarray, speaker_of_utt: np.ndarray, n_speakers: int) -> np.ndarray:
+    """Utterances whose nearest speaker centroid is not their own speaker's.
+
+    A speaker's centroid is the normalised mean of its normalised embeddings; the
+    utterance's own centroid leaves the utterance out (otherwise it votes for itself). An
+    utterance that is its speaker's only one is counted as right.
+
+    Shape:
+        embeddings: (U, D); speaker_of_utt: (U,); output: (U,) bool.
+    """
+    x = _unit(embeddings)
+    spk = np.asarray(speaker_of_utt, dtype=np.int64)
+    sums = np.zeros((n_speakers, x.shape[1]))
+    np.add.at(sums, spk, x)
+    counts = np.bincount(spk, minlength=n_speakers)
+    scores = x @ _unit(sums).T  # (U, S)
+    rows = np.arange(len(spk))
+    own = _unit(sums[spk] - x)
+    own_score = np.einsum("ud,ud->u", x, own)
+    scores[rows, spk] = -np.inf
+    wrong = scores.max(axis=1) > own_score
+    return wrong & (counts[spk] > 1)
+
+
+def jtt_repeats(errors: np.ndarray, upweight: int) -> np.ndarray:
+    """Per-utterance draw counts: ``upweight`` for an error, 1 otherwise.
+
+    Shape:
+        errors: (U,) bool; output: (U,) int.
+    """
+    if upweight < 1:
+        raise ValueError(f"data.jtt_upweight: at least 1, got {upweight}")
+    return np.where(np.asarray(errors, dtype=bool), int(upweight), 1).astype(np.int64)

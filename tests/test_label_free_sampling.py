@@ -1,0 +1,148 @@
+"""Cohort oversampling and JTT: the targets, the sampler's shares, determinism, resume, cache."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from arw_sv.data.cohort_sampling import (
+    cohort_crowding,
+    crowding,
+    discover_cohorts,
+    jtt_errors,
+    jtt_repeats,
+)
+from arw_sv.data.sampler import SpeakerBatchSampler
+
+
+def _speakers(n_speakers=40, per=6):
+    return np.repeat(np.arange(n_speakers), per)
+
+
+def _take(sampler, n):
+    return list(itertools.islice(iter(sampler), n))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.3])
+def test_oversampled_speakers_get_the_batch_share_asked_for(share):
+    speakers = _speakers()
+    over = np.zeros(40, bool)
+    over[:5] = True  # 12.5% of the speakers
+    sampler = SpeakerBatchSampler(speakers, 8, 2, seed=1, oversample=over, oversample_share=share)
+    batches = _take(sampler, 400)
+    slots = [int(speakers[i]) for batch in batches for i, _ in batch[::2]]
+    measured = np.mean(over[slots])
+    assert measured == pytest.approx(share, abs=0.02)
+    for batch in batches:  # still P distinct speakers x K
+        assert len({int(speakers[i]) for i, _ in batch}) == 8
+    # Without oversampling the same speakers get about their population share.
+    plain = _take(SpeakerBatchSampler(speakers, 8, 2, seed=1), 400)
+    assert np.mean(over[[int(speakers[i]) for b in plain for i, _ in b[::2]]]) < 0.2
+
+
+def test_oversampling_is_deterministic_and_resumes_exactly():
+    speakers = _speakers()
+    over = np.arange(40) % 7 == 0
+
+    def make(seed, start=0):
+        return SpeakerBatchSampler(
+            speakers, 8, 2, seed=seed, oversample=over, oversample_share=0.5, start_step=start
+        )
+
+    full = _take(make(3), 30)
+    assert full == _take(make(3), 30)
+    assert full != _take(make(4), 30)
+    resumed = make(3)
+    resumed.load_state_dict({"step": 17, "seed": 3})
+    assert _take(resumed, 13) == full[17:]
+
+
+def test_oversampling_refuses_a_cohort_too_small_for_its_share():
+    over = np.zeros(40, bool)
+    over[:3] = True
+    with pytest.raises(ValueError, match="cannot fill"):
+        SpeakerBatchSampler(_speakers(), 8, 2, oversample=over, oversample_share=0.5)
+
+
+def test_jtt_upsamples_error_utterances_by_the_factor():
+    speakers = _speakers(n_speakers=20, per=6)
+    errors = np.zeros(len(speakers), bool)
+    errors[::5] = True
+    repeats = jtt_repeats(errors, 4)
+    assert set(repeats[errors]) == {4} and set(repeats[~errors]) == {1}
+    sampler = SpeakerBatchSampler(speakers, 4, 2, seed=2, utterance_repeats=repeats)
+    batches = _take(sampler, 3000)
+    counts = Counter(i for batch in batches for i, _ in batch)
+    per_error = np.mean([counts[i] for i in np.flatnonzero(errors)])
+    per_right = np.mean([counts[i] for i in np.flatnonzero(~errors)])
+    assert per_error / per_right == pytest.approx(4.0, rel=0.1)
+    resumed = SpeakerBatchSampler(speakers, 4, 2, seed=2, utterance_repeats=repeats, start_step=9)
+    assert _take(resumed, 5) == batches[9:14]
+
+
+def test_jtt_errors_are_the_utterances_nearer_another_speaker(rng):
+    centres = np.eye(4)[:, None, :].repeat(5, axis=1) * 3.0  # 4 speakers x 5 utts, 4-d
+    emb = (centres + 0.1 * rng.standard_normal(centres.shape)).reshape(20, 4)
+    speakers = np.repeat(np.arange(4), 5)
+    assert not jtt_errors(emb, speakers, 4).any()
+    emb[7] = emb[0]  # speaker 1's third utterance sounds like speaker 0
+    errors = jtt_errors(emb, speakers, 4)
+    assert np.flatnonzero(errors).tolist() == [7]
+    with pytest.raises(ValueError):
+        jtt_repeats(errors, 0)
+
+
+def test_crowding_and_cohorts_find_the_crowded_speakers(rng):
+    # 30 spread-out speakers and 10 crowded ones (close to a common direction).
+    spread = rng.standard_normal((30, 16))
+    crowd = np.ones(16) + 0.15 * rng.standard_normal((10, 16))
+    means = np.concatenate([spread, crowd])
+    c = crowding(means, 5)
+    assert c[30:].min() > c[:30].max()
+    assert cohort_crowding(np.array([0, 0, 1]), np.array([1.0, 3.0, 5.0]), 3)[:2].tolist() == [2, 5]
+    # Utterances around each speaker mean: the most crowded cohort is the crowd.
+    emb = np.repeat(means, 3, axis=0) + 0.01 * rng.standard_normal((120, 16))
+    out = discover_cohorts(emb, np.repeat(np.arange(40), 3), 40, n_cohorts=4, top=1, seed=0)
+    flagged = np.flatnonzero(out["oversample"])
+    assert set(range(30, 40)) <= set(flagged.tolist())
+    assert len(flagged) < 20
+    json.dumps(out)  # cacheable as JSON
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", ["cohort_oversample", "jtt"])
+def test_prepass_is_cached_and_resume_is_exact(tiny_manifests, tmp_path, sampling, monkeypatch):
+    from conftest import tiny_config
+
+    from arw_sv import prepass
+    from arw_sv.prepass import PREPASS_FILE
+    from arw_sv.train.loop import fit
+
+    train, _ = tiny_manifests
+    common = ("data.speakers_per_batch=4", "data.n_cohorts=3", "data.cohort_oversample_top=1")
+    common += ("data.cohort_neighbours=2", "train.checkpoint_every=2", "train.log_every=1")
+    init = fit(tiny_config(tmp_path / "erm", train, "train.steps=2", *common), progress=False)
+    args = (*common, f"data.sampling={sampling}", f"train.init_checkpoint={init.checkpoint}")
+    full = fit(tiny_config(tmp_path / "full", train, "train.steps=4", *args), progress=False)
+    cache = json.loads((tmp_path / "full" / PREPASS_FILE).read_text())
+    assert cache["key"]["sampling"] == sampling
+    fit(tiny_config(tmp_path / "cut", train, "train.steps=4", *args), progress=False, stop_after=2)
+    assert json.loads((tmp_path / "cut" / PREPASS_FILE).read_text()) == cache  # deterministic
+
+    def no_second_prepass(*args):
+        raise AssertionError("the resumed run must read the cached pre-pass")
+
+    monkeypatch.setattr(prepass, "embed_training_set", no_second_prepass)
+    resumed = fit(
+        tiny_config(tmp_path / "cut", train, "train.steps=4", *args), resume=True, progress=False
+    )
+    hist = [
+        [json.loads(x)["loss"] for x in (p / "history.jsonl").read_text().splitlines()]
+        for p in (tmp_path / "full", tmp_path / "cut")
+    ]
+    assert hist[0] == hist[1]
+    assert full.steps == resumed.steps == 4
