@@ -184,14 +184,15 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
         overrides=tuple(o for o in TINY if not o.startswith("train.steps"))
         + ("data.n_cohorts=3", "data.cohort_oversample_top=1", "data.cohort_neighbours=2"),
         analysis_utterances=8,
-        methods=("erm", "cohort_oversample", "jtt", "arw_pw", "groupdro"),
+        methods=("erm", "cohort_oversample", "jtt", "arw_pw", "groupdro", "unshipped"),
+        extra={"unshipped": ("bench_not_shipped", ())},
     )
     summary = run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
     corpus = tmp_path / "crowding" / "corpus8"
     curve = json.loads((corpus / "seed0" / "erm_pretrain" / "pretrain_curve.json").read_text())
     assert [p["step"] for p in curve["curve"]] == [3, 6]
     assert all(0 <= p["eer"] <= 1 for p in curve["curve"])
-    methods = {"erm", "cohort_oversample", "jtt", "arw_pw"}  # groupdro: no config yet -> skipped
+    methods = {"erm", "cohort_oversample", "jtt", "arw_pw", "groupdro"}  # unshipped: skipped
     runs = [p for p in first if "/corpus8/" in p]
     assert {p.split("/runs/")[1].split("/")[0] for p in runs} == methods
     reference = first[runs[0]]

@@ -167,6 +167,9 @@ def _worker(rank: int, world: int, init_file: str, manifest: str, root: str, for
         torch.distributed.destroy_process_group()
 
 
+DDP_ATOL = 2e-3
+
+
 def _params(path: Path) -> dict[str, torch.Tensor]:
     state = load_checkpoint(path)["learner"]
     return {k: v for k, v in state.items() if "running_" not in k and "num_batches" not in k}
@@ -198,8 +201,10 @@ def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_
     ddp_resumed = tmp_path / "ddp_cut" / "checkpoints" / final
 
     # 2 ranks == 1 process with the same 2 chunks, up to summation order. Measured: about
-    # 3e-5 after 6 Adam steps, against 2e-2 when the single process runs 1 chunk instead.
-    _assert_close(_params(ddp_full), _params(single.checkpoint), atol=2e-4)
+    # 3e-5 after 6 Adam steps on one machine and 4.8e-4 on another (Adam divides by the
+    # running RMS, so rounding differences in near-zero gradients grow), against 2e-2 when
+    # the single process runs 1 chunk instead: DDP_ATOL sits between the two.
+    _assert_close(_params(ddp_full), _params(single.checkpoint), atol=DDP_ATOL)
     # A resumed DDP run continues exactly: every tensor of the learner, adversary, optimizer.
     a, b = load_checkpoint(ddp_full), load_checkpoint(ddp_resumed)
     for key in ("learner", "adversary", "clusters"):
@@ -210,7 +215,7 @@ def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_
     if formulation == "pw":
         assert a["clusters"] is not None  # the k-means refresh ran (rank 0, broadcast)
         single_state = load_checkpoint(single.checkpoint)
-        _assert_close(a["adversary"], single_state["adversary"], atol=2e-4)
+        _assert_close(a["adversary"], single_state["adversary"], atol=DDP_ATOL)
 
     # Resume the 2-process run's step-3 checkpoint on 1 process (2 chunks): same run.
     cfg = tiny_config(
@@ -218,4 +223,4 @@ def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_
     )
     moved = fit(cfg, resume=True, progress=False)
     assert moved.steps == DDP_STEPS
-    _assert_close(_params(moved.checkpoint), _params(ddp_full), atol=2e-4)
+    _assert_close(_params(moved.checkpoint), _params(ddp_full), atol=DDP_ATOL)
