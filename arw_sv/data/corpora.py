@@ -99,22 +99,30 @@ def _mapping(path: Path, parse: Callable[[str, str], object] = lambda v, w: v) -
     return out
 
 
-def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
-    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
-    path = Path(path)
+def _csv_rows(path: Path, required: tuple[str, ...], what: str = "") -> csv.DictReader:
+    """Rows of a CSV (BOM allowed) keyed by lower-cased column names; refuses a file that
+    lacks a ``required`` column, naming it."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
-        raise ManifestError(f"cannot read speaker table {path}: {err}") from None
+        raise ManifestError(f"cannot read {what}{path}: {err}") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip().lower() for h in reader.fieldnames or []]
-    if "speaker" not in header:
-        raise ManifestError(f"{path}:1: no 'speaker' column; header is {header}")
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; header {header}")
     reader.fieldnames = header
+    return reader
+
+
+def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
+    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
+    path = Path(path)
+    reader = _csv_rows(path, ("speaker",), "speaker table ")
     table: dict[str, dict[str, str]] = {}
     for number, row in enumerate(reader, start=2):
         if None in row or any(v is None for v in row.values()):
-            raise ManifestError(f"{path}:{number}: expected {len(header)} fields")
+            raise ManifestError(f"{path}:{number}: expected {len(reader.fieldnames)} fields")
         speaker = row["speaker"].strip()
         if not speaker:
             raise ManifestError(f"{path}:{number}: empty speaker")
@@ -343,21 +351,12 @@ def read_corpus_csv(
             duration or a repeated ``utt_id``, naming file and line.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as err:
-        raise ManifestError(f"cannot read {path}: {err}") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    missing = [c for c in ("path", "speaker") if c not in header]
-    if missing:
-        raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; header {header}")
-    reader.fieldnames = header
+    reader = _csv_rows(path, ("path", "speaker"))
     utts, seen = [], {}
     for number, row in enumerate(reader, start=2):
         where = f"{path}:{number}"
         if None in row or any(v is None for v in row.values()):
-            raise ManifestError(f"{where}: expected {len(header)} fields")
+            raise ManifestError(f"{where}: expected {len(reader.fieldnames)} fields")
         row = {k: v.strip() for k, v in row.items()}
         if not row["path"] or not row["speaker"]:
             raise ManifestError(f"{where}: empty path or speaker")
