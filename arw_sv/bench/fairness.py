@@ -274,8 +274,9 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
                    help="finetune: disparity presets bench_<mechanism> (crowding underrep "
                    "acoustics gender)")  # fmt: skip
     p.add_argument("--val-corpus", type=int, default=None, help="finetune: validation corpus seed")
-    p.add_argument("--test-corpora", type=int, nargs="+", default=None,
-                   help="finetune: held-out corpus seeds (reported)")  # fmt: skip
+    p.add_argument("--test-corpora", type=int, nargs="*", default=None,
+                   help="finetune: held-out corpus seeds (reported; none: the validation "
+                   "corpus only)")  # fmt: skip
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
     p.add_argument("--methods", nargs="+", default=None, help="methods to run")
