@@ -205,7 +205,7 @@ _ERRORS = {
     "arw_sv.audio": "AudioError",
     "arw_sv.config": "ConfigError",
     "arw_sv.data.manifest": "ManifestError",
-    "arw_sv.train.checkpoint": "CheckpointError",
+    "arw_sv.checkpoint": "CheckpointError",
     "arw_sv.train.step": "NonFiniteError",  # the NaN stop
 }
 

@@ -338,15 +338,9 @@ def parity(
 
 def run(args: argparse.Namespace) -> int:
     """``arw-sv export CHECKPOINT --format onnx|torchscript --out PATH``."""
-    from arw_sv.config import config_from_dict
-    from arw_sv.train.build import extractor_from_config
-    from arw_sv.train.checkpoint import load_checkpoint
+    from arw_sv.checkpoint import load_extractor
 
-    state = load_checkpoint(args.checkpoint)
-    cfg = config_from_dict(state["config"])
-    extractor = extractor_from_config(cfg.model, cfg.features)
-    extractor.load_state_dict(state["extractor"])
-    extractor.eval()
+    extractor, cfg, state = load_extractor(args.checkpoint)
     fmt = args.format
     suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "speechbrain": ".speechbrain"}[fmt]
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(suffix)

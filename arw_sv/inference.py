@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from arw_sv.atomic import atomic_path
 from arw_sv.audio import audio_info, check_usable, read_audio
-from arw_sv.config import config_from_dict
+from arw_sv.checkpoint import load_extractor
 from arw_sv.models.ecapa import EcapaTdnn
 from arw_sv.models.traceable import TraceableEcapa
-from arw_sv.train.checkpoint import load_checkpoint
 
 
 class SpeakerEncoder:
@@ -72,12 +71,7 @@ class SpeakerEncoder:
         cls, path: str | Path, device: str | torch.device = "cpu", *, jit: bool | None = None
     ) -> SpeakerEncoder:
         """Rebuild the extractor a training checkpoint describes and load its weights."""
-        from arw_sv.train.build import extractor_from_config
-
-        state = load_checkpoint(path)
-        cfg = config_from_dict(state["config"])
-        extractor = extractor_from_config(cfg.model, cfg.features)
-        extractor.load_state_dict(state["extractor"])
+        extractor, _, _ = load_extractor(path)
         return cls(extractor, device=device, jit=jit)
 
     @classmethod

@@ -20,10 +20,10 @@ from arw_sv.augment import (
     speed_classes,
     speed_perturb,
 )
+from arw_sv.checkpoint import load_checkpoint
 from arw_sv.config import AugmentConfig, ConfigError, load_config
 from arw_sv.data.dataset import CropDataset
 from arw_sv.data.manifest import read_manifest
-from arw_sv.train.checkpoint import load_checkpoint
 from arw_sv.train.loop import fit
 
 SR = 16000

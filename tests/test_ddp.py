@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from arw_sv.checkpoint import load_checkpoint
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.train.checkpoint import load_checkpoint
 from arw_sv.train.distributed import local_chunks
 from arw_sv.train.loop import fit
 from arw_sv.train.step import MIN_LOSS_SCALE, NonFiniteError, backward_and_step

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from arw_sv.train.checkpoint import load_checkpoint
+from arw_sv.checkpoint import load_checkpoint
 from arw_sv.train.loop import fit
 
 pytestmark = [

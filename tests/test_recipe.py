@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import REPO, tiny_config
 
+from arw_sv.checkpoint import list_checkpoints, load_checkpoint
 from arw_sv.config import load_config
 from arw_sv.data.manifest import read_manifest
 from arw_sv.data.trials import read_trials, speaker_of
 from arw_sv.inference import SpeakerEncoder
 from arw_sv.train.average import average_checkpoints, average_run
-from arw_sv.train.checkpoint import list_checkpoints, load_checkpoint
 from arw_sv.train.loop import fit
 
 RECIPE = REPO / "recipes" / "voxceleb"

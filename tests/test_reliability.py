@@ -128,7 +128,7 @@ def test_resume_refuses_another_speaker_set(short_run, tiny_manifests, tmp_path)
 
 
 def test_resume_allows_more_steps_and_an_explicit_config_change(short_run, tiny_manifests):
-    from arw_sv.train.checkpoint import load_checkpoint
+    from arw_sv.checkpoint import load_checkpoint
     from arw_sv.train.loop import fit
 
     extended = fit(
@@ -143,7 +143,7 @@ def test_resume_allows_more_steps_and_an_explicit_config_change(short_run, tiny_
 
 
 def test_resume_with_a_changed_model_and_allow_is_a_checkpoint_error(short_run, tiny_manifests):
-    from arw_sv.train.checkpoint import CheckpointError
+    from arw_sv.checkpoint import CheckpointError
     from arw_sv.train.loop import fit
 
     cfg = tiny_config(short_run, tiny_manifests[0], "model.preset=c256")
@@ -344,7 +344,7 @@ def test_atomic_outputs_respect_the_umask(tmp_path, umask, mode):
 
 
 def test_a_resumed_run_saves_the_same_torch_rng_state(tiny_manifests, tmp_path):
-    from arw_sv.train.checkpoint import load_checkpoint
+    from arw_sv.checkpoint import load_checkpoint
     from arw_sv.train.loop import fit
 
     extra = ("train.steps=4", "train.checkpoint_every=100")

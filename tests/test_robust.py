@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_config
 
 from arw_sv.arw import ClusterIndex, arl_weights
+from arw_sv.checkpoint import load_checkpoint
 from arw_sv.config import CHOICES, AdversaryConfig, LossConfig, load_config
 from arw_sv.models.adversary import (
     Adversary,
@@ -29,7 +30,6 @@ from arw_sv.robust import (
 )
 from arw_sv.train import loop
 from arw_sv.train.build import OPTIMIZERS, build_optimizer
-from arw_sv.train.checkpoint import load_checkpoint
 from arw_sv.train.step import Detached, _objective, adversary_step, adversary_weights
 
 # ---- linear adversary ---------------------------------------------------------------------

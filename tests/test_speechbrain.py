@@ -336,8 +336,8 @@ def test_cli_export_speechbrain_then_embed_speechbrain_folder(tiny_manifests, tm
     import numpy as np
     import soundfile as sf
 
+    from arw_sv.checkpoint import load_checkpoint
     from arw_sv.cli import main
-    from arw_sv.train.checkpoint import load_checkpoint
 
     cfg = tiny_config(tmp_path / "run", tiny_manifests[0], "train.steps=2")
     checkpoint = fit(cfg, progress=False).checkpoint

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from arw_sv.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from arw_sv.config import AdversaryConfig, LossConfig
 from arw_sv.models.adversary import build_adversary
 from arw_sv.models.ecapa import build_extractor
 from arw_sv.models.heads import AAMSoftmax
 from arw_sv.models.pair_loss import PairwiseSimilarityLoss
-from arw_sv.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from arw_sv.train.loop import fit
 from arw_sv.train.step import (
     Learner,

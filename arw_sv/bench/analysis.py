@@ -27,11 +27,11 @@ from scipy import stats
 
 from arw_sv.arw import ClusterIndex, arl_weights
 from arw_sv.audio import read_audio
+from arw_sv.checkpoint import load_checkpoint
 from arw_sv.config import config_from_dict
 from arw_sv.data.manifest import Manifest
 from arw_sv.models.adversary import build_adversary
 from arw_sv.train.build import build_learner
-from arw_sv.train.checkpoint import load_checkpoint
 
 
 def centre_crop(path: str, seconds: float, sample_rate: int) -> np.ndarray:

@@ -5,10 +5,15 @@ Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from arw_sv.audio import FbankFrontend
+
+if TYPE_CHECKING:
+    from arw_sv.config import FeatureConfig, ModelConfig
 
 # Channel widths of the five TDNN/SE-Res2Net layers. c512/c1024 are the published ECAPA
 # sizes (Desplanques et al., 2020); c256 is the CPU demo size; tiny is for tests.
@@ -103,4 +108,18 @@ def build_extractor(
         n_mels=n_mels,
         win_length_ms=win_length_ms,
         hop_length_ms=hop_length_ms,
+    )
+
+
+def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaTdnn:
+    """The embedding extractor a config describes (also used to rebuild it for inference)."""
+    return build_extractor(
+        preset=model.preset,
+        channels=model.channels,
+        embedding_dim=model.embedding_dim,
+        attention_channels=model.attention_channels,
+        sample_rate=features.sample_rate,
+        n_mels=features.n_mels,
+        win_length_ms=features.win_length_ms,
+        hop_length_ms=features.hop_length_ms,
     )

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import yaml
 
-from arw_sv.train.checkpoint import (
+from arw_sv.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,

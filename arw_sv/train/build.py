@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from arw_sv.config import OPTIMIZER_NAMES, Config, FeatureConfig, ModelConfig, TrainConfig
-from arw_sv.models.ecapa import EcapaTdnn, build_extractor
+from arw_sv.config import OPTIMIZER_NAMES, Config, TrainConfig
+from arw_sv.models.ecapa import EcapaTdnn, extractor_from_config  # noqa: F401  (re-exported)
 from arw_sv.models.heads import AAMSoftmax
 from arw_sv.models.pair_loss import PairwiseSimilarityLoss
 from arw_sv.train.device import resolve_device  # noqa: F401  (re-exported)
@@ -25,20 +25,6 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 if tuple(OPTIMIZERS) != OPTIMIZER_NAMES:  # the config's CHOICES are these names
     raise ImportError(f"OPTIMIZERS {tuple(OPTIMIZERS)} != config.OPTIMIZER_NAMES")
-
-
-def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaTdnn:
-    """The embedding extractor a config describes (also used to rebuild it for inference)."""
-    return build_extractor(
-        preset=model.preset,
-        channels=model.channels,
-        embedding_dim=model.embedding_dim,
-        attention_channels=model.attention_channels,
-        sample_rate=features.sample_rate,
-        n_mels=features.n_mels,
-        win_length_ms=features.win_length_ms,
-        hop_length_ms=features.hop_length_ms,
-    )
 
 
 def build_learner(cfg: Config, n_speakers: int) -> Learner:

@@ -24,6 +24,13 @@ from tqdm import tqdm
 
 from arw_sv.arw import ClusterIndex
 from arw_sv.augment import Augmenter, speed_classes
+from arw_sv.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from arw_sv.config import Config, ConfigError, config_to_dict, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
@@ -42,13 +49,6 @@ from arw_sv.speechbrain_folder import (
 )
 from arw_sv.train import distributed
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
-from arw_sv.train.checkpoint import (
-    CheckpointError,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
 from arw_sv.train.curves import plot_training_curves
 from arw_sv.train.lock import RunLock
 from arw_sv.train.resume import apply_new_lrs, check_resumed_config

@@ -53,6 +53,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def load_extractor(path: str | Path, map_location: str | torch.device = "cpu"):
+    """The embedding extractor a training checkpoint describes, with its weights loaded.
+
+    Returns ``(extractor, config, state)``: the extractor in eval mode, the checkpoint's
+    resolved :class:`~arw_sv.config.Config`, and the raw state (for the AAM head, speakers).
+    The one place that rebuilds a model from a checkpoint (inference, export, analysis).
+    """
+    from arw_sv.config import config_from_dict
+    from arw_sv.models.ecapa import extractor_from_config
+
+    state = load_checkpoint(path, map_location)
+    cfg = config_from_dict(state["config"])
+    extractor = extractor_from_config(cfg.model, cfg.features)
+    extractor.load_state_dict(state["extractor"])
+    return extractor.eval(), cfg, state
+
+
 def list_checkpoints(folder: str | Path) -> list[Path]:
     """``step_<n>.pt`` files in ``folder``, oldest step first."""
     folder = Path(folder)
