@@ -30,7 +30,6 @@ _MODULE_COMMANDS = {
         " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
     ),
     "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
-    "bench": ("arw_sv.bench.fairness", "benchmarks (fairness)"),
     "demo": ("arw_sv.demo", "synthetic corpus -> ERM training -> EER report"),
     "configs": (
         "arw_sv.shipped",
@@ -79,6 +78,12 @@ def _embed(args: argparse.Namespace) -> int:
     out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
     print(f"{len(ids)} embeddings -> {out}")
     return 0
+
+
+def _bench_moved(args: argparse.Namespace) -> int:
+    print("arw-sv bench: moved out of the library; run `python -m bench.fairness` from the "
+          "repository root", file=sys.stderr)  # fmt: skip
+    return 2
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -195,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_score)
 
-    for name in ("eval", "export", "average", "bench", "demo", "configs"):
+    for name in ("eval", "export", "average", "demo", "configs"):
         sub.add_lazy(name)
+
+    p = sub.add_parser("bench", help="moved: `python -m bench.fairness` from the repository root")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_bench_moved)
     return parser
 
 

@@ -103,6 +103,29 @@ def test_arw_sv_has_no_import_cycles():
     assert _cycles(graph) == []
 
 
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an ``import`` or absolute ``from ... import`` in ``path`` names."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_library_never_imports_the_benchmarks():
+    # Dependencies point one way: bench/ is a client of arw_sv, never the reverse.
+    offenders = {
+        str(path.relative_to(REPO)): sorted(
+            n for n in _imported_names(path) if n == "bench" or n.startswith("bench.")
+        )
+        for path in (REPO / "arw_sv").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert "bench.runs" in _imported_names(REPO / "bench" / "fairness.py")  # the finder finds
+
+
 def _fresh_python(code: str) -> dict:
     """Run ``code`` in a new interpreter; it prints one JSON line, returned here."""
     done = subprocess.run(
