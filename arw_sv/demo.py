@@ -1,4 +1,5 @@
-"""``arw-sv demo``: synthetic corpus -> ERM training -> embeddings -> trials -> EER report.
+"""The demo (``arw-sv demo``: :mod:`arw_sv.cli.demo`): synthetic corpus -> ERM training ->
+embeddings -> trials -> EER report.
 
 Every stage is skipped when its output is already complete, so an interrupted demo picks up
 where it stopped (training resumes from its last checkpoint).
@@ -6,7 +7,6 @@ where it stopped (training resumes from its last checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from importlib import resources
@@ -154,28 +154,3 @@ def format_summary(summary: dict) -> str:
         lines.append(f"EER by {attribute}: " + ", ".join(parts))
     lines.append(f"demo took {summary['seconds']:.0f} s")
     return "\n".join(lines)
-
-
-def add_subparser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="synthetic corpus -> ERM training -> EER report")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--synth-preset", default="demo", help="synthetic corpus preset")
-    p.add_argument("--config", default="demo", help="shipped training config name")
-    p.add_argument("--workers", type=int, default=2, help="corpus generation processes")
-    p.add_argument("--bootstrap", type=int, default=200, help="speaker resamples for CIs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. train.steps=400")
-    p.set_defaults(
-        func=lambda a: (
-            run_demo(
-                a.out,
-                synth_preset=a.synth_preset,
-                config=a.config,
-                overrides=tuple(a.overrides),
-                workers=a.workers,
-                bootstrap=a.bootstrap,
-                progress=not a.quiet,
-            )
-            and 0
-        )
-    )

@@ -185,6 +185,56 @@ def test_help_eval_and_score_run_without_torch(tmp_path):
     assert not out["torch_after_help"] and not out["torch"] and not out["matplotlib"]
 
 
+def test_every_subcommand_help_but_average_runs_without_torch():
+    out = _fresh_python(
+        """
+        import contextlib, io, json, sys
+        from arw_sv import cli
+        names = [n for n in cli._MODULE_COMMANDS if n != "average"]
+        helps, torch_after = {}, {}
+        for name in names:
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                try:
+                    cli.main([name, "--help"])
+                except SystemExit:
+                    pass
+            helps[name] = printed.getvalue()
+            torch_after[name] = "torch" in sys.modules
+        print(json.dumps({"helps": helps, "torch": torch_after}))
+        """
+    )
+    assert all(f"usage: arw-sv {name}" in text for name, text in out["helps"].items())
+    assert "train" in out["torch"] and "export" in out["torch"]
+    assert not any(out["torch"].values()), out["torch"]
+
+
+def test_argparse_lives_in_the_cli_package():
+    # The checkpoint average keeps its parser beside it (arw_sv/train/, below the cli).
+    allowed = {"arw_sv/train/average.py"}
+    users = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "arw_sv").rglob("*.py")
+        if "argparse" in _imported_names(path)
+    }
+    assert users - allowed == {p for p in users if p.startswith("arw_sv/cli/")}
+    assert "arw_sv/cli/eval.py" in users
+
+
+def test_the_clis_format_lists_are_the_librarys():
+    from arw_sv import export
+    from arw_sv.cli import eval as eval_cli
+    from arw_sv.cli import export as export_cli
+    from arw_sv.data.trials import SCORE_FORMATS
+
+    assert eval_cli.SCORE_FORMATS == SCORE_FORMATS
+    assert export_cli.FORMATS == export.FORMATS
+    lazy_sub = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    choices = next(a.choices for a in lazy_sub.load("score")._actions if a.dest == "format")
+    assert tuple(choices) == SCORE_FORMATS
+
+
 def test_choosing_a_torch_command_imports_torch():
     # The counterpart of the test above: laziness is per command, not a lost import.
     out = _fresh_python(
