@@ -103,6 +103,77 @@ def test_arw_sv_has_no_import_cycles():
     assert _cycles(graph) == []
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others (``start`` left out)."""
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        for module in graph[stack.pop()] - seen:
+            seen.add(module)
+            stack.append(module)
+    return seen
+
+
+def test_reachable_follows_function_level_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "train").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train" / "__init__.py").write_text("")
+    (pkg / "train" / "loop.py").write_text("x = 1\n")
+    (pkg / "helper.py").write_text("def f():\n    from pkg.train.loop import x\n")
+    (pkg / "user.py").write_text("import pkg.helper\n")
+    assert _reachable(_module_graph(pkg), "pkg.user") == {"pkg.helper", "pkg.train.loop"}
+
+
+# The users of the layers below that never need training: a checkpoint is read through
+# arw_sv.checkpoint, the model built through arw_sv.models (STYLE.md, "Layers").
+NOT_TRAINING = [
+    "arw_sv.inference",
+    "arw_sv.export",
+    "arw_sv.evaluate",
+    "arw_sv.cli.eval",
+    "arw_sv.cli.score",
+    "arw_sv.cli.embed",
+    "arw_sv.cli.export",
+]
+
+
+@pytest.mark.parametrize("user", NOT_TRAINING)
+def test_inference_export_and_evaluation_never_import_training(user):
+    reached = _reachable(_module_graph(REPO / "arw_sv"), user)
+    assert sorted(m for m in reached if m == "arw_sv.train" or m.startswith("arw_sv.train.")) == []
+
+
+def test_inference_and_export_do_not_import_each_other():
+    graph = _module_graph(REPO / "arw_sv")
+    assert "arw_sv.checkpoint" in _reachable(graph, "arw_sv.export")  # the finder sees them
+    assert "arw_sv.export" not in _reachable(graph, "arw_sv.inference")
+    assert "arw_sv.inference" not in _reachable(graph, "arw_sv.export")
+
+
+def test_eval_and_score_commands_load_no_training_module(tmp_path):
+    # At run time too (the graph above is static): the commands and the three modules.
+    np = pytest.importorskip("numpy")
+    embeddings, trial_list = tmp_path / "emb.npz", tmp_path / "trials.txt"
+    np.savez(embeddings, **{f"id{k}/s/{j}.wav": np.eye(4)[k] + j for k in range(3) for j in (1, 2)})
+    trial_list.write_text("1 id1/s/1.wav id1/s/2.wav\n0 id1/s/1.wav id2/s/2.wav\n")
+    out = _fresh_python(
+        f"""
+        import contextlib, io, json, sys
+        from arw_sv import cli
+        with contextlib.redirect_stdout(io.StringIO()):
+            scored = cli.main(["score", "--embeddings", {str(embeddings)!r},
+                               "--trials", {str(trial_list)!r}, "--out", {str(tmp_path / "s.txt")!r}])
+            code = cli.main(["eval", "--scores", {str(tmp_path / "s.txt")!r},
+                             "--out", {str(tmp_path / "e")!r}, "--no-plots"])
+        import arw_sv.evaluate, arw_sv.export, arw_sv.inference
+        print(json.dumps({{"codes": [scored, code], "torch": "torch" in sys.modules,
+                          "train": sorted(m for m in sys.modules if m.startswith("arw_sv.train"))}}))
+        """
+    )
+    assert out == {"codes": [0, 0], "torch": True, "train": []}
+
+
 def _imported_names(path: Path) -> set[str]:
     """Every module name an ``import`` or absolute ``from ... import`` in ``path`` names."""
     names = set()
