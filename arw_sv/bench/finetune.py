@@ -140,17 +140,11 @@ def available_methods(names: tuple[str, ...], extra: dict) -> dict[str, tuple[st
 
 
 def _finetune_overrides(protocol: Protocol, init: Path) -> tuple[str, ...]:
+    from arw_sv.finetune import finetune_overrides
+
     return (
         *protocol.overrides,
-        f"train.init_checkpoint={init}",
-        f"train.steps={protocol.finetune_steps}",
-        f"train.lr={protocol.finetune_lr}",
-        f"train.final_lr={protocol.finetune_lr / 5}",
-        f"train.warmup_steps={max(1, protocol.finetune_steps // 10)}",
-        # The model is trained: the margin is at its final value, the adversary starts at once.
-        "loss.margin_warmup_start=0",
-        "loss.margin_warmup_steps=0",
-        "adversary.warmup_steps=0",
+        *finetune_overrides(init, protocol.finetune_steps, protocol.finetune_lr),
     )
 
 
