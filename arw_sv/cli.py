@@ -31,7 +31,10 @@ _MODULE_COMMANDS = {
     ),
     "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
     "bench": ("arw_sv.bench.fairness", "benchmarks (fairness)"),
-    "demo": ("arw_sv.demo", "synthetic corpus -> ERM training -> EER report"),
+    "demo": (
+        "arw_sv.demo",
+        "synthetic corpus -> ERM -> fairness fine-tune -> EER reports side by side",
+    ),
     "configs": (
         "arw_sv.shipped",
         "list the shipped configs, or copy one out to edit (--copy NAME DIR)",
