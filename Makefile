@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff format arw_sv eval bench tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/metrics_speed.py
+	$(BIN)/python -m bench.metrics_speed
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,4 +1,5 @@
-"""``arw-sv demo``: synthetic corpus -> ERM training -> embeddings -> trials -> EER report.
+"""The demo (``arw-sv demo``: :mod:`arw_sv.cli.demo`): synthetic corpus -> ERM training ->
+fine-tuning ERM and the recommended label-free fairness method -> EER reports side by side.
 
 Every stage is skipped when its output is already complete, so an interrupted demo picks up
 where it stopped (training resumes from its last checkpoint).
@@ -6,7 +7,6 @@ where it stopped (training resumes from its last checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from importlib import resources
@@ -248,37 +248,3 @@ def comparison_plot(summary: dict) -> bytes:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
-
-
-def add_subparser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "demo", help="synthetic corpus -> ERM -> fairness fine-tune -> EER reports side by side"
-    )
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--synth-preset", default="demo", help="synthetic corpus preset")
-    p.add_argument("--config", default="demo", help="shipped training config name (ERM)")
-    p.add_argument("--fairness", default=RECOMMENDED,
-                   help=f"shipped config fine-tuned beside ERM continued (default {RECOMMENDED}; "
-                   "'none': evaluate the ERM model alone)")  # fmt: skip
-    p.add_argument("--finetune-steps", type=int, default=200,
-                   help="steps of each fine-tune from the ERM model")  # fmt: skip
-    p.add_argument("--workers", type=int, default=2, help="corpus generation processes")
-    p.add_argument("--bootstrap", type=int, default=200, help="speaker resamples for CIs")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. train.steps=400")
-    p.set_defaults(
-        func=lambda a: (
-            run_demo(
-                a.out,
-                synth_preset=a.synth_preset,
-                config=a.config,
-                fairness=None if a.fairness == "none" else a.fairness,
-                finetune_steps=a.finetune_steps,
-                overrides=tuple(a.overrides),
-                workers=a.workers,
-                bootstrap=a.bootstrap,
-                progress=not a.quiet,
-            )
-            and 0
-        )
-    )

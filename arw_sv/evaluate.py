@@ -1,11 +1,9 @@
-"""``arw-sv eval``: EER, minDCF and fairness report of a model's trial scores.
+"""The evaluation's library wiring: EER, minDCF and fairness report of trial scores.
 
-Inputs: a score file (arw-sv's ``<label> <enroll> <test> <score>``, WeSpeaker's ``<enroll>
-<test> <score> <target|nontarget>`` or Kaldi's ``<enroll> <test> <score>`` with ``--key``),
-or embeddings (``.npz``) plus a trial list; speaker metadata (vox1_meta.csv, vox2_meta.csv
-or a manifest). Outputs in ``--out``: ``report.json`` (schema in ``docs/evaluation.md``),
-``report.md`` and PNG plots. The maths lives in ``arw_sv.metrics``; this module only reads,
-wires and writes.
+Reads and checks the inputs (score files aligned with a trial list, AS-norm over the
+trials' embeddings), builds the report (``report.json``, schema in ``docs/evaluation.md``)
+and writes it with ``report.md`` and PNG plots. The maths lives in ``arw_sv.metrics``;
+the command line is ``arw-sv eval`` (:mod:`arw_sv.cli.eval`).
 
 Library use (e.g. from the demo)::
 
@@ -15,9 +13,7 @@ Library use (e.g. from the demo)::
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,24 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from arw_sv.atomic import atomic_write_bytes
-from arw_sv.data.meta import SpeakerInfo, pool_nationalities, read_speaker_meta
-from arw_sv.data.trials import (
-    SCORE_FORMATS,
-    Trials,
-    TrialsError,
-    read_embeddings,
-    read_scores,
-    read_trials,
-    score_trial_list,
-    speaker_of,
-    write_scores,
-)
+from arw_sv.data.meta import SpeakerInfo, pool_nationalities
+from arw_sv.data.trials import Trials, read_scores, read_trials, speaker_of
 
 if TYPE_CHECKING:
     from arw_sv.metrics.groups import Grouping
 
-# The metrics (scipy) are imported by the functions that use them, so that building the
-# ``eval`` parser (``arw-sv eval --help``) costs numpy and argparse only.
+# The metrics (scipy) are imported by the functions that use them, so that reading and
+# checking the inputs costs numpy only.
 
 
 def speaker_indices(
@@ -196,82 +182,19 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[
     return written
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_argument_group("inputs")
-    src.add_argument("--scores", type=Path, help="score file (arw, wespeaker or kaldi format)")
-    src.add_argument(
-        "--score-format", choices=SCORE_FORMATS, help="format of --scores (default: detected)"
-    )
-    src.add_argument("--embeddings", type=Path, help="utterance embeddings (.npz)")
-    src.add_argument(
-        "--trials",
-        "--key",
-        type=Path,
-        help="trial list <1|0> <enroll> <test> or Kaldi key <enroll> <test> <target|nontarget>",
-    )
-    src.add_argument("--meta", type=Path, help="vox1_meta.csv, vox2_meta.csv or a manifest CSV")
-    src.add_argument(
-        "--allow-missing",
-        action="store_true",
-        help="skip trials naming utterances without a score/embedding (and count them)",
-    )
-    grp = p.add_argument_group("groups")
-    grp.add_argument(
-        "--min-speakers",
-        type=int,
-        default=5,
-        help="pool nationalities with fewer speakers into 'others' (default 5)",
-    )
-    grp.add_argument(
-        "--group-rule",
-        choices=("both", "enroll"),
-        default="both",
-        help="a trial is in a group when both speakers are (default) or the enrolment one is",
-    )
-    grp.add_argument(
-        "--nationality-map",
-        action="append",
-        default=[],
-        metavar="FROM=TO",
-        help="relabel a nationality before pooling, e.g. Norway=France (repeatable)",
-    )
-    grp.add_argument(
-        "--cohorts",
-        type=int,
-        default=0,
-        metavar="K",
-        help="k-means cohort discovery with K clusters (needs --embeddings)",
-    )
-    st = p.add_argument_group("statistics")
-    st.add_argument(
-        "--bootstrap", type=int, default=0, metavar="N", help="speaker resamples for CIs"
-    )
-    st.add_argument("--confidence", type=float, default=0.95)
-    st.add_argument("--asnorm-cohort", type=Path, help="cohort embeddings (.npz) for AS-norm")
-    st.add_argument("--asnorm-top-n", type=int, default=300)
-    st.add_argument("--seed", type=int, default=0)
-    o = p.add_argument_group("outputs")
-    o.add_argument("--out", type=Path, required=True, help="output folder")
-    o.add_argument("--no-plots", action="store_true")
-
-
-def add_subparser(subparsers) -> argparse.ArgumentParser:
-    """Register ``eval`` on an ``argparse`` sub-parser set (sets ``func=run``)."""
-    p = subparsers.add_parser(
-        "eval",
-        help="EER, minDCF and fairness report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_arguments(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def _align_scores(
+def align_scores(
     scores_path: Path, trials_path: Path, allow_missing: bool, fmt: str | None = None
 ) -> tuple[Trials, np.ndarray, int]:
-    """Scores of the trial list's trials, looked up in a score file by (enroll, test)."""
+    """Scores of the trial list's trials, looked up in a score file by (enroll, test).
+
+    Returns:
+        The trials found (all of them unless ``allow_missing``), their scores and the
+        number skipped.
+
+    Raises:
+        KeyError: a trial is not in the score file (without ``allow_missing``).
+        ValueError: a trial's label differs between the two files.
+    """
     scored, values = read_scores(scores_path, fmt)
     lookup = {(e, t): i for i, (e, t) in enumerate(zip(scored.enroll, scored.test, strict=True))}
     trials = read_trials(trials_path)
@@ -298,112 +221,22 @@ def _align_scores(
     return trials, values[idx], int(missing.sum())
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the evaluation described by parsed arguments; returns the exit status."""
+def as_norm_trials(
+    trials: Trials,
+    scores: np.ndarray,
+    embeddings: tuple[Sequence[str], np.ndarray],
+    cohort: np.ndarray,
+    top_n: int = 300,
+) -> np.ndarray:
+    """AS-norm (``arw_sv.metrics.as_norm``) of scored trials whose utterances are embedded.
+
+    Shape:
+        scores: (N,); embeddings matrix: (U, D); cohort: (C, D); output: (N,).
+    """
     from arw_sv.metrics import as_norm
 
-    try:
-        inputs: dict = {}
-        embeddings = None
-        if args.embeddings is not None and args.scores is not None:
-            raise ValueError("give either --scores or --embeddings, not both")
-        if args.bootstrap < 0 or args.cohorts < 0 or args.min_speakers < 0:
-            raise ValueError("--bootstrap, --cohorts and --min-speakers must be >= 0")
-        if not 0.0 < args.confidence < 1.0:
-            raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
-        bad_map = [item for item in args.nationality_map if item.count("=") != 1]
-        if bad_map:
-            raise ValueError(f"--nationality-map takes FROM=TO, got {bad_map[0]!r}")
-        if args.embeddings is not None:
-            if args.trials is None:
-                raise ValueError("--embeddings needs --trials")
-            embeddings = read_embeddings(args.embeddings)
-            trials, scores, skipped = score_trial_list(
-                read_trials(args.trials), embeddings, args.allow_missing
-            )
-            if args.asnorm_cohort is not None:
-                cohort = read_embeddings(args.asnorm_cohort)[1]
-                row = {u: i for i, u in enumerate(embeddings[0])}
-                scores = as_norm(
-                    scores,
-                    [row[u] for u in trials.enroll],
-                    [row[u] for u in trials.test],
-                    embeddings[1],
-                    cohort,
-                    args.asnorm_top_n,
-                )
-                inputs["asnorm"] = {
-                    "cohort": str(args.asnorm_cohort),
-                    "cohort_size": len(cohort),
-                    "top_n": args.asnorm_top_n,
-                }
-        elif args.scores is not None:
-            if args.asnorm_cohort is not None:
-                raise ValueError("--asnorm-cohort needs --embeddings (AS-norm uses the embeddings)")
-            if args.trials is not None:
-                trials, scores, skipped = _align_scores(
-                    args.scores, args.trials, args.allow_missing, args.score_format
-                )
-            else:
-                (trials, scores), skipped = read_scores(args.scores, args.score_format), 0
-                if (trials.labels < 0).any():
-                    raise ValueError(
-                        f"{args.scores}: Kaldi scores have no labels; give the key file with "
-                        "--key (<enroll> <test> <target|nontarget>, or <1|0> <enroll> <test>)"
-                    )
-        else:
-            raise ValueError("give --scores, or --embeddings with --trials")
-        mapping = dict(item.split("=", 1) for item in args.nationality_map)
-        meta = read_speaker_meta(args.meta) if args.meta else None
-        report = evaluate_scores(
-            scores,
-            trials.labels,
-            trials.enroll,
-            trials.test,
-            meta,
-            min_speakers=args.min_speakers,
-            group_rule=args.group_rule,
-            nationality_map=mapping,
-            bootstrap=args.bootstrap,
-            confidence=args.confidence,
-            embeddings=embeddings,
-            cohorts=args.cohorts,
-            seed=args.seed,
-        )
-        report["inputs"].update(
-            inputs,
-            scores=None if args.scores is None else str(args.scores),
-            embeddings=None if args.embeddings is None else str(args.embeddings),
-            trials=None if args.trials is None else str(args.trials),
-            meta=None if args.meta is None else str(args.meta),
-            skipped_missing=skipped,
-        )
-        args.out.mkdir(parents=True, exist_ok=True)
-        if args.embeddings is not None:
-            write_scores(args.out / "scores.txt", trials, scores)
-        written = write_report(report, args.out, plots=not args.no_plots)
-    except (TrialsError, ValueError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"arw-sv eval: error: {message}", file=sys.stderr)
-        return 2
-    o = report["overall"]
-    print(
-        f"EER {100 * o['eer']:.3f}%  minDCF(0.01) {o['min_dcf']['0.01']['value']:.4f}  "
-        f"minDCF(0.05) {o['min_dcf']['0.05']['value']:.4f}  on {o['n_trials']} trials"
-        + (f" ({skipped} skipped: missing)" if skipped else "")
-    )
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``eval/evaluate.py`` (same options as ``arw-sv eval``)."""
-    parser = argparse.ArgumentParser(
-        prog="arw-sv eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run(args)
+    ids, matrix = embeddings
+    row = {u: i for i, u in enumerate(ids)}
+    enroll = [row[u] for u in trials.enroll]
+    test = [row[u] for u in trials.test]
+    return as_norm(scores, enroll, test, matrix, cohort, top_n)

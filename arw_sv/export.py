@@ -1,4 +1,5 @@
-"""Export the embedding extractor to ONNX and TorchScript (``arw-sv export``).
+"""Export the embedding extractor to ONNX and TorchScript (``arw-sv export``:
+:mod:`arw_sv.cli.export`).
 
 ``--format speechbrain`` instead writes a SpeechBrain pretrained folder (the
 ``spkrec-ecapa-voxceleb`` layout, :mod:`arw_sv.speechbrain_folder`) that
@@ -31,12 +32,12 @@ Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -336,14 +337,29 @@ def parity(
     return float((reference * exported(audio, lengths)).sum(dim=-1).min())
 
 
-def run(args: argparse.Namespace) -> int:
-    """``arw-sv export CHECKPOINT --format onnx|torchscript --out PATH``."""
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_checkpoint` wrote and how close it is to the PyTorch model."""
+
+    path: Path
+    size_bytes: int
+    cosine: float  # min cosine, exported vs arw-sv PyTorch, on 3.0 s and 5.37 s inputs
+
+
+def export_checkpoint(
+    checkpoint: str | Path, fmt: str, out: str | Path | None = None
+) -> ExportResult:
+    """Export a training checkpoint's extractor as ``fmt`` (one of ``FORMATS``) and check it.
+
+    ``out`` defaults to beside the checkpoint (``.onnx``, ``.ts.pt``, ``.speechbrain/``).
+    The parity check runs the written file (SpeechBrain's own ``EncoderClassifier`` for a
+    SpeechBrain folder) against the PyTorch extractor.
+    """
     from arw_sv.checkpoint import load_extractor
 
-    extractor, cfg, state = load_extractor(args.checkpoint)
-    fmt = args.format
+    extractor, _, state = load_extractor(checkpoint)
     suffix = {"onnx": ".onnx", "torchscript": ".ts.pt", "speechbrain": ".speechbrain"}[fmt]
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(suffix)
+    out = Path(out) if out else Path(checkpoint).with_suffix(suffix)
     if fmt == "speechbrain":
         from arw_sv.speechbrain_folder import write_folder
 
@@ -360,33 +376,4 @@ def run(args: argparse.Namespace) -> int:
         export(extractor, out, fmt)
         runner = load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out)
         size = out.stat().st_size
-    cosine = parity(extractor, runner)
-    reference = "SpeechBrain's EncoderClassifier" if fmt == "speechbrain" else fmt
-    print(
-        f"{fmt} -> {out} ({size / 2**20:.1f} MiB); min cosine, {reference} vs arw-sv "
-        f"PyTorch: {cosine:.6f} on 3.0 s and 5.37 s inputs"
-    )
-    if cosine < 0.9999:
-        print(f"arw-sv export: error: parity check failed (cosine {cosine:.6f} < 0.9999)")
-        return 1
-    return 0
-
-
-def add_subparser(subparsers) -> argparse.ArgumentParser:
-    """Register ``export`` on an ``argparse`` sub-parser set (sets ``func=run``)."""
-    p = subparsers.add_parser(
-        "export",
-        help="export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)"
-        " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("checkpoint", help="training checkpoint (step_N.pt)")
-    p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument(
-        "--out",
-        help="output file or folder (default: beside the checkpoint, .onnx / .ts.pt / "
-        ".speechbrain/)",
-    )
-    p.set_defaults(func=run)
-    return p
+    return ExportResult(out, size, parity(extractor, runner))

@@ -1,4 +1,5 @@
-"""Shipped configs by name: ``arw-sv configs`` lists them, ``--copy`` writes one out to edit.
+"""Shipped configs by name: ``arw-sv configs`` (:mod:`arw_sv.cli.configs`) lists them,
+``--copy`` writes one out to edit.
 
 ``arw-sv train demo_arw_pw ...`` works from any folder: a config argument that is not an
 existing file is looked up among ``arw_sv/configs/*.yaml`` by name (with or without
@@ -7,7 +8,6 @@ existing file is looked up among ``arw_sv/configs/*.yaml`` by name (with or with
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -23,15 +23,6 @@ def configs_dir() -> Path:
 def shipped_configs() -> dict[str, Path]:
     """Name -> path of every shipped config, sorted by name."""
     return {p.stem: p for p in sorted(configs_dir().glob("*.yaml"))}
-
-
-def _description(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
-            break
-    return ""
 
 
 def resolve_config(config: str | Path) -> Path:
@@ -66,29 +57,3 @@ def copy_config(name: str, folder: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shipped[key], target)
     return target
-
-
-def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``configs`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
-    p = subparsers.add_parser(
-        "configs",
-        help="list the shipped configs, or copy one out to edit (--copy NAME DIR)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--copy", nargs=2, metavar=("NAME", "DIR"), help="write config NAME into DIR")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """List the shipped configs, or copy one."""
-    if args.copy:
-        target = copy_config(*args.copy)
-        print(f"wrote {target}; train with: arw-sv train {target}")
-        return 0
-    shipped = shipped_configs()
-    width = max(map(len, shipped))
-    for name, path in shipped.items():
-        print(f"{name:<{width}}  {_description(path)}")
-    return 0

@@ -1,7 +1,7 @@
 """Data pipeline: what each stage of loading a training crop costs, how many utterances per
 second the DataLoader delivers with N workers, and whether it keeps up with the trainer.
 
-The corpus is synthetic but VoxCeleb-shaped (``speed_common.make_corpus``: 16-bit wav files
+The corpus is synthetic but VoxCeleb-shaped (``bench.common.make_corpus``: 16-bit wav files
 of 4-12 s, 48 speakers x 8 utterances, in the page cache after the first pass, so disk
 speed is not measured). The loader is the one ``arw-sv train`` builds: ``CropDataset`` (reads
 only the crop's window from the file) + ``SpeakerBatchSampler`` (P x K = 16 x 2) +
@@ -15,8 +15,8 @@ with the trainer's threads).
 
 Usage::
 
-    .venv/bin/python bench/data_speed.py --threads 2        # ~2 min
-    .venv/bin/python bench/data_speed.py --quick
+    .venv/bin/python -m bench.data_speed --threads 2        # ~2 min
+    .venv/bin/python -m bench.data_speed --quick
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed_common as sc  # noqa: E402
-import train_speed as ts  # noqa: E402
-
-from arw_sv.audio import audio_info, crop_or_repeat, read_audio  # noqa: E402
-from arw_sv.augment import Augmenter, speed_perturb  # noqa: E402
-from arw_sv.config import AugmentConfig, load_config  # noqa: E402
-from arw_sv.data.dataset import CropDataset, collate_crops  # noqa: E402
-from arw_sv.data.manifest import read_manifest  # noqa: E402
+from arw_sv.audio import audio_info, crop_or_repeat, read_audio
+from arw_sv.augment import Augmenter, speed_perturb
+from arw_sv.config import AugmentConfig, load_config
+from arw_sv.data.dataset import CropDataset, collate_crops
+from arw_sv.data.manifest import read_manifest
+from bench import common as sc
+from bench import train_speed as ts
 
 AUGMENT = {
     "reverb_prob": 0.2,
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         args.preset, args.batch, args.crop = "tiny", 8, 1.0
         args.items, args.batches, args.steps = 8, 4, 2
     sc.setup_threads(args.threads)
-    print(f"<!-- python bench/data_speed.py {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.data_speed {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}\n")
     manifest = sc.make_corpus(Path(args.corpus))
     musan, rirs = make_noise_sources(Path(args.corpus))

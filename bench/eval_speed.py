@@ -16,7 +16,7 @@ compared byte for byte.
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/eval_speed.py [--baseline DIR] [--repeat 5]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.eval_speed [--baseline DIR] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from arw_sv.data import trials as trials_io
+from bench.metrics_speed import META, synthesise
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
-
-from metrics_speed import META, synthesise  # noqa: E402
-
-from arw_sv.data import trials as trials_io  # noqa: E402
 
 
 def write_score_file(path: Path, meta: Path) -> None:

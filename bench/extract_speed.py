@@ -5,7 +5,7 @@ exports; batched variable-length extraction; scaling with length; peak memory.
 One ECAPA (random init, seed 0) is shared by every variant:
 
 - ``speechbrain``: ``EncoderClassifier`` built from SpeechBrain's modules with our weights
-  (``speed_common.speechbrain_encoder``), ``encode_batch``;
+  (``bench.common.speechbrain_encoder``), ``encode_batch``;
 - ``arw-sv eager``: ``SpeakerEncoder(..., jit=False)`` (SpeechBrain's ECAPA in eager PyTorch);
 - ``arw-sv``: ``SpeakerEncoder`` as shipped (CPU: frozen, inference-optimised TorchScript
   trace of the ECAPA, SpeechBrain fbank);
@@ -18,8 +18,8 @@ Agreement is the lowest cosine to SpeechBrain's embedding over the batch.
 
 Usage::
 
-    .venv/bin/python bench/extract_speed.py --threads 2          # everything (~3 min)
-    .venv/bin/python bench/extract_speed.py --quick              # tiny smoke run
+    .venv/bin/python -m bench.extract_speed --threads 2          # everything (~3 min)
+    .venv/bin/python -m bench.extract_speed --quick              # tiny smoke run
 """
 
 from __future__ import annotations
@@ -34,12 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed_common as sc  # noqa: E402
-
-from arw_sv.export import OnnxEncoder, TorchScriptEncoder, export  # noqa: E402
-from arw_sv.inference import SpeakerEncoder  # noqa: E402
-from arw_sv.models.ecapa import build_extractor  # noqa: E402
+from arw_sv.export import OnnxEncoder, TorchScriptEncoder, export
+from arw_sv.inference import SpeakerEncoder
+from arw_sv.models.ecapa import build_extractor
+from bench import common as sc
 
 
 def clips(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
@@ -324,7 +322,7 @@ def section_memory(v: Variants, args, out: dict, workdir: Path) -> str:
         "onnx": "ONNX Runtime",
     }
     for variant, label in names.items():
-        got = sc.run_child("extract_speed.py", ["--child", variant, *common])
+        got = sc.run_child("extract_speed", ["--child", variant, *common])
         out[f"memory_{variant}"] = got
         rows.append([label, f"{got['peak']:.0f}", f"{got['peak'] - got['before']:.0f}"])
     return "\n".join(
@@ -370,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    print(f"<!-- python bench/extract_speed.py {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.extract_speed {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}; onnxruntime threads {args.threads}\n")
     out: dict = {"machine": sc.machine_line(), "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="arw_extract_") as tmp:

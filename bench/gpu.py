@@ -13,8 +13,8 @@ Without CUDA it prints one line and exits 0, so it can sit in any script.
 
 Usage::
 
-    .venv/bin/python bench/gpu.py                 # everything
-    .venv/bin/python bench/gpu.py --quick         # tiny model, seconds
+    .venv/bin/python -m bench.gpu                 # everything
+    .venv/bin/python -m bench.gpu --quick         # tiny model, seconds
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed_common as sc  # noqa: E402
-import train_speed as ts  # noqa: E402
+from bench import common as sc
+from bench import train_speed as ts
 
 VARIANTS = [  # (name, kind, precision, compiled)
     ("SpeechBrain fp32", "speechbrain", "fp32", False),
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.presets, args.batch, args.steps, args.extract_batch = ["tiny"], 16, 3, 4
-    print(f"<!-- python bench/gpu.py {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.gpu {' '.join(argv or sys.argv[1:])} -->")
     print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}\n")
     sections = {
         "training": lambda: section_training(args),

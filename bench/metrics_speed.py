@@ -17,8 +17,8 @@ speaker and cell structure. Then times:
 
 Usage::
 
-    .venv/bin/python bench/metrics_speed.py            # --quick (default), about a minute
-    .venv/bin/python bench/metrics_speed.py --full     # adds SpeechBrain EER on 550k
+    .venv/bin/python -m bench.metrics_speed            # --quick (default), about a minute
+    .venv/bin/python -m bench.metrics_speed --full     # adds SpeechBrain EER on 550k
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ goes, how it scales, and peak memory.
 Every variant trains the same ECAPA (same weights at the start) on the same in-memory batch
 of P x K = 16 x 2 two-second crops, against an AAM head over 5,994 speakers (VoxCeleb2):
 
-- ``speechbrain``: SpeechBrain 1.1's classes in a plain loop (``speed_common.SpeechBrainTrainer``);
+- ``speechbrain``: SpeechBrain 1.1's classes in a plain loop (``bench.common.SpeechBrainTrainer``);
 - ``erm``: arw-sv's ``learner_step`` exactly as ``arw-sv train`` runs it (fbank + mean norm,
   ECAPA, AAM + pair loss, backward, clipping and non-finite checks, Adam), built from
   ``demo.yaml`` with the preset, batch and crop overridden;
@@ -18,9 +18,9 @@ length and batch size), ``memory`` (peak RSS of a fresh process per variant).
 
 Usage::
 
-    .venv/bin/python bench/train_speed.py --threads 2                # everything (~6 min)
-    .venv/bin/python bench/train_speed.py --sections ratio --presets c512 --rounds 5
-    .venv/bin/python bench/train_speed.py --quick                    # tiny smoke run
+    .venv/bin/python -m bench.train_speed --threads 2                # everything (~6 min)
+    .venv/bin/python -m bench.train_speed --sections ratio --presets c512 --rounds 5
+    .venv/bin/python -m bench.train_speed --quick                    # tiny smoke run
 """
 
 from __future__ import annotations
@@ -35,16 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed_common as sc  # noqa: E402
-
-from arw_sv.arw import ClusterIndex  # noqa: E402
-from arw_sv.config import load_config  # noqa: E402
-from arw_sv.demo import config_path  # noqa: E402
-from arw_sv.models.adversary import build_adversary  # noqa: E402
-from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer  # noqa: E402
-from arw_sv.train.loop import EmbeddingBank  # noqa: E402
-from arw_sv.train.step import adversary_step, learner_step  # noqa: E402
+from arw_sv.arw import ClusterIndex
+from arw_sv.config import load_config
+from arw_sv.models.adversary import build_adversary
+from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer
+from arw_sv.train.loop import EmbeddingBank
+from arw_sv.train.step import adversary_step, learner_step
+from bench import common as sc
+from bench.common import config_path
 
 
 def configs(preset: str, batch: int, crop: float):
@@ -612,7 +610,7 @@ def section_memory(args, out: dict) -> str:
         str(args.threads),
     ]
     for variant in ("speechbrain", "erm", "arw_pw"):
-        got = sc.run_child("train_speed.py", ["--child", variant, *common])
+        got = sc.run_child("train_speed", ["--child", variant, *common])
         out[f"memory_{variant}"] = got
         rows.append(
             [
@@ -679,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    print(f"<!-- python bench/train_speed.py {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.train_speed {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}\n")
     out: dict = {"machine": sc.machine_line(), "args": vars(args)}
     for name in args.sections:

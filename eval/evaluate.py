@@ -1,4 +1,5 @@
-"""EER and fairness evaluation of trial scores: a thin wrapper over ``arw_sv.evaluate``.
+"""EER and fairness evaluation of trial scores: a thin wrapper over ``arw-sv eval``
+(``arw_sv.cli.eval``).
 
 Same options as ``arw-sv eval``, e.g.::
 
@@ -6,7 +7,7 @@ Same options as ``arw-sv eval``, e.g.::
         --bootstrap 1000 --out runs/eval
 """
 
-from arw_sv.evaluate import main
+from arw_sv.cli.eval import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

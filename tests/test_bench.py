@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from arw_sv.bench.analysis import adversary_summary, point_biserial, spearman
-from arw_sv.bench.fairness import METHODS, parse_methods, run_benchmark
 from arw_sv.config import Config, load_config
-from arw_sv.demo import config_path
+from bench.analysis import adversary_summary, point_biserial, spearman
+from bench.common import config_path
+from bench.fairness import METHODS, parse_methods, run_benchmark
 
 TINY = (
     "model.preset=tiny",
@@ -141,7 +141,7 @@ FT_SYNTH = (
 
 
 def test_finetune_methods_that_exist_are_configs_differing_only_in_data_sampling(capsys):
-    from arw_sv.bench.finetune import FINETUNE_METHODS, available_methods
+    from bench.finetune import FINETUNE_METHODS, available_methods
 
     methods = available_methods(tuple(FINETUNE_METHODS), {"x": ("bench_nonexistent", ())})
     assert "x" not in methods and "bench_nonexistent" in capsys.readouterr().out
@@ -157,7 +157,7 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
     import torch
 
     import arw_sv.train.loop as loop
-    from arw_sv.bench.finetune import Protocol, run_finetune_benchmark
+    from bench.finetune import Protocol, run_finetune_benchmark
 
     probe = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
     first: dict[str, torch.Tensor] = {}
@@ -215,8 +215,8 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
 def test_finetune_cli_builds_the_protocol_asked_for():
     import argparse
 
-    from arw_sv.bench.fairness import add_fairness_arguments, finetune_protocol
-    from arw_sv.bench.finetune import FULL, QUICK
+    from bench.fairness import add_fairness_arguments, finetune_protocol
+    from bench.finetune import FULL, QUICK
 
     parser = argparse.ArgumentParser()
     add_fairness_arguments(parser)

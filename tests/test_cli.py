@@ -178,3 +178,8 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):
 def test_embed_an_empty_folder_is_a_clear_error(trained, tmp_path, capsys):
     assert main(["embed", str(trained), "--folder", str(tmp_path), "--out", "x.npz"]) == 2
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_bench_moved_out_of_the_library_says_where(capsys):
+    assert main(["bench", "fairness", "--out", "x"]) == 2
+    assert "python -m bench.fairness" in capsys.readouterr().err

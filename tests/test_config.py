@@ -10,7 +10,8 @@ import yaml
 
 from arw_sv.config import Config, ConfigError, config_to_dict, load_config, parse_overrides
 
-CONFIG_DIRS = [Path(__file__).resolve().parents[1] / "arw_sv" / "configs"]
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIRS = [REPO / "arw_sv" / "configs", REPO / "bench" / "conf"]
 RECIPE_CONF = Path(__file__).resolve().parents[1] / "recipes" / "voxceleb" / "conf"
 SHIPPED = sorted(p for d in [*CONFIG_DIRS, RECIPE_CONF] if d.is_dir() for p in d.glob("*.yaml"))
 

@@ -68,3 +68,10 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
 def test_method_names_of_shipped_configs():
     assert demo.method_name("demo_cohort_oversample") == "cohort_oversample"
     assert demo.method_name("demo") == "erm"
+
+
+def test_the_cli_default_is_the_demo_recommendation():
+    from arw_sv.cli import demo as cli_demo
+
+    assert cli_demo.RECOMMENDED == demo.RECOMMENDED
+    assert demo.config_path(demo.RECOMMENDED).is_file()

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from arw_sv.cli.eval import add_subparser, main
 from arw_sv.data.meta import read_speaker_meta
 from arw_sv.data.trials import read_scores, read_trials, speaker_of
-from arw_sv.evaluate import add_subparser, evaluate_scores, main, write_report
+from arw_sv.evaluate import evaluate_scores, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 VOXCELEB = REPO.parent / "shared" / "data" / "voxceleb"

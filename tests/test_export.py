@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from arw_sv.audio import FbankFrontend
-from arw_sv.export import (
-    DftFbank,
-    ExportableEncoder,
-    OnnxEncoder,
-    TorchScriptEncoder,
-    add_subparser,
-    run,
-)
+from arw_sv.cli.export import add_subparser, run
+from arw_sv.export import DftFbank, ExportableEncoder, OnnxEncoder, TorchScriptEncoder
 from arw_sv.inference import SpeakerEncoder
 
 

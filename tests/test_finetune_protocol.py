@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from arw_sv.bench import finetune, runs, summary
+from bench import finetune, runs, summary
 
 
 @pytest.fixture

@@ -103,6 +103,29 @@ def test_arw_sv_has_no_import_cycles():
     assert _cycles(graph) == []
 
 
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an ``import`` or absolute ``from ... import`` in ``path`` names."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_library_never_imports_the_benchmarks():
+    # Dependencies point one way: bench/ is a client of arw_sv, never the reverse.
+    offenders = {
+        str(path.relative_to(REPO)): sorted(
+            n for n in _imported_names(path) if n == "bench" or n.startswith("bench.")
+        )
+        for path in (REPO / "arw_sv").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert "bench.runs" in _imported_names(REPO / "bench" / "fairness.py")  # the finder finds
+
+
 def _fresh_python(code: str) -> dict:
     """Run ``code`` in a new interpreter; it prints one JSON line, returned here."""
     done = subprocess.run(
@@ -160,6 +183,56 @@ def test_help_eval_and_score_run_without_torch(tmp_path):
     assert len((tmp_path / "s.txt").read_text().splitlines()) == 2
     assert (tmp_path / "e" / "report.json").is_file()
     assert not out["torch_after_help"] and not out["torch"] and not out["matplotlib"]
+
+
+def test_every_subcommand_help_but_average_runs_without_torch():
+    out = _fresh_python(
+        """
+        import contextlib, io, json, sys
+        from arw_sv import cli
+        names = [n for n in cli._MODULE_COMMANDS if n != "average"]
+        helps, torch_after = {}, {}
+        for name in names:
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                try:
+                    cli.main([name, "--help"])
+                except SystemExit:
+                    pass
+            helps[name] = printed.getvalue()
+            torch_after[name] = "torch" in sys.modules
+        print(json.dumps({"helps": helps, "torch": torch_after}))
+        """
+    )
+    assert all(f"usage: arw-sv {name}" in text for name, text in out["helps"].items())
+    assert "train" in out["torch"] and "export" in out["torch"]
+    assert not any(out["torch"].values()), out["torch"]
+
+
+def test_argparse_lives_in_the_cli_package():
+    # The checkpoint average keeps its parser beside it (arw_sv/train/, below the cli).
+    allowed = {"arw_sv/train/average.py"}
+    users = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "arw_sv").rglob("*.py")
+        if "argparse" in _imported_names(path)
+    }
+    assert users - allowed == {p for p in users if p.startswith("arw_sv/cli/")}
+    assert "arw_sv/cli/eval.py" in users
+
+
+def test_the_clis_format_lists_are_the_librarys():
+    from arw_sv import export
+    from arw_sv.cli import eval as eval_cli
+    from arw_sv.cli import export as export_cli
+    from arw_sv.data.trials import SCORE_FORMATS
+
+    assert eval_cli.SCORE_FORMATS == SCORE_FORMATS
+    assert export_cli.FORMATS == export.FORMATS
+    lazy_sub = next(
+        a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    choices = next(a.choices for a in lazy_sub.load("score")._actions if a.dest == "format")
+    assert tuple(choices) == SCORE_FORMATS
 
 
 def test_choosing_a_torch_command_imports_torch():

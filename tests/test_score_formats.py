@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from arw_sv.cli import main
+from arw_sv.cli.eval import main as eval_main
 from arw_sv.data.trials import (
     Trials,
     TrialsError,
@@ -14,7 +15,6 @@ from arw_sv.data.trials import (
     read_trials,
     write_scores,
 )
-from arw_sv.evaluate import main as eval_main
 
 HAND_WRITTEN = {
     "arw": "1 a/1 a/2 0.75\n0 a/1 b/1 -0.125\n1 b/1 b/2 0.5\n",

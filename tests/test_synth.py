@@ -15,14 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from arw_sv.synth import (
-    PRESETS,
-    SynthConfig,
-    add_subparser,
-    apply_overrides,
-    generate_corpus,
-    preset,
-)
+from arw_sv.cli.synth import add_subparser
+from arw_sv.synth import PRESETS, SynthConfig, apply_overrides, generate_corpus, preset
 from arw_sv.synth.accent import make_accent
 from arw_sv.synth.corpus import load_corpus, plan_speakers
 from arw_sv.synth.trials import build_trials

@@ -1,4 +1,5 @@
-"""The built-in synthetic speaker corpus (``arw-sv synth``), laid out like VoxCeleb1.
+"""The built-in synthetic speaker corpus, laid out like VoxCeleb1 (``arw-sv synth``:
+:mod:`arw_sv.cli.synth`).
 
 Real VoxCeleb audio cannot be fetched everywhere, so the project ships a deterministic
 generator of speech-like audio: source-filter voices with per-speaker identity and
@@ -13,7 +14,6 @@ Example:
     ('vox1_meta.csv', 'trials.txt')
 """
 
-from arw_sv.synth.cli import add_subparser, run
 from arw_sv.synth.config import PRESETS, SynthConfig, apply_overrides, preset
 from arw_sv.synth.corpus import CorpusInfo, generate_corpus, load_corpus
 
@@ -21,10 +21,8 @@ __all__ = [
     "PRESETS",
     "CorpusInfo",
     "SynthConfig",
-    "add_subparser",
     "apply_overrides",
     "generate_corpus",
     "load_corpus",
     "preset",
-    "run",
 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """EER, minDCF and the fairness report of every score file of a run (stage 6 of run.sh).
 
-Runs ``arw-sv eval`` (``arw_sv.evaluate``) once per score file, in one process::
+Runs ``arw-sv eval`` (``arw_sv.cli.eval``) once per score file, in one process::
 
     python local/evaluate.py exp/x --meta vox1_meta.csv --trials O=veri_test2.txt ... \\
         [--bootstrap 1000] [--no-plots]
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from arw_sv import evaluate
+from arw_sv.cli.eval import main as evaluate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             if args.no_plots:
                 cmd.append("--no-plots")
-            status = evaluate.main(cmd)
+            status = evaluate(cmd)
             if status:
                 return status
     return 0

@@ -1,7 +1,7 @@
 """One benchmark run (train, embed, score, evaluate, analyse) and the data it needs.
 
-Shared by the from-scratch protocol (:mod:`arw_sv.bench.fairness`) and the fine-tuning one
-(:mod:`arw_sv.bench.finetune`).
+Shared by the from-scratch protocol (:mod:`bench.fairness`) and the fine-tuning one
+(:mod:`bench.finetune`).
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ def run_one(task: RunTask) -> dict:
         return json.loads(done.read_text())
     import torch
 
-    from arw_sv.bench.analysis import analyse_checkpoint
     from arw_sv.config import load_config
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.meta import read_speaker_meta
     from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
-    from arw_sv.demo import config_path
     from arw_sv.evaluate import evaluate_scores, write_report
     from arw_sv.inference import embed_utterances
     from arw_sv.train.loop import fit
+    from bench.analysis import analyse_checkpoint
+    from bench.common import config_path
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)

@@ -1,4 +1,4 @@
-"""``arw-sv bench fairness --protocol finetune``: every method fine-tunes one ERM model.
+"""``python -m bench.fairness --protocol finetune``: every method fine-tunes one ERM model.
 
 Reweighting is meant to act on a model that already fits its training data, not during
 pre-training. Per disparity mechanism (a ``bench_<mechanism>`` synth preset), per corpus
@@ -122,7 +122,7 @@ QUICK = Protocol(
 
 def available_methods(names: tuple[str, ...], extra: dict) -> dict[str, tuple[str, tuple]]:
     """The methods whose shipped config exists; a missing one is skipped with a message."""
-    from arw_sv.demo import config_path
+    from bench.common import config_path
 
     table = {**FINETUNE_METHODS, **extra}
     out = {}
@@ -168,8 +168,8 @@ def pretrain(folder: Path, paths: dict[str, str], seed: int, protocol: Protocol,
     import torch
 
     from arw_sv.config import load_config
-    from arw_sv.demo import config_path
     from arw_sv.train.loop import fit
+    from bench.common import config_path
 
     curve_path = folder / "pretrain_curve.json"
     if curve_path.is_file():
@@ -228,8 +228,8 @@ def run_finetune_benchmark(
     command: str = "",
 ) -> dict:
     """Run (or finish) the fine-tuning benchmark; returns {mechanism: held-out results}."""
-    from arw_sv.bench.runs import RunTask, prepare_data, run_one
-    from arw_sv.bench.summary import write_results
+    from bench.runs import RunTask, prepare_data, run_one
+    from bench.summary import write_results
 
     out = Path(out)
     methods = available_methods(protocol.methods, protocol.extra)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from arw_sv.synth.config import PRESETS, apply_overrides, preset
-from arw_sv.synth.corpus import generate_corpus
+from arw_sv.synth.config import PRESETS
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,6 +47,9 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Generate the corpus described by parsed ``synth`` arguments; return an exit code."""
+    from arw_sv.synth.config import apply_overrides, preset
+    from arw_sv.synth.corpus import generate_corpus
+
     cfg = preset(args.preset)
     overrides = list(args.overrides)
     if args.seed is not None:

@@ -1,5 +1,6 @@
-"""Shared pieces of the speed benchmarks (``bench/*_speed.py``).
+"""Shared pieces of the benchmarks (``python -m bench.<name>`` from the repository root).
 
+- the benchmark configs (``bench/conf/*.yaml``), found by name before the shipped ones;
 - thread control (the one setting that decides CPU timings on a shared 2-core machine);
 - interleaved timing: variants run round-robin, so a slow minute of the machine hits all
   of them alike, and the median over rounds is reported;
@@ -32,6 +33,17 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 N_SPEAKERS = 5994  # VoxCeleb2 dev: the size of the AAM head in SpeechBrain's recipe
+CONF = REPO / "bench" / "conf"
+
+
+def config_path(name: str) -> Path:
+    """The benchmark config ``bench/conf/<name>.yaml``, else the shipped config ``name``."""
+    path = CONF / f"{name}.yaml"
+    if path.is_file():
+        return path
+    from arw_sv.demo import config_path as shipped_config_path
+
+    return shipped_config_path(name)
 
 
 def setup_threads(threads: int) -> None:
@@ -146,9 +158,10 @@ def rss_mib() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_child(script: str, args: Sequence[str]) -> dict[str, Any]:
-    """Run ``script --child ...`` in a fresh interpreter; it prints one JSON line last."""
-    cmd = [sys.executable, str(REPO / "bench" / script), *args]
+def run_child(module: str, args: Sequence[str]) -> dict[str, Any]:
+    """Run ``python -m bench.<module> --child ...`` in a fresh interpreter; it prints one
+    JSON line last."""
+    cmd = [sys.executable, "-m", f"bench.{module}", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")

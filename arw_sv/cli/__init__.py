@@ -1,9 +1,10 @@
-"""The ``arw-sv`` command: synth, manifest, train, embed, score, eval, demo.
+"""The ``arw-sv`` command: all of its argparse, one module per sub-command.
 
-Start-up stays cheap (no torch) because nothing is imported before it is needed: the
-sub-commands defined here import their modules when they run, and those defined in their
-own module (``_MODULE_COMMANDS``) have that module imported, and its ``add_subparser``
-called, only when they are chosen on the command line.
+Start-up stays cheap (no torch) because nothing is imported before it is needed: every
+sub-command is registered here by name and help only (``_MODULE_COMMANDS``); its module
+(``arw_sv.cli.<name>``, argparse and printing only) is imported, and its ``add_subparser``
+called, when it is chosen on the command line, and that module imports the library only
+when the command runs.
 """
 
 from __future__ import annotations
@@ -12,88 +13,51 @@ import argparse
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 log = logging.getLogger("arw_sv")
 
-# Sub-commands whose parser is built by ``add_subparser(subparsers)`` of their own module:
-# name -> (module, help shown by ``arw-sv --help``; tests check it equals the module's own).
+# Every sub-command, in the order of ``arw-sv --help``: name -> (module whose
+# ``add_subparser(subparsers)`` builds its parser, help shown by ``arw-sv --help``; tests
+# check it equals the module's own).
 _MODULE_COMMANDS = {
     "synth": (
-        "arw_sv.synth.cli",
+        "arw_sv.cli.synth",
         "generate the built-in synthetic VoxCeleb1-style speaker corpus",
     ),
-    "eval": ("arw_sv.evaluate", "EER, minDCF and fairness report"),
+    "manifest": (
+        "arw_sv.cli.manifest",
+        "build a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech or CSV corpus",
+    ),
+    "trials": (
+        "arw_sv.cli.trials",
+        "generate a trial list from a manifest (targets, within- and cross-group non-targets)",
+    ),
+    "train": ("arw_sv.cli.train", "train an extractor (ERM or ARW) from a YAML config"),
+    "embed": ("arw_sv.cli.embed", "embed a manifest or folder into one .npz"),
+    "score": ("arw_sv.cli.score", "cosine-score a trial list against embeddings"),
+    "eval": ("arw_sv.cli.eval", "EER, minDCF and fairness report"),
     "export": (
-        "arw_sv.export",
+        "arw_sv.cli.export",
         "export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)"
         " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
     ),
+    # The checkpoint average's parser lives with it, below training (arw_sv/train/).
     "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
-    "bench": ("arw_sv.bench.fairness", "benchmarks (fairness)"),
     "demo": (
-        "arw_sv.demo",
+        "arw_sv.cli.demo",
         "synthetic corpus -> ERM -> fairness fine-tune -> EER reports side by side",
     ),
     "configs": (
-        "arw_sv.shipped",
+        "arw_sv.cli.configs",
         "list the shipped configs, or copy one out to edit (--copy NAME DIR)",
     ),
 }
 
 
-def _train(args: argparse.Namespace) -> int:
-    from arw_sv.config import load_config
-    from arw_sv.shipped import resolve_config
-    from arw_sv.train.loop import fit
-
-    cfg = load_config(resolve_config(args.config), args.overrides)
-    result = fit(
-        cfg,
-        resume=args.resume,
-        progress=not args.quiet,
-        allow_config_change=args.allow_config_change,
-    )
-    print(
-        f"trained {result.steps} steps ({result.utterances_per_second:.1f} utt/s); "
-        f"checkpoint: {result.checkpoint}"
-    )
-    return 0
-
-
-def _embed(args: argparse.Namespace) -> int:
-    from arw_sv.data.manifest import AUDIO_SUFFIXES, read_manifest
-    from arw_sv.inference import embed_utterances
-
-    if args.manifest:
-        manifest = read_manifest(args.manifest)
-        if args.split:
-            manifest = manifest.subset(args.split)
-        if any(u.start for u in manifest):
-            raise ValueError(f"{args.manifest}: embedding Kaldi segments is not supported yet")
-        ids, paths = [u.utt_id for u in manifest], [u.path for u in manifest]
-    else:
-        root = Path(args.folder)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-        if not files:
-            raise ValueError(f"no audio files (.wav, .flac) under {root}")
-        ids = [str(p.relative_to(root)) for p in files]
-        paths = [str(p) for p in files]
-    out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
-    print(f"{len(ids)} embeddings -> {out}")
-    return 0
-
-
-def _score(args: argparse.Namespace) -> int:
-    from arw_sv.data.trials import read_embeddings, read_trials, score_trial_list, write_scores
-
-    scored = score_trial_list(
-        read_trials(args.trials), read_embeddings(args.embeddings), args.allow_missing
-    )
-    write_scores(args.out, scored.trials, scored.scores, args.format)
-    skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
-    print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")
-    return 0
+def _bench_moved(args: argparse.Namespace) -> int:
+    print("arw-sv bench: moved out of the library; run `python -m bench.fairness` from the "
+          "repository root", file=sys.stderr)  # fmt: skip
+    return 2
 
 
 class _LazySubParsers(argparse._SubParsersAction):
@@ -152,54 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
     sub = parser.add_subparsers(action=_LazySubParsers, dest="command", required=True)
-    sub.add_lazy("synth")
-
-    from arw_sv.data import cli as data_cli  # manifest, trials: argparse only, no torch
-
-    data_cli.add_subparsers(sub)
-
-    p = sub.add_parser("train", help="train an extractor (ERM or ARW) from a YAML config")
-    p.add_argument("config", help="YAML config, or a shipped config's name (`arw-sv configs`)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.001")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument(
-        "--allow-config-change",
-        action="store_true",
-        help="with --resume: accept a config that differs from the checkpoint's (logged)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("embed", help="embed a manifest or folder into one .npz")
-    p.add_argument("checkpoint", help="training checkpoint, or speechbrain:FOLDER_OR_HUB_ID")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--manifest")
-    src.add_argument("--folder", help="ids are paths relative to this folder")
-    p.add_argument("--split", help="with --manifest: only this split (dev/test)")
-    p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_embed)
-
-    p = sub.add_parser("score", help="cosine-score a trial list against embeddings")
-    p.add_argument("--embeddings", required=True, help=".npz from `arw-sv embed`")
-    p.add_argument("--trials", required=True, help="<1|0> <enroll> <test> lines")
-    p.add_argument("--out", required=True, help="writes <label> <enroll> <test> <score>")
-    p.add_argument(
-        "--format",
-        choices=("arw", "wespeaker", "kaldi"),
-        default="arw",
-        help="score file format: arw (default), wespeaker (<enroll> <test> <score> "
-        "<target|nontarget>) or kaldi (<enroll> <test> <score>)",
-    )
-    p.add_argument(
-        "--allow-missing",
-        action="store_true",
-        help="skip (and count) trials naming utterances without an embedding",
-    )
-    p.set_defaults(func=_score)
-
-    for name in ("eval", "export", "average", "bench", "demo", "configs"):
+    for name in _MODULE_COMMANDS:
         sub.add_lazy(name)
+    p = sub.add_parser("bench", help="moved: `python -m bench.fairness` from the repository root")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_bench_moved)
     return parser
 
 
@@ -248,7 +169,3 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError, *_loaded_errors()) as exc:
         print(f"arw-sv {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

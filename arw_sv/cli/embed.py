@@ -1,0 +1,44 @@
+"""``arw-sv embed``: embed a manifest or a folder of audio into one ``.npz``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``embed`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
+    p = subparsers.add_parser("embed", help="embed a manifest or folder into one .npz")
+    p.add_argument("checkpoint", help="training checkpoint, or speechbrain:FOLDER_OR_HUB_ID")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest")
+    src.add_argument("--folder", help="ids are paths relative to this folder")
+    p.add_argument("--split", help="with --manifest: only this split (dev/test)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed the utterances named by parsed ``embed`` arguments."""
+    from arw_sv.data.manifest import AUDIO_SUFFIXES, read_manifest
+    from arw_sv.inference import embed_utterances
+
+    if args.manifest:
+        manifest = read_manifest(args.manifest)
+        if args.split:
+            manifest = manifest.subset(args.split)
+        if any(u.start for u in manifest):
+            raise ValueError(f"{args.manifest}: embedding Kaldi segments is not supported yet")
+        ids, paths = [u.utt_id for u in manifest], [u.path for u in manifest]
+    else:
+        root = Path(args.folder)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            raise ValueError(f"no audio files (.wav, .flac) under {root}")
+        ids = [str(p.relative_to(root)) for p in files]
+        paths = [str(p) for p in files]
+    out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
+    print(f"{len(ids)} embeddings -> {out}")
+    return 0

@@ -1,0 +1,40 @@
+"""``arw-sv score``: cosine-score a trial list against embeddings (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``score`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
+    p = subparsers.add_parser("score", help="cosine-score a trial list against embeddings")
+    p.add_argument("--embeddings", required=True, help=".npz from `arw-sv embed`")
+    p.add_argument("--trials", required=True, help="<1|0> <enroll> <test> lines")
+    p.add_argument("--out", required=True, help="writes <label> <enroll> <test> <score>")
+    p.add_argument(
+        "--format",
+        choices=("arw", "wespeaker", "kaldi"),
+        default="arw",
+        help="score file format: arw (default), wespeaker (<enroll> <test> <score> "
+        "<target|nontarget>) or kaldi (<enroll> <test> <score>)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="skip (and count) trials naming utterances without an embedding",
+    )
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score and write the trials named by parsed ``score`` arguments."""
+    from arw_sv.data.trials import read_embeddings, read_trials, score_trial_list, write_scores
+
+    scored = score_trial_list(
+        read_trials(args.trials), read_embeddings(args.embeddings), args.allow_missing
+    )
+    write_scores(args.out, scored.trials, scored.scores, args.format)
+    skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
+    print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")
+    return 0
