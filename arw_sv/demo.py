@@ -1,5 +1,5 @@
 """The demo (``arw-sv demo``: :mod:`arw_sv.cli.demo`): synthetic corpus -> ERM training ->
-embeddings -> trials -> EER report.
+fine-tuning ERM and the recommended label-free fairness method -> EER reports side by side.
 
 Every stage is skipped when its output is already complete, so an interrupted demo picks up
 where it stopped (training resumes from its last checkpoint).
@@ -23,28 +23,37 @@ def config_path(name: str) -> Path:
     return path
 
 
+#: The label-free fairness method the demo fine-tunes beside ERM (docs/benchmark.md says why).
+RECOMMENDED = "demo_cohort_oversample"
+
+
 def run_demo(
     out: str | Path,
     *,
     synth_preset: str = "demo",
     config: str = "demo",
+    fairness: str | None = RECOMMENDED,
+    finetune_steps: int = 200,
     overrides: tuple[str, ...] = (),
     workers: int = 2,
     bootstrap: int = 200,
     progress: bool = True,
 ) -> dict:
-    """Run the whole demo into ``out`` and return the evaluation report.
+    """Run the whole demo into ``out``; returns ``{model name: evaluation report}``.
+
+    ERM is trained on the synthetic corpus (``config``); then, unless ``fairness`` is None,
+    two fine-tunes start from that ERM model for ``finetune_steps`` steps each: ERM
+    continued (the fair reference) and the ``fairness`` config, and both are evaluated side
+    by side. With ``fairness=None`` the ERM model itself is evaluated.
 
     Layout of ``out``: ``corpus/`` (synthetic VoxCeleb1-layout data), ``manifests/``,
-    ``erm/`` (training run: checkpoints, log, TensorBoard, curves), ``embeddings_test.npz``,
-    ``scores.txt``, ``report/`` (report.json, report.md, plots), ``summary.json``.
+    ``erm/`` (ERM training: checkpoints, log, TensorBoard, curves), ``finetune/<name>/``
+    (the fine-tunes), ``eval/<name>/`` (embeddings, scores, ``report/`` with report.json,
+    report.md and plots), ``comparison.md`` and ``comparison_groups.png`` (per-group EERs
+    side by side), ``summary.json``.
     """
     from arw_sv.config import load_config
     from arw_sv.data.manifest import build_manifest, write_manifest
-    from arw_sv.data.meta import read_speaker_meta
-    from arw_sv.data.trials import read_trials, score_trials, write_scores
-    from arw_sv.evaluate import evaluate_scores, write_report
-    from arw_sv.inference import embed_utterances
     from arw_sv.synth import generate_corpus, preset
     from arw_sv.train.loop import fit
 
@@ -72,31 +81,80 @@ def run_demo(
     write_manifest(manifest.subset("dev"), train_manifest)
     test = manifest.subset("test")
     write_manifest(test, out / "manifests" / "test.csv")
+    data = [f"data.train_manifest={train_manifest}"]
 
     stage("training (ERM)")
-    cfg = load_config(
-        config_path(config),
-        [f"data.train_manifest={train_manifest}", f"train.out_dir={out / 'erm'}", *overrides],
-    )
+    cfg = load_config(config_path(config), [*data, f"train.out_dir={out / 'erm'}", *overrides])
     result = fit(cfg, resume=True, progress=progress)
     train_rate = training_throughput(out / "erm" / "history.jsonl")
     print(f"{result.steps} steps, {train_rate:.1f} utterances/s")
 
-    stage("embedding and scoring")
-    embeddings = out / "embeddings_test.npz"
-    embed_utterances(
-        result.checkpoint,
-        [u.utt_id for u in test],
-        [u.path for u in test],
-        embeddings,
-        progress=progress,
+    models = {"erm": result.checkpoint}
+    if fairness is not None:
+        from arw_sv.finetune import finetune_overrides
+
+        tune = finetune_overrides(result.checkpoint, finetune_steps)
+        models = {}
+        for name, method in (("erm", config), (method_name(fairness), fairness)):
+            stage(f"fine-tuning {name} ({finetune_steps} steps from the ERM model)")
+            run_dir = out / "finetune" / name
+            tuned = load_config(
+                config_path(method), [*data, f"train.out_dir={run_dir}", *overrides, *tune]
+            )
+            models[name] = fit(tuned, resume=True, progress=progress).checkpoint
+
+    reports = {}
+    for name, checkpoint in models.items():
+        stage(f"embedding, scoring and evaluation: {name}")
+        reports[name] = _evaluate_model(
+            checkpoint, test, corpus, out / "eval" / name, bootstrap, progress
+        )
+    timings = {k: round(v - start, 1) for k, v in timings.items()}
+    summary = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "stage_started_at_s": timings,
+        "train_utterances_per_s": round(train_rate, 1),
+        "erm_checkpoint": str(result.checkpoint),
+        "finetune_steps": finetune_steps if fairness is not None else 0,
+        "models": {
+            name: {"checkpoint": str(models[name]), **summarise(report)}
+            for name, report in reports.items()
+        },
+    }
+    from arw_sv.atomic import atomic_write_bytes, atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    text = format_summary(summary)
+    atomic_write_text(out / "comparison.md", text + "\n")
+    if len(reports) > 1:
+        atomic_write_bytes(out / "comparison_groups.png", comparison_plot(summary))
+    print(text)
+    print(
+        f"\nreports: {out / 'eval'}/<model>/report/report.md; side by side: {out / 'comparison.md'}"
     )
+    return reports
+
+
+def method_name(config: str) -> str:
+    """``demo_cohort_oversample`` -> ``cohort_oversample`` (a shipped config's method)."""
+    return config.removeprefix("demo_") if config != "demo" else "erm"
+
+
+def _evaluate_model(checkpoint, test, corpus, folder: Path, bootstrap: int, progress: bool):
+    """Embed the test utterances, score the trials and write the evaluation report."""
+    from arw_sv.data.meta import read_speaker_meta
+    from arw_sv.data.trials import read_trials, score_trials, write_scores
+    from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.inference import embed_utterances
+
+    embeddings = folder / "embeddings_test.npz"
+    if not embeddings.is_file():  # written atomically: present means complete
+        ids, wavs = [u.utt_id for u in test], [u.path for u in test]
+        embed_utterances(checkpoint, ids, wavs, embeddings, progress=progress)
     trials = read_trials(corpus.trials_path)
     with np.load(embeddings) as data:
         scores = score_trials(trials, {k: data[k] for k in data.files})
-    write_scores(out / "scores.txt", trials, scores)
-
-    stage("evaluation")
+    write_scores(folder / "scores.txt", trials, scores)
     report = evaluate_scores(
         scores,
         trials.labels,
@@ -107,20 +165,7 @@ def run_demo(
         bootstrap=bootstrap,
         seed=0,
     )
-    write_report(report, out / "report", plots=True)
-    timings = {k: round(v - start, 1) for k, v in timings.items()}
-    summary = {
-        "seconds": round(time.perf_counter() - start, 1),
-        "stage_started_at_s": timings,
-        "train_utterances_per_s": round(train_rate, 1),
-        "checkpoint": str(result.checkpoint),
-        **summarise(report),
-    }
-    from arw_sv.atomic import atomic_write_text
-
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(format_summary(summary))
-    print(f"\nreport: {out / 'report' / 'report.md'}  (JSON, plots beside it)")
+    write_report(report, folder / "report", plots=True)
     return report
 
 
@@ -145,12 +190,61 @@ def summarise(report: dict) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"\nEER overall: {summary['eer_percent']:.2f}%"]
+    """EER overall and per group, one column per model, and the change against ERM."""
+    models = summary["models"]
+    names = list(models)
+    rows = [("EER overall", [m["eer_percent"] for m in models.values()])]
     for attribute in ("gender", "nationality"):
-        parts = [
-            f"{name} {'n/a' if eer is None else f'{eer:.2f}%'}"
-            for name, eer in summary[f"eer_percent_by_{attribute}"].items()
-        ]
-        lines.append(f"EER by {attribute}: " + ", ".join(parts))
+        groups = list(next(iter(models.values()))[f"eer_percent_by_{attribute}"])
+        for g in groups:
+            rows.append(
+                (
+                    f"  {attribute} {g}",
+                    [m[f"eer_percent_by_{attribute}"].get(g) for m in models.values()],
+                )
+            )
+    head = ["EER (%)", *names] + (["change"] if len(names) > 1 else [])
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, values in rows:
+        cells = ["n/a" if v is None else f"{v:.2f}" for v in values]
+        if len(values) > 1:
+            a, b = values[0], values[-1]
+            cells.append("n/a" if a is None or b is None else f"{b - a:+.2f}")
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    if len(names) > 1:
+        lines.append(
+            f"\n{' and '.join(names)} both fine-tuned {summary['finetune_steps']} steps from "
+            "the same ERM model; 'change' is the last column minus the first."
+        )
     lines.append(f"demo took {summary['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def comparison_plot(summary: dict) -> bytes:
+    """Grouped bars: per-group EER of every model (PNG)."""
+    from matplotlib.figure import Figure
+
+    from arw_sv.metrics.render import _png
+
+    models = summary["models"]
+    first = next(iter(models.values()))
+    labels = ["overall"] + [
+        g for a in ("gender", "nationality") for g in first[f"eer_percent_by_{a}"]
+    ]
+
+    def values(m):
+        groups = {**m["eer_percent_by_gender"], **m["eer_percent_by_nationality"]}
+        return [m["eer_percent"]] + [groups.get(g) for g in labels[1:]]
+
+    fig = Figure(figsize=(1.2 + 0.9 * len(labels), 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(models)
+    for i, (name, m) in enumerate(models.items()):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, [np.nan if v is None else v for v in values(m)], width, label=name)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylabel("EER (%)")
+    ax.set_title(f"Fine-tuned {summary['finetune_steps']} steps from the same ERM model")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

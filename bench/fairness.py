@@ -189,6 +189,10 @@ def finetune_protocol(args: argparse.Namespace):
         changes["methods"] = tuple(args.methods)
     if args.seeds is not None:
         changes["seeds"] = tuple(args.seeds)
+    if args.pretrain_per_seed:
+        changes["shared_pretrain"] = False
+    if args.curve_points is not None:
+        changes["curve_points"] = args.curve_points
     extra = {}
     for spec in args.variant:
         name, _, rest = spec.partition("=")
@@ -279,6 +283,11 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
                    "corpus only)")  # fmt: skip
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
+    p.add_argument("--curve-points", type=int, default=None,
+                   help="finetune: learning-curve points of the ERM pre-training")  # fmt: skip
+    p.add_argument("--pretrain-per-seed", action="store_true",
+                   help="finetune: one ERM pre-training per training seed (default: one per "
+                   "corpus, fine-tuned with every seed)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=None, help="methods to run")
     p.add_argument(
         "--variant",
@@ -289,7 +298,7 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
         "'arw_pw_lr10=arw_pw:adversary.lr=0.1' (repeatable)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="training seeds (scratch default 0 1 2; finetune default 0)")  # fmt: skip
+                   help="training seeds (default 0 1 2; finetune --quick 0)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--synth-preset", default="bench")

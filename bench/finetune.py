@@ -55,11 +55,14 @@ class Protocol:
     mechanisms: tuple[str, ...] = MECHANISMS
     val_corpus: int = 100
     test_corpora: tuple[int, ...] = (0, 1)
-    seeds: tuple[int, ...] = (0,)
-    pretrain_steps: int = 1200
+    seeds: tuple[int, ...] = (0, 1, 2)
+    #: True: one ERM pre-training per corpus (with the first training seed), fine-tuned with
+    #: every seed, so seeds vary the fine-tuning only; False: one pre-training per seed.
+    shared_pretrain: bool = True
+    pretrain_steps: int = 3000
     finetune_steps: int = 300
     finetune_lr: float = 0.0005
-    curve_points: int = 4
+    curve_points: int = 5
     synth_overrides: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()  # every run (pre-training and fine-tuning)
     bootstrap: int = 0
@@ -80,6 +83,7 @@ QUICK = Protocol(
     mechanisms=("crowding", "acoustics"),
     val_corpus=100,
     test_corpora=(0,),
+    seeds=(0,),
     pretrain_steps=150,
     finetune_steps=30,
     curve_points=3,
@@ -136,17 +140,11 @@ def available_methods(names: tuple[str, ...], extra: dict) -> dict[str, tuple[st
 
 
 def _finetune_overrides(protocol: Protocol, init: Path) -> tuple[str, ...]:
+    from arw_sv.finetune import finetune_overrides
+
     return (
         *protocol.overrides,
-        f"train.init_checkpoint={init}",
-        f"train.steps={protocol.finetune_steps}",
-        f"train.lr={protocol.finetune_lr}",
-        f"train.final_lr={protocol.finetune_lr / 5}",
-        f"train.warmup_steps={max(1, protocol.finetune_steps // 10)}",
-        # The model is trained: the margin is at its final value, the adversary starts at once.
-        "loss.margin_warmup_start=0",
-        "loss.margin_warmup_steps=0",
-        "adversary.warmup_steps=0",
+        *finetune_overrides(init, protocol.finetune_steps, protocol.finetune_lr),
     )
 
 
@@ -245,8 +243,9 @@ def run_finetune_benchmark(
             paths = prepare_data(folder, f"bench_{mechanism}", synth, workers, progress)
             results = []
             for seed in protocol.seeds:
-                init = pretrain(folder / f"seed{seed}" / "erm_pretrain", paths, seed, protocol,
-                                threads)  # fmt: skip
+                from_seed = protocol.seeds[0] if protocol.shared_pretrain else seed
+                init = pretrain(folder / f"seed{from_seed}" / "erm_pretrain", paths, from_seed,
+                                protocol, threads)  # fmt: skip
                 tasks = [
                     RunTask(
                         method=name,
@@ -293,6 +292,7 @@ def run_finetune_benchmark(
 def _budget(protocol: Protocol) -> dict:
     return {
         "pretrain_steps": protocol.pretrain_steps,
+        "shared_pretrain": protocol.shared_pretrain,
         "finetune_steps": protocol.finetune_steps,
         "finetune_lr": protocol.finetune_lr,
         "overrides": list(protocol.overrides),

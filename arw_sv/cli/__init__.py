@@ -43,7 +43,10 @@ _MODULE_COMMANDS = {
     ),
     # The checkpoint average's parser lives with it, below training (arw_sv/train/).
     "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
-    "demo": ("arw_sv.cli.demo", "synthetic corpus -> ERM training -> EER report"),
+    "demo": (
+        "arw_sv.cli.demo",
+        "synthetic corpus -> ERM -> fairness fine-tune -> EER reports side by side",
+    ),
     "configs": (
         "arw_sv.cli.configs",
         "list the shipped configs, or copy one out to edit (--copy NAME DIR)",

@@ -1,0 +1,77 @@
+"""The demo path end to end on a tiny corpus: ERM, two fine-tunes from it, reports side by side."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from arw_sv import demo
+
+TINY = (
+    "model.preset=tiny",
+    "model.channels=[]",
+    "data.crop_seconds=1.0",
+    "data.speakers_per_batch=4",
+    "train.steps=12",
+    "train.warmup_steps=2",
+    "train.log_every=4",
+    "train.checkpoint_every=6",
+    "train.threads=1",
+    "loss.margin_warmup_start=0",
+    "loss.margin_warmup_steps=4",
+    "data.n_cohorts=2",
+    "data.cohort_oversample_top=1",
+)
+
+
+@pytest.mark.slow
+def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    reports = demo.run_demo(
+        out, synth_preset="tiny", overrides=TINY, finetune_steps=6, workers=1, bootstrap=0,
+        progress=False,
+    )  # fmt: skip
+    assert list(reports) == ["erm", "cohort_oversample"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finetune_steps"] == 6
+    for name, report in reports.items():
+        # each model's numbers are its own report's, and the fine-tune started from the ERM model
+        saved = json.loads((out / "eval" / name / "report" / "report.json").read_text())
+        assert summary["models"][name]["eer_percent"] == round(100 * saved["overall"]["eer"], 2)
+        assert report["overall"]["eer"] == saved["overall"]["eer"]
+        history = (out / "finetune" / name / "history.jsonl").read_text().splitlines()
+        assert json.loads(history[-1])["step"] == 6
+    prepass = json.loads(
+        (out / "finetune" / "cohort_oversample" / "sampling_prepass.json").read_text()
+    )
+    assert prepass  # the cohorts came from the ERM model
+    table = (out / "comparison.md").read_text()
+    assert "| EER overall |" in table and "cohort_oversample" in table
+    assert (out / "comparison_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second call trains and embeds nothing: the stages are complete
+    def refuse(*args, **kwargs):
+        raise AssertionError("a complete stage ran again")
+
+    monkeypatch.setattr("arw_sv.inference.embed_utterances", refuse)
+    again = demo.run_demo(
+        out, synth_preset="tiny", overrides=TINY, finetune_steps=6, workers=1, bootstrap=0,
+        progress=False,
+    )  # fmt: skip
+    assert (
+        again["cohort_oversample"]["overall"]["eer"]
+        == reports["cohort_oversample"]["overall"]["eer"]
+    )
+
+
+def test_method_names_of_shipped_configs():
+    assert demo.method_name("demo_cohort_oversample") == "cohort_oversample"
+    assert demo.method_name("demo") == "erm"
+
+
+def test_the_cli_default_is_the_demo_recommendation():
+    from arw_sv.cli import demo as cli_demo
+
+    assert cli_demo.RECOMMENDED == demo.RECOMMENDED
+    assert demo.config_path(demo.RECOMMENDED).is_file()

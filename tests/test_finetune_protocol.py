@@ -1,0 +1,83 @@
+"""The fine-tuning benchmark's bookkeeping: which ERM pre-training each fine-tune starts from.
+
+The stages themselves (corpus, pre-training, runs) are replaced by recorders: what is
+checked is the protocol's wiring, which a full run would take an hour to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bench import finetune, runs, summary
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls = {"pretrain": [], "tasks": [], "results": []}
+
+    def fake_prepare(folder, preset, synth, workers, progress):
+        return {k: str(folder / k) for k in ("train_manifest", "test_manifest", "trials", "meta")}
+
+    def fake_pretrain(folder, paths, seed, protocol, threads):
+        calls["pretrain"].append((Path(folder), seed))
+        return Path(folder) / "final.pt"
+
+    def fake_run_tasks(tasks, jobs, run_one):
+        calls["tasks"] += tasks
+        return [{"method": t.method, "seed": t.seed} for t in tasks]
+
+    def fake_write(out, setup, results):
+        calls["results"].append((Path(out), setup, results))
+        return {}
+
+    monkeypatch.setattr(runs, "prepare_data", fake_prepare)
+    monkeypatch.setattr(finetune, "pretrain", fake_pretrain)
+    monkeypatch.setattr(finetune, "_run_tasks", fake_run_tasks)
+    monkeypatch.setattr(summary, "write_results", fake_write)
+    return calls
+
+
+def _protocol(**changes):
+    base = finetune.Protocol(
+        mechanisms=("crowding",), val_corpus=100, test_corpora=(0,), seeds=(0, 1, 2),
+        methods=("erm", "arw_pw"),
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+def _init_of(task) -> str:
+    (init,) = [o for o in task.overrides if o.startswith("train.init_checkpoint=")]
+    return init.split("=", 1)[1]
+
+
+def test_shared_pretraining_is_one_per_corpus_and_every_seed_finetunes_from_it(tmp_path, recorded):
+    finetune.run_finetune_benchmark(tmp_path, _protocol())
+    # one pre-training per corpus, with the first training seed (asked for once per seed;
+    # the real stage returns at once when its output is complete)
+    assert {(p.parent.parent.name, p.parent.name, s) for p, s in recorded["pretrain"]} == {
+        ("corpus100", "seed0", 0),
+        ("corpus0", "seed0", 0),
+    }
+    for task in recorded["tasks"]:
+        corpus = Path(task.run_dir).parents[2].name
+        erm = tmp_path / "crowding" / corpus / "seed0" / "erm_pretrain" / "final.pt"
+        assert _init_of(task) == str(erm)
+    # every (corpus, method, seed) fine-tuned once, each seed in its own folder
+    got = sorted((Path(t.run_dir).parents[2].name, t.method, t.seed) for t in recorded["tasks"])
+    corpora, methods = ("corpus100", "corpus0"), ("erm", "arw_pw")
+    want = sorted((c, m, s) for c in corpora for m in methods for s in (0, 1, 2))
+    assert got == want
+    assert len({t.run_dir for t in recorded["tasks"]}) == len(want)
+    # the held-out pool renames seeds 1000 * corpus + seed; the validation corpus stays out of it
+    pooled = [r for out, setup, r in recorded["results"] if out.name == "heldout"]
+    assert pooled and sorted({x["seed"] for x in pooled[0]}) == [0, 1, 2]
+
+
+def test_per_seed_pretraining_gives_each_seed_its_own_erm(tmp_path, recorded):
+    finetune.run_finetune_benchmark(tmp_path, _protocol(shared_pretrain=False, test_corpora=()))
+    assert sorted(s for _, s in recorded["pretrain"]) == [0, 1, 2]
+    for task in recorded["tasks"]:
+        assert f"/seed{task.seed}/erm_pretrain/" in _init_of(task)
