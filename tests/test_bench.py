@@ -30,6 +30,62 @@ TINY = (
 )
 
 
+def _sklearn_eer(labels: np.ndarray, scores: np.ndarray) -> float:
+    """EER from scikit-learn's ROC: (FAR + FRR) / 2 where |FAR - FRR| is smallest, exact
+    ties to the lower threshold (arw_sv.metrics' definition)."""
+    from sklearn.metrics import roc_curve
+
+    far, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)  # thresholds falling
+    frr = 1 - tpr
+    gap = np.abs(far - frr)
+    i = np.flatnonzero(gap == gap.min())[-1]
+    return float((far[i] + frr[i]) / 2)
+
+
+def _refuse_second_calls(monkeypatch, *targets) -> None:
+    """Replace each (module, name) by a function that fails the test when called."""
+    for module, name in targets:
+
+        def refuse(*args, _name=f"{module.__name__}.{name}", **kwargs):
+            raise AssertionError(f"{_name} called again: a finished stage was redone")
+
+        monkeypatch.setattr(module, name, refuse)
+
+
+def _spy_adversary_summaries(monkeypatch) -> list[tuple[tuple, dict]]:
+    """Record the inputs and output of every ``adversary_summary`` call of the analysis."""
+    import bench.analysis as analysis
+
+    calls = []
+    original = analysis.adversary_summary
+
+    def spy(weights, aam_loss, groups, cluster_ids=None):
+        out = original(weights, aam_loss, groups, cluster_ids)
+        calls.append(((weights.copy(), aam_loss.copy(), groups), out))
+        return out
+
+    monkeypatch.setattr(analysis, "adversary_summary", spy)
+    return calls
+
+
+def _check_correlations_independently(weights, aam_loss, groups, summary) -> None:
+    """The summary's correlations, recomputed with scipy's own point-biserial and with
+    Pearson's r of numpy ranks (Spearman's definition)."""
+    from scipy import stats
+
+    for attribute, values in groups.items():
+        values = np.asarray(values)
+        for group, entry in summary["by_group"][attribute].items():
+            member = values == group
+            if member.all() or np.ptp(weights) == 0:
+                assert entry["point_biserial_r"] is None
+            else:
+                expected = stats.pointbiserialr(member, weights).statistic
+                assert entry["point_biserial_r"] == pytest.approx(expected, abs=1e-12)
+    ranks = np.corrcoef(stats.rankdata(weights), stats.rankdata(aam_loss))[0, 1]
+    assert summary["spearman_weight_vs_aam_loss"] == pytest.approx(ranks, abs=1e-12)
+
+
 def test_bench_configs_differ_only_where_they_must():
     erm = load_config(config_path(METHODS["erm"]))
     for method, name in METHODS.items():
@@ -71,13 +127,15 @@ def test_adversary_summary_consistent(rng):
     r = [g["point_biserial_r"] for g in summary["by_group"]["gender"].values()]
     assert r[0] == pytest.approx(-r[1])
     assert summary["spearman_weight_vs_aam_loss"] > 0.5
+    _check_correlations_independently(weights, loss, groups, summary)
     assert point_biserial(weights, np.ones(40, bool)) is None
     assert spearman(np.ones(5), np.arange(5.0)) is None
 
 
 @pytest.mark.slow
-def test_fairness_benchmark_tiny(tmp_path):
+def test_fairness_benchmark_tiny(tmp_path, monkeypatch):
     out = tmp_path / "bench"
+    summaries = _spy_adversary_summaries(monkeypatch)
     kwargs = dict(
         methods=parse_methods(["erm", "arw_pw"], []),
         seeds=[0],
@@ -98,7 +156,9 @@ def test_fairness_benchmark_tiny(tmp_path):
     assert not on_disk["failed"]
     for run in on_disk["runs"]:
         m = run["metrics"]
-        assert 0 <= m["eer"] <= 1
+        scored = np.loadtxt(out / "runs" / run["method"] / "seed0" / "scores.txt", dtype=str)
+        labels, scores = scored[:, 0].astype(int), scored[:, 3].astype(float)
+        assert m["eer"] == pytest.approx(_sklearn_eer(labels, scores), abs=1e-12)
         assert {"min_dcf_0.01", "gender_gap", "nationality_std", "worst_nationality_eer"} <= set(m)
         assert any(k.startswith("eer_nationality:") for k in m)
         assert run["steps"] == 6
@@ -109,10 +169,9 @@ def test_fairness_benchmark_tiny(tmp_path):
     for attribute in ("gender", "nationality"):
         groups = pw["by_group"][attribute]
         assert sum(g["count"] for g in groups.values()) == 12
-        for g in groups.values():
-            assert g["point_biserial_r"] is None or -1 <= g["point_biserial_r"] <= 1
-    rho = pw["spearman_weight_vs_aam_loss"]
-    assert rho is None or -1 <= rho <= 1
+    (weights, aam_loss, groups), summary = summaries[-1]  # erm has no adversary to analyse
+    assert len(summaries) == 1 and summary == pw and weights.shape == (12,)
+    _check_correlations_independently(weights, aam_loss, groups, pw)
     erm = next(r for r in on_disk["runs"] if r["method"] == "erm")["analysis"]
     assert erm["adversary"] is None and erm["loss_by_group"]["nationality"]
     assert set(results["paired"]) == {"arw_pw"}
@@ -120,9 +179,19 @@ def test_fairness_benchmark_tiny(tmp_path):
     assert (out / "results.md").read_text().startswith("# Fairness benchmark")
     assert (out / "eer_by_group.png").is_file() and (out / "paired_differences.png").is_file()
     # Finished runs are not redone: a second call only re-aggregates.
-    before = (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns
-    run_benchmark(out, **kwargs)
-    assert (out / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
+    import arw_sv.inference
+    import arw_sv.synth.corpus
+    import arw_sv.train.loop
+    import bench.analysis
+
+    _refuse_second_calls(
+        monkeypatch,
+        (arw_sv.train.loop, "fit"),
+        (arw_sv.inference, "embed_utterances"),
+        (bench.analysis, "analyse_checkpoint"),
+        (arw_sv.synth.corpus, "_render_task"),
+    )
+    assert run_benchmark(out, **kwargs)["runs"] == results["runs"]
 
 
 FT_SYNTH = (
@@ -205,11 +274,18 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
     assert set(summary) == {"crowding"}
     assert summary["crowding"]["setup"]["role"] == "held-out corpora pooled"
     # Resumable: a second call trains nothing (the pre-training is not redone either).
+    import arw_sv.inference
+    import arw_sv.synth.corpus
+
     first.clear()
-    before = (corpus / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns
-    run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
+    _refuse_second_calls(
+        monkeypatch,
+        (loop, "fit"),
+        (arw_sv.inference, "embed_utterances"),
+        (arw_sv.synth.corpus, "_render_task"),
+    )
+    assert run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1) == summary
     assert not first
-    assert (corpus / "runs" / "erm" / "seed0" / "result.json").stat().st_mtime_ns == before
 
 
 def test_finetune_cli_builds_the_protocol_asked_for():

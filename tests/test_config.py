@@ -13,7 +13,21 @@ from arw_sv.config import Config, ConfigError, config_to_dict, load_config, pars
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIRS = [REPO / "arw_sv" / "configs", REPO / "bench" / "conf"]
 RECIPE_CONF = Path(__file__).resolve().parents[1] / "recipes" / "voxceleb" / "conf"
-SHIPPED = sorted(p for d in [*CONFIG_DIRS, RECIPE_CONF] if d.is_dir() for p in d.glob("*.yaml"))
+SHIPPED = sorted(p for d in [*CONFIG_DIRS, RECIPE_CONF] for p in d.glob("*.yaml"))
+
+
+def test_every_config_folder_is_there_with_the_configs_the_code_names():
+    # A folder that moved or emptied would leave the parametrised test below with fewer (or
+    # no) cases, which pytest skips instead of failing: this test fails instead.
+    from arw_sv.shipped import shipped_configs
+    from bench.fairness import METHODS
+
+    for folder in (*CONFIG_DIRS, RECIPE_CONF):
+        assert folder.is_dir() and any(folder.glob("*.yaml")), folder
+    names = {p.stem for p in SHIPPED}
+    assert {"demo", "demo_arw_aps", "demo_arw_pl", "demo_arw_pw", "tiny"} <= names
+    assert set(METHODS.values()) <= names
+    assert set(shipped_configs()) == {p.stem for p in CONFIG_DIRS[0].glob("*.yaml")}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
