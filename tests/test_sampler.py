@@ -83,3 +83,40 @@ def test_group_balanced_sampling_equalises_groups(rng):
 def test_too_few_speakers_is_a_clear_error():
     with pytest.raises(ValueError, match="speakers_per_batch"):
         SpeakerBatchSampler(np.array([0, 0, 1, 1]), 3, 2)
+
+
+def test_gender_x_nationality_balancing_gives_every_cell_an_equal_share():
+    # data.balance_key=gender_nationality: the training loop's speaker groups are the
+    # gender x nationality cells; a 4 x 2-speaker minority cell gets 1/6 of the slots.
+    from arw_sv.data.manifest import Manifest, Utterance
+    from arw_sv.train.loop import _speaker_groups
+
+    cells = {("m", "UK"): 20, ("f", "UK"): 10, ("m", "USA"): 12, ("f", "USA"): 6,
+             ("m", "India"): 6, ("f", "India"): 2}  # fmt: skip
+    utterances = [
+        Utterance(f"{g}{n}{k}/s/{j}.wav", f"{g}{n}{k}/s/{j}.wav", f"{g}{n}{k}", 3.0, g, n, "dev")
+        for (g, n), count in cells.items()
+        for k in range(count)
+        for j in range(4)
+    ]
+    manifest = Manifest(utterances)
+    groups = np.asarray(_speaker_groups(manifest, "gender_nationality"))
+    genders, nationalities = (manifest.speaker_attribute(a) for a in ("gender", "nationality"))
+    cell_of = [f"{g}/{n}" for g, n in zip(genders, nationalities, strict=True)]
+    assert len(set(groups.tolist())) == 6
+    assert all(len({cell_of[s] for s in np.flatnonzero(groups == g)}) == 1 for g in range(6))
+    speakers = np.array([manifest.speakers.index(u.speaker) for u in manifest])
+    balanced = SpeakerBatchSampler(speakers, 6, 2, seed=0, groups=groups)
+    plain = SpeakerBatchSampler(speakers, 6, 2, seed=0)
+
+    def cell_shares(sampler):
+        picked = Counter(
+            cell_of[int(speakers[i])]
+            for batch in sampler.epoch_batches(0)
+            for i, _ in batch[:: sampler.K]  # one entry per speaker slot
+        )
+        return {cell: n / sum(picked.values()) for cell, n in picked.items()}
+
+    assert cell_shares(balanced) == pytest.approx(dict.fromkeys(cell_shares(balanced), 1 / 6))
+    assert len(cell_shares(balanced)) == 6
+    assert cell_shares(plain)["f/India"] < 0.06  # 2 of 56 speakers without balancing
