@@ -262,3 +262,37 @@ def test_voxceleb1_o_groups_and_trial_accounting(rng, tmp_path):
     assert report["inputs"]["speakers_without_metadata"]["count"] == 0
     written = write_report(report, tmp_path, plots=False)
     assert [p.name for p in written] == ["report.json", "report.md"]
+
+
+def test_recipe_scoring_and_eval_share_one_as_norm(corpus, capsys):
+    # recipes/voxceleb/local/score.py and `arw-sv eval --asnorm-cohort` both call
+    # arw_sv.evaluate.as_norm_trials: the same normalised scores, to the last digit.
+    import importlib.util
+
+    from arw_sv.data.trials import read_embeddings
+    from arw_sv.metrics import as_norm
+
+    path = REPO / "recipes" / "voxceleb" / "local" / "score.py"
+    spec = importlib.util.spec_from_file_location("recipe_score", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    emb, cohort, trial_list = (corpus / n for n in ("emb.npz", "cohort.npz", "trials.txt"))
+    args = ["--embeddings", str(emb), "--trials", str(trial_list), "--out", str(corpus / "e")]
+    assert main([*args, "--asnorm-cohort", str(cohort), "--asnorm-top-n", "10"]) == 0
+    assert recipe.main(["--embeddings", str(emb), "--trials", f"O={trial_list}",
+                        "--out-dir", str(corpus / "r"), "--cohort", str(cohort),
+                        "--top-n", "10"]) == 0  # fmt: skip
+    capsys.readouterr()
+    evaluated, by_eval = read_scores(corpus / "e" / "scores.txt")
+    scored, by_recipe = read_scores(corpus / "r" / "vox1_O_asnorm.txt")
+    raw = read_scores(corpus / "r" / "vox1_O.txt")[1]
+    assert evaluated.enroll == scored.enroll and evaluated.test == scored.test
+    np.testing.assert_array_equal(by_eval, by_recipe)
+    # ... and that is AS-norm (not the raw cosine), computed here from its definition's inputs.
+    ids, matrix = read_embeddings(emb)
+    row = {u: i for i, u in enumerate(ids)}
+    trials = read_trials(trial_list)
+    expected = as_norm(raw, [row[u] for u in trials.enroll], [row[u] for u in trials.test],
+                       matrix, read_embeddings(cohort)[1], 10)  # fmt: skip
+    np.testing.assert_allclose(by_recipe, expected, rtol=0, atol=1e-12)
+    assert not np.allclose(by_recipe, raw)
