@@ -1,4 +1,6 @@
-"""Adversarial reweighting (ARW) for metric learning: sample weights, objectives, clusters.
+"""Adversarial reweighting (ARW) for metric learning: sample weights and objectives.
+
+The k-means clusters the adversary reads are in :mod:`arw_sv.clusters`.
 
 Pure functions over one batch; the min-max itself (who is detached when) lives in
 ``arw_sv.train.step``. Equations and the reasoning behind every choice: docs/method.md.
@@ -17,10 +19,8 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 from arw_sv.clusters import ClusterIndex  # noqa: F401  (re-exported: bench/ imports it here)
