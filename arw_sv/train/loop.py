@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,29 @@ class FitResult:
     last_loss: float
 
 
-def _setup_logging(out_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(out_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("arw_sv").addHandler(handler)
-    logging.getLogger("arw_sv").setLevel(logging.INFO)
-    return handler
+def _claim_run_folder(
+    out_dir: Path, resume: bool, dist_ctx: distributed.DistContext, cleanup: ExitStack
+) -> list[Path]:
+    """Lock the run folder and log into it (rank 0; a second process is refused), and list
+    its checkpoints, refusing them without ``resume``. ``cleanup`` releases what it took."""
+    if dist_ctx.is_main:
+        lock = RunLock(out_dir)
+        cleanup.callback(lock.release)
+        handler = logging.FileHandler(out_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("arw_sv").addHandler(handler)
+        logging.getLogger("arw_sv").setLevel(logging.INFO)
+        cleanup.callback(handler.close)
+        cleanup.callback(logging.getLogger("arw_sv").removeHandler, handler)
+        if lock.stale_owner:
+            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
+    existing = list_checkpoints(out_dir / "checkpoints")
+    if existing and not resume:
+        raise FileExistsError(
+            f"{out_dir / 'checkpoints'} already holds checkpoints: pass --resume to continue, "
+            "or choose another train.out_dir"
+        )
+    return existing
 
 
 def fit(
@@ -106,19 +124,9 @@ def fit(
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    lock = handler = None
-    try:
-        # One process per run folder (rank 0 for a DDP job); a second one is refused.
-        lock = RunLock(out_dir) if dist_ctx.is_main else None
-        handler = _setup_logging(out_dir) if dist_ctx.is_main else None
-        if lock is not None and lock.stale_owner:
-            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
-        existing = list_checkpoints(ckpt_dir)
-        if existing and not resume:
-            raise FileExistsError(
-                f"{ckpt_dir} already holds checkpoints: pass --resume to continue, or choose "
-                "another train.out_dir"
-            )
+    with ExitStack() as cleanup:
+        cleanup.callback(distributed.teardown, dist_ctx)
+        existing = _claim_run_folder(out_dir, resume, dist_ctx, cleanup)
         # ---- build ----------------------------------------------------------------------
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
@@ -156,12 +164,7 @@ def fit(
         if dist_ctx.is_main:
             save_config(cfg, out_dir / "config.yaml")
         loader = _loader(dataset, sampler, cfg, device)
-        writer = history = None
-        if dist_ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=state.step)
-            history = _History(out_dir / "history.jsonl", from_step=state.step)
+        run_log = _RunLog(out_dir, from_step=state.step) if dist_ctx.is_main else None
         autocast_dtype = AUTOCAST_DTYPES[tc.precision]
         chunks = distributed.local_chunks(
             tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
@@ -237,13 +240,9 @@ def fit(
                 }
                 if detached.weights is not None:
                     record.update(_group_correlations(detached.weights, indices, group_members))
-                if dist_ctx.is_main:
-                    history.write(record)
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(f"train/{key}", value, step)
+                if run_log is not None:
+                    run_log.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", utt_s=f"{rate:.1f}")
-                    log.info("step %d %s", step, json.dumps(record))
             if step % tc.checkpoint_every == 0 or step == last:
                 if dist_ctx.is_main:
                     save_checkpoint(state.state_dict(), ckpt_dir / f"step_{step}.pt")
@@ -251,8 +250,8 @@ def fit(
                 dist_ctx.barrier()  # nobody reads or resumes before the file is complete
         bar.close()
         final = ckpt_dir / f"step_{state.step}.pt"
-        if dist_ctx.is_main:
-            writer.close()
+        if run_log is not None:
+            run_log.close()
             if state.step == tc.steps:
                 plot_training_curves(out_dir / "history.jsonl", out_dir / "training_curves.png")
         elapsed = time.perf_counter() - started
@@ -263,13 +262,6 @@ def fit(
             utterances_per_second=(state.step - started_step) * batch_size / max(elapsed, 1e-9),
             last_loss=stats.loss if stats is not None else float("nan"),
         )
-    finally:
-        if handler is not None:
-            logging.getLogger("arw_sv").removeHandler(handler)
-            handler.close()
-        if lock is not None:
-            lock.release()
-        distributed.teardown(dist_ctx)
 
 
 def _training_manifest(cfg: Config) -> Manifest:
@@ -474,6 +466,26 @@ def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str
         with torch.no_grad():
             learner.aam.weight.copy_(head)
     log.info("initialised from SpeechBrain folder %s", folder)
+
+
+class _RunLog:
+    """Rank 0's record of the run: ``history.jsonl``, TensorBoard scalars, ``train.log``."""
+
+    def __init__(self, out_dir: Path, from_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=from_step)
+        self.history = _History(out_dir / "history.jsonl", from_step=from_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.write(record)
+        for key, value in record.items():
+            if key != "step":
+                self.writer.add_scalar(f"train/{key}", value, record["step"])
+        log.info("step %d %s", record["step"], json.dumps(record))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class _History:
