@@ -61,7 +61,7 @@ from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_s
 
 log = logging.getLogger("arw_sv.train")
 
-_refresh_clusters = refresh_clusters  # the name tests/ call it by
+_refresh_clusters = refresh_clusters  # the name tests/ call it by (before arw_sv.clusters)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def fit(
             learner.aam.margin = state.margin(step)
             adversary_on = adversary is not None and step >= ac.warmup_steps
             if adversary_on and needs_clusters(ac):
-                state.clusters = _refresh_clusters(
+                state.clusters = refresh_clusters(
                     state.clusters, state.bank, step, cfg, device, dist_ctx
                 )
             try:
