@@ -48,10 +48,12 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Objective:
+        """The objective an experiment trains (``cfg.adversary`` and ``cfg.loss``)."""
         return cls.from_sections(cfg.adversary, cfg.loss)
 
     @classmethod
     def from_sections(cls, adversary: AdversaryConfig, loss: LossConfig) -> Objective:
+        """The same from the two config sections alone."""
         return cls(
             formulation=adversary.formulation,
             aam_weight=loss.aam_weight,
