@@ -1,4 +1,6 @@
-"""Adversarial reweighting (ARW) for metric learning: sample weights, objectives, clusters.
+"""Adversarial reweighting (ARW) for metric learning: sample weights and objectives.
+
+The k-means clusters the adversary reads are in :mod:`arw_sv.clusters`.
 
 Pure functions over one batch; the min-max itself (who is detached when) lives in
 ``arw_sv.train.step``. Equations and the reasoning behind every choice: docs/method.md.
@@ -17,17 +19,15 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
+from arw_sv.clusters import ClusterIndex  # noqa: F401  (re-exported: bench/ imports it here)
 from arw_sv.models.pair_loss import PairTerms
 
 FORMULATIONS = ("erm", "aps", "pl", "pw")
 NORMALIZATIONS = ("sum", "none")
-MINIBATCH_KMEANS_ABOVE = 20_000
 
 
 def arl_weights(scores: Tensor, *, process_group: dist.ProcessGroup | None = None) -> Tensor:
@@ -160,109 +160,3 @@ def weighted_objective(
         pair = _reduce((weighted * pairs.loss).sum(), weighted.sum(), unit * beta.sum(), normalize)
         total = total + pair_weight * pair
     return total
-
-
-class ClusterIndex:
-    """k-means centroids on the unit sphere and nearest-centroid (cosine) lookup.
-
-    Args:
-        centroids: cluster centres; rows are L2-normalised on construction.
-
-    Shape:
-        centroids (C, D).
-    """
-
-    def __init__(self, centroids: Tensor) -> None:
-        if centroids.dim() != 2 or centroids.shape[0] < 1:
-            raise ValueError(f"expected centroids (C, D), got {tuple(centroids.shape)}")
-        self.centroids = F.normalize(centroids.detach().float(), dim=1)
-
-    @property
-    def n_clusters(self) -> int:
-        return int(self.centroids.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.centroids.shape[1])
-
-    @classmethod
-    def fit(
-        cls,
-        embeddings: np.ndarray,
-        n_clusters: int,
-        seed: int,
-        minibatch: bool | None = None,
-        *,
-        init: ClusterIndex | None = None,
-    ) -> ClusterIndex:
-        """k-means (scikit-learn) on L2-normalised embeddings; centroids renormalised.
-
-        Args:
-            embeddings: training-data embeddings (any norm).
-            n_clusters: C.
-            seed: k-means random state.
-            minibatch: MiniBatchKMeans if True, KMeans if False; None picks MiniBatchKMeans
-                above 20,000 rows.
-            init: warm start from these centroids (one k-means run), which keeps cluster
-                ids stable across refreshes, so per-cluster adversary weights stay meaningful.
-
-        Shape:
-            embeddings (N, D) -> index with centroids (C, D).
-        """
-        data = np.asarray(embeddings, dtype=np.float32)
-        if data.ndim != 2 or data.shape[0] < n_clusters:
-            raise ValueError(f"need (N, D) embeddings with N >= {n_clusters}, got {data.shape}")
-        data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
-        if init is not None and init.centroids.shape != (n_clusters, data.shape[1]):
-            raise ValueError(f"init has shape {tuple(init.centroids.shape)}, expected C x D")
-        start = init.centroids.detach().cpu().numpy() if init is not None else "k-means++"
-        n_init = 1 if init is not None else 3
-        if minibatch is None:
-            minibatch = data.shape[0] > MINIBATCH_KMEANS_ABOVE
-        from sklearn.cluster import KMeans, MiniBatchKMeans
-
-        if minibatch:
-            kmeans = MiniBatchKMeans(
-                n_clusters, init=start, n_init=n_init, batch_size=4096, random_state=seed
-            )
-        else:
-            kmeans = KMeans(n_clusters, init=start, n_init=n_init, random_state=seed)
-        kmeans.fit(data)
-        return cls(torch.from_numpy(np.asarray(kmeans.cluster_centers_, dtype=np.float32)))
-
-    @classmethod
-    def _from_unit(cls, centroids: Tensor) -> ClusterIndex:
-        # Already unit rows: normalising again would move the last bits.
-        index = cls.__new__(cls)
-        index.centroids = centroids
-        return index
-
-    def to(self, device: torch.device | str) -> ClusterIndex:
-        """A copy with the centroids on ``device``."""
-        return self._from_unit(self.centroids.to(device))
-
-    @torch.no_grad()
-    def assign(self, emb: Tensor) -> Tensor:
-        """Nearest centroid by cosine similarity (first one on ties).
-
-        Shape:
-            emb (B, D) -> (B,) long.
-        """
-        unit = F.normalize(emb.detach().float(), dim=1)
-        return (unit @ self.centroids.to(unit.device).T).argmax(dim=1)
-
-    def one_hot(self, ids: Tensor) -> Tensor:
-        """One-hot cluster codes. Shape: ids (B,) -> (B, C) float."""
-        return F.one_hot(ids, self.n_clusters).float()
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Plain tensors only: loads with ``torch.load(..., weights_only=True)``."""
-        return {"centroids": self.centroids.detach().cpu().clone()}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> ClusterIndex:
-        """Inverse of ``state_dict``; the centroids come back bit for bit."""
-        centroids = state["centroids"]
-        if centroids.dim() != 2 or centroids.shape[0] < 1:
-            raise ValueError(f"expected centroids (C, D), got {tuple(centroids.shape)}")
-        return cls._from_unit(centroids.detach().float().clone())

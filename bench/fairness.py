@@ -189,6 +189,8 @@ def finetune_protocol(args: argparse.Namespace):
         changes["methods"] = tuple(args.methods)
     if args.seeds is not None:
         changes["seeds"] = tuple(args.seeds)
+    if args.val_seeds is not None:
+        changes["val_seeds"] = tuple(args.val_seeds)
     if args.pretrain_per_seed:
         changes["shared_pretrain"] = False
     if args.curve_points is not None:
@@ -283,6 +285,8 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
                    "corpus only)")  # fmt: skip
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
+    p.add_argument("--val-seeds", type=int, nargs="+", default=None,
+                   help="finetune: training seeds on the validation corpus (default 0)")  # fmt: skip
     p.add_argument("--curve-points", type=int, default=None,
                    help="finetune: learning-curve points of the ERM pre-training")  # fmt: skip
     p.add_argument("--pretrain-per-seed", action="store_true",

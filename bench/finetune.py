@@ -56,6 +56,9 @@ class Protocol:
     val_corpus: int = 100
     test_corpora: tuple[int, ...] = (0, 1)
     seeds: tuple[int, ...] = (0, 1, 2)
+    #: Training seeds on the validation corpus (choosing settings; the first one only by
+    #: default, which is what the held-out seeds are spent on instead).
+    val_seeds: tuple[int, ...] = (0,)
     #: True: one ERM pre-training per corpus (with the first training seed), fine-tuned with
     #: every seed, so seeds vary the fine-tuning only; False: one pre-training per seed.
     shared_pretrain: bool = True
@@ -242,8 +245,10 @@ def run_finetune_benchmark(
             synth = [*protocol.synth_overrides, f"seed={corpus_seed}"]
             paths = prepare_data(folder, f"bench_{mechanism}", synth, workers, progress)
             results = []
-            for seed in protocol.seeds:
-                from_seed = protocol.seeds[0] if protocol.shared_pretrain else seed
+            validation = corpus_seed == protocol.val_corpus
+            seeds = protocol.val_seeds if validation else protocol.seeds
+            for seed in seeds:
+                from_seed = seeds[0] if protocol.shared_pretrain else seed
                 init = pretrain(folder / f"seed{from_seed}" / "erm_pretrain", paths, from_seed,
                                 protocol, threads)  # fmt: skip
                 tasks = [
@@ -273,7 +278,7 @@ def run_finetune_benchmark(
                 "methods": {
                     n: {"config": c, "overrides": list(e)} for n, (c, e) in methods.items()
                 },
-                "seeds": list(protocol.seeds),
+                "seeds": list(seeds),
             }
             write_results(folder, setup, results)
             if corpus_seed != protocol.val_corpus:

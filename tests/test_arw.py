@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arw_sv.arw import ClusterIndex, arl_weights, balanced_pair_weights, weighted_objective
+from arw_sv.arw import arl_weights, balanced_pair_weights, weighted_objective
+from arw_sv.clusters import ClusterIndex
 from arw_sv.models.adversary import Adversary, ClusterWeights, build_adversary
 from arw_sv.models.pair_loss import PairTerms, PairwiseSimilarityLoss
 

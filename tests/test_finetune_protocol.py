@@ -67,8 +67,12 @@ def test_shared_pretraining_is_one_per_corpus_and_every_seed_finetunes_from_it(t
         assert _init_of(task) == str(erm)
     # every (corpus, method, seed) fine-tuned once, each seed in its own folder
     got = sorted((Path(t.run_dir).parents[2].name, t.method, t.seed) for t in recorded["tasks"])
-    corpora, methods = ("corpus100", "corpus0"), ("erm", "arw_pw")
-    want = sorted((c, m, s) for c in corpora for m in methods for s in (0, 1, 2))
+    # the validation corpus with its own seeds (default: the first), held-out with all three
+    methods = ("erm", "arw_pw")
+    want = sorted(
+        [("corpus100", m, 0) for m in methods]
+        + [("corpus0", m, s) for m in methods for s in (0, 1, 2)]
+    )
     assert got == want
     assert len({t.run_dir for t in recorded["tasks"]}) == len(want)
     # the held-out pool renames seeds 1000 * corpus + seed; the validation corpus stays out of it
@@ -77,7 +81,9 @@ def test_shared_pretraining_is_one_per_corpus_and_every_seed_finetunes_from_it(t
 
 
 def test_per_seed_pretraining_gives_each_seed_its_own_erm(tmp_path, recorded):
-    finetune.run_finetune_benchmark(tmp_path, _protocol(shared_pretrain=False, test_corpora=()))
+    finetune.run_finetune_benchmark(
+        tmp_path, _protocol(shared_pretrain=False, test_corpora=(), val_seeds=(0, 1, 2))
+    )
     assert sorted(s for _, s in recorded["pretrain"]) == [0, 1, 2]
     for task in recorded["tasks"]:
         assert f"/seed{task.seed}/erm_pretrain/" in _init_of(task)

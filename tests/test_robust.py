@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from arw_sv.arw import ClusterIndex, arl_weights
+from arw_sv.arw import arl_weights
 from arw_sv.checkpoint import load_checkpoint
+from arw_sv.clusters import ClusterIndex
 from arw_sv.config import CHOICES, AdversaryConfig, LossConfig, load_config
 from arw_sv.models.adversary import (
     Adversary,
@@ -30,7 +31,8 @@ from arw_sv.robust import (
 )
 from arw_sv.train import loop
 from arw_sv.train.build import OPTIMIZERS, build_optimizer
-from arw_sv.train.step import Detached, _objective, adversary_step, adversary_weights
+from arw_sv.train.objective import adversary_weights
+from arw_sv.train.step import Detached, _objective, adversary_step
 
 # ---- linear adversary ---------------------------------------------------------------------
 

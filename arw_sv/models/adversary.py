@@ -9,11 +9,15 @@ starts from ERM's uniform weighting and moves away only as far as its gradient t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from arw_sv.config import AdversaryConfig
 
 
 def tempered_logits(logits: Tensor, temperature: float) -> Tensor:
@@ -254,3 +258,36 @@ def build_adversary(
         temperature=temperature,
         dro_step_size=dro_step_size,
     )
+
+
+def build_adversary_from_config(
+    adversary: AdversaryConfig, embedding_dim: int, *, seed: int | None = None
+) -> nn.Module | None:
+    """The adversary ``cfg.adversary`` describes (None for "erm"): the one entry training uses.
+
+    Args:
+        adversary: the config section; every field :func:`build_adversary` takes is read.
+        embedding_dim: D (``cfg.model.embedding_dim``).
+        seed: draw the initial weights from a generator seeded so, leaving the global torch
+            RNG where it was (the trainer passes ``train.seed + 1``, so switching the
+            adversary on changes nothing in the learner's random stream); None draws from
+            the global RNG.
+    """
+
+    def build() -> nn.Module | None:
+        return build_adversary(
+            adversary.formulation,
+            embedding_dim=embedding_dim,
+            n_clusters=adversary.n_clusters,
+            hidden=adversary.hidden,
+            use_embedding=adversary.use_embedding,
+            use_cluster=adversary.use_cluster,
+            temperature=adversary.temperature,
+            dro_step_size=adversary.dro_step_size,
+        )
+
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()

@@ -6,17 +6,23 @@ Shape legend: B batch, D embedding, C classes (training speakers).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from arw_sv.config import LossConfig
 
 
 class AAMSoftmax(nn.Module):
     """AAM-softmax: logits ``s * cos(theta_y + m)`` for the true class, ``s * cos(theta_j)``
     for the others (Deng et al., 2019; as SpeechBrain's ``AdditiveAngularMargin``).
 
-    The margin is an attribute the trainer updates (margin warm-up), not a parameter. Past
+    The margin is an attribute the trainer sets from a :class:`MarginSchedule` (warm-up),
+    not a parameter. Past
     ``theta + m > pi`` the target logit would rise again, so there it continues as
     ``cos(theta) - m sin(m)`` (the usual "easy margin off" fix), keeping it monotonic.
 
@@ -60,3 +66,31 @@ def margin_at(step: int, final_margin: float, start: int, ramp_steps: int) -> fl
     if ramp_steps <= 0:
         return final_margin if step >= start else 0.0
     return final_margin * min(1.0, max(0.0, (step - start) / ramp_steps))
+
+
+@dataclass(frozen=True)
+class MarginSchedule:
+    """The AAM margin as a function of the training step (WeSpeaker's margin scheduler).
+
+    0 before ``start``, then linear to ``final`` over ``ramp_steps`` (a jump at ``start``
+    when ``ramp_steps`` is 0). Holds no state: the margin at a step is recomputed, so a
+    resumed run needs nothing in its checkpoint for it.
+
+    Example:
+        >>> schedule = MarginSchedule(final=0.2, start=10, ramp_steps=20)
+        >>> schedule(0), schedule(20), schedule(30)
+        (0.0, 0.1, 0.2)
+    """
+
+    final: float
+    start: int = 0
+    ramp_steps: int = 0
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> MarginSchedule:
+        """``loss.aam_margin`` reached over ``loss.margin_warmup_steps`` from
+        ``loss.margin_warmup_start``."""
+        return cls(loss.aam_margin, loss.margin_warmup_start, loss.margin_warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        return margin_at(step, self.final, self.start, self.ramp_steps)

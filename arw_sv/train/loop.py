@@ -2,7 +2,8 @@
 
 The loop alternates the two players of the min-max game (``learner_step`` and
 ``adversary_step`` in :mod:`arw_sv.train.step`). With ``adversary.formulation: erm`` there is
-no adversary, and the run is plain training on exactly the same loss.
+no adversary, and the run is plain training on exactly the same loss. What a checkpoint
+holds, and how it is built from the config, is :mod:`arw_sv.train.state`.
 
 Under ``torchrun`` the same function trains with DistributedDataParallel; what each piece
 does across processes is in :mod:`arw_sv.train.distributed`.
@@ -13,16 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from arw_sv.arw import ClusterIndex
 from arw_sv.augment import Augmenter, speed_classes
 from arw_sv.checkpoint import (
     CheckpointError,
@@ -31,14 +31,18 @@ from arw_sv.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from arw_sv.config import Config, ConfigError, config_to_dict, save_config
+from arw_sv.clusters import (  # noqa: F401  (EmbeddingBank, bank_size: re-exported for bench/)
+    EmbeddingBank,
+    bank_size,
+    needs_clusters,
+    refresh_clusters,
+)
+from arw_sv.config import Config, ConfigError, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
-from arw_sv.data.manifest import read_manifest
+from arw_sv.data.manifest import Manifest, read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.models.adversary import GroupDROWeights, build_adversary
-from arw_sv.models.heads import margin_at
 from arw_sv.prepass import sampler_arguments, sampling_targets
-from arw_sv.robust import WeightEMA, check_stabilisers, point_biserial
+from arw_sv.robust import point_biserial
 from arw_sv.speechbrain_folder import (
     PREFIX,
     architecture,
@@ -48,13 +52,16 @@ from arw_sv.speechbrain_folder import (
     split_spec,
 )
 from arw_sv.train import distributed
-from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer, lr_factor
+from arw_sv.train.build import AUTOCAST_DTYPES
 from arw_sv.train.curves import plot_training_curves
 from arw_sv.train.lock import RunLock
 from arw_sv.train.resume import apply_new_lrs, check_resumed_config
+from arw_sv.train.state import TrainState, build_train_state
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
+
+_refresh_clusters = refresh_clusters  # the name tests/ call it by (before arw_sv.clusters)
 
 
 @dataclass(frozen=True)
@@ -66,39 +73,29 @@ class FitResult:
     last_loss: float
 
 
-class EmbeddingBank:
-    """Ring buffer of the most recent training embeddings, for the k-means refresh.
-
-    Clustering embeddings the learner has just produced costs nothing extra (no separate
-    extraction pass); they are at most a few hundred steps stale.
-    """
-
-    def __init__(self, size: int, dim: int) -> None:
-        self.data = torch.zeros(size, dim)
-        self.count = 0
-
-    def add(self, embeddings: torch.Tensor) -> None:
-        n = embeddings.shape[0]
-        pos = (self.count + torch.arange(n)) % self.data.shape[0]
-        self.data[pos] = embeddings.detach().float().cpu()
-        self.count += n
-
-    def filled(self) -> np.ndarray:
-        return self.data[: min(self.count, self.data.shape[0])].numpy()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data": self.data.clone(), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.data, self.count = state["data"].clone(), int(state["count"])
-
-
-def _setup_logging(out_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(out_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("arw_sv").addHandler(handler)
-    logging.getLogger("arw_sv").setLevel(logging.INFO)
-    return handler
+def _claim_run_folder(
+    out_dir: Path, resume: bool, dist_ctx: distributed.DistContext, cleanup: ExitStack
+) -> list[Path]:
+    """Lock the run folder and log into it (rank 0; a second process is refused), and list
+    its checkpoints, refusing them without ``resume``. ``cleanup`` releases what it took."""
+    if dist_ctx.is_main:
+        lock = RunLock(out_dir)
+        cleanup.callback(lock.release)
+        handler = logging.FileHandler(out_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("arw_sv").addHandler(handler)
+        logging.getLogger("arw_sv").setLevel(logging.INFO)
+        cleanup.callback(handler.close)
+        cleanup.callback(logging.getLogger("arw_sv").removeHandler, handler)
+        if lock.stale_owner:
+            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
+    existing = list_checkpoints(out_dir / "checkpoints")
+    if existing and not resume:
+        raise FileExistsError(
+            f"{out_dir / 'checkpoints'} already holds checkpoints: pass --resume to continue, "
+            "or choose another train.out_dir"
+        )
+    return existing
 
 
 def fit(
@@ -127,151 +124,36 @@ def fit(
     out_dir = Path(tc.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    lock = handler = None
-    try:
-        # One process per run folder (rank 0 for a DDP job); a second one is refused.
-        lock = RunLock(out_dir) if dist_ctx.is_main else None
-        handler = _setup_logging(out_dir) if dist_ctx.is_main else None
-        if lock is not None and lock.stale_owner:
-            log.warning("%s: previous run (%s) did not exit cleanly", out_dir, lock.stale_owner)
-        existing = list_checkpoints(ckpt_dir)
-        if existing and not resume:
-            raise FileExistsError(
-                f"{ckpt_dir} already holds checkpoints: pass --resume to continue, or choose "
-                "another train.out_dir"
-            )
+    with ExitStack() as cleanup:
+        cleanup.callback(distributed.teardown, dist_ctx)
+        existing = _claim_run_folder(out_dir, resume, dist_ctx, cleanup)
         # ---- build ----------------------------------------------------------------------
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
-        manifest = read_manifest(cfg.data.train_manifest)
-        if any(u.split == "test" for u in manifest):
-            manifest = manifest.subset("dev")
-            log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
-        state = load_checkpoint(existing[-1]) if resume and existing else None
-        if state is not None:
+        manifest = _training_manifest(cfg)
+        checkpoint = load_checkpoint(existing[-1]) if resume and existing else None
+        if checkpoint is not None:
             check_resumed_config(
-                state, cfg, manifest.speakers, dist_ctx.world_size, allow=allow_config_change
+                checkpoint, cfg, manifest.speakers, dist_ctx.world_size, allow=allow_config_change
             )
-        n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
-        speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
-        augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
-        dataset = CropDataset(
-            manifest,
-            cfg.data.crop_seconds,
-            cfg.features.sample_rate,
-            augmenter=augmenter,
-            speeds=speeds,
+        dataset, sampler = _training_data(cfg, manifest, out_dir, dist_ctx)
+        state = build_train_state(
+            cfg, manifest.speakers, device=device, world_size=dist_ctx.world_size, sampler=sampler
         )
-        groups = None
-        if cfg.data.sampling == "group_balanced":
-            groups = _speaker_groups(manifest, cfg.data.balance_key)
-        label_free: dict[str, Any] = {}
-        if cfg.data.sampling in ("cohort_oversample", "jtt"):
-            # Cached in the run folder: a resumed run draws exactly the same batches.
-            targets = sampling_targets(cfg, manifest, out_dir)
-            label_free = sampler_arguments(cfg, targets)
-        chunks = distributed.local_chunks(
-            tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
-        )
-        sampler = SpeakerBatchSampler(
-            manifest.speaker_indices(),
-            cfg.data.speakers_per_batch,
-            cfg.data.utterances_per_speaker,
-            seed=tc.seed,
-            groups=groups,
-            speed_prob=cfg.augment.speed_prob if speeds else 0.0,
-            n_speeds=len(speeds),
-            rank=dist_ctx.rank,
-            world_size=dist_ctx.world_size,
-            **label_free,
-        )
-        learner = build_learner(cfg, n_classes).to(device)
-        if tc.compile:
-            # In place (nn.Module.compile): parameters and state_dict keys stay as they are.
-            learner.extractor.ecapa.compile(mode=tc.compile_mode, dynamic=False)
-        if ac.formulation != "erm":
-            check_stabilisers(
-                formulation=ac.formulation,
-                use_cluster=ac.use_cluster,
-                temperature=ac.temperature,
-                max_weight=ac.max_weight,
-                kl_penalty=ac.kl_penalty,
-                chi2_penalty=ac.chi2_penalty,
-                weight_ema=ac.weight_ema,
-                dro_step_size=ac.dro_step_size,
-            )
-        # The adversary draws its initial weights from its own generator, so switching it
-        # on changes nothing in the learner's random stream.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(tc.seed + 1)
-            adversary = build_adversary(
-                ac.formulation,
-                embedding_dim=cfg.model.embedding_dim,
-                n_clusters=ac.n_clusters,
-                hidden=ac.hidden,
-                use_embedding=ac.use_embedding,
-                use_cluster=ac.use_cluster,
-                temperature=ac.temperature,
-                dro_step_size=ac.dro_step_size,
-            )
-        optimizer = build_optimizer(
-            tc.optimizer, learner.parameters(), tc.lr, tc.weight_decay, tc.momentum
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
-        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
-        adv_optimizer = None
-        weight_ema = None
-        if adversary is not None:
-            adversary = adversary.to(device)
-            if not isinstance(adversary, GroupDROWeights):  # q moves by its own rule
-                adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
-            if ac.weight_ema > 0:
-                weight_ema = WeightEMA(ac.n_clusters, ac.weight_ema)
-        bank = EmbeddingBank(bank_size(ac.n_clusters), cfg.model.embedding_dim)
-        group_members = _true_groups(manifest) if adversary is not None else {}
-        clusters: ClusterIndex | None = None
-        step = 0
+        learner, adversary = state.learner, state.adversary
         # ---- resume ---------------------------------------------------------------------
-        if state is not None:
-            try:
-                learner.load_state_dict(state["learner"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                scaler.load_state_dict(state["scaler"])
-                if adversary is not None:
-                    adversary.load_state_dict(state["adversary"])
-                    if adv_optimizer is not None:
-                        adv_optimizer.load_state_dict(state["adversary_optimizer"])
-                    if weight_ema is not None:
-                        weight_ema.load_state_dict(state["weight_ema"])
-            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-                # torch's first line is only "Error(s) in loading ..."; the next names a key.
-                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                first = (lines[1] if len(lines) > 1 else lines[0])[:200] if lines else repr(exc)
-                raise CheckpointError(
-                    f"{existing[-1]}: its weights do not fit this config ({first})"
-                ) from None
+        if checkpoint is not None:
+            state.load_state_dict(checkpoint, source=existing[-1])
             if allow_config_change:
-                apply_new_lrs(cfg, optimizer, scheduler, adv_optimizer)
-            if state.get("clusters") is not None:
-                clusters = ClusterIndex.from_state_dict(state["clusters"]).to(device)
-            bank.load_state_dict(state["bank"])
-            sampler.load_state_dict(state["sampler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
-            step = int(state["step"])
-            log.info("resumed from %s at step %d", existing[-1], step)
+                apply_new_lrs(cfg, state.optimizer, state.scheduler, state.adv_optimizer)
+            log.info("resumed from %s at step %d", existing[-1], state.step)
         elif resume:
             log.info("--resume given but %s has no checkpoint: starting fresh", ckpt_dir)
-        if tc.init_checkpoint and step == 0:
+        if tc.init_checkpoint and state.step == 0:
             start = _initialise_from(tc.init_checkpoint, learner, manifest.speakers, cfg)
-            if adversary is not None and start is not None:
-                adversary.load_state_dict(start["adversary"])
-                if start.get("clusters") is not None:
-                    clusters = ClusterIndex.from_state_dict(start["clusters"]).to(device)
-                bank.load_state_dict(start["bank"])
+            if start is not None:
+                state.load_adversary_state(start)
         model = distributed.wrap_learner(
             learner,
             dist_ctx,
@@ -281,181 +163,198 @@ def fit(
         )
         if dist_ctx.is_main:
             save_config(cfg, out_dir / "config.yaml")
-        loader = DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            # Its own generator: the loader's per-epoch seed draw must not advance the torch
-            # RNG that was just restored from the checkpoint (else each resume is one ahead).
-            generator=torch.Generator().manual_seed(tc.seed),
-            num_workers=cfg.data.num_workers,
-            collate_fn=collate_crops,
-            pin_memory=device.type == "cuda",
-            persistent_workers=cfg.data.num_workers > 0,
-            prefetch_factor=4 if cfg.data.num_workers > 0 else None,
-        )
-        writer = history = None
-        if dist_ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step)
-            history = _History(out_dir / "history.jsonl", from_step=step)
+        loader = _loader(dataset, sampler, cfg, device)
+        run_log = _RunLog(out_dir, from_step=state.step) if dist_ctx.is_main else None
         autocast_dtype = AUTOCAST_DTYPES[tc.precision]
-
-        def checkpoint_state() -> dict[str, Any]:
-            return {
-                "step": step,
-                "config": config_to_dict(cfg),
-                "speakers": list(manifest.speakers),
-                "extractor": learner.extractor.state_dict(),
-                "learner": learner.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "adversary": None if adversary is None else adversary.state_dict(),
-                "adversary_optimizer": None
-                if adv_optimizer is None
-                else adv_optimizer.state_dict(),
-                "clusters": None if clusters is None else clusters.state_dict(),
-                "weight_ema": None if weight_ema is None else weight_ema.state_dict(),
-                "bank": bank.state_dict(),
-                "sampler": {"step": step, "seed": tc.seed},
-                "world_size": dist_ctx.world_size,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                },
-            }
+        chunks = distributed.local_chunks(
+            tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
+        )
+        group_members = _true_groups(manifest) if adversary is not None else {}
 
         # ---- loop -----------------------------------------------------------------------
-        last = stop_after if stop_after is not None else tc.steps
-        last = min(last, tc.steps)
+        last = min(stop_after if stop_after is not None else tc.steps, tc.steps)
         bar = tqdm(
             total=tc.steps,
-            initial=step,
+            initial=state.step,
             disable=not (progress and dist_ctx.is_main),
             desc="train",
             unit="step",
         )
         keep = max(tc.keep_checkpoints, tc.average_last) if tc.keep_checkpoints > 0 else 0
         batch_size = cfg.data.speakers_per_batch * cfg.data.utterances_per_speaker
-        started, started_step = time.perf_counter(), step
+        started, started_step = time.perf_counter(), state.step
         stats = None
         for waveforms, labels, indices in loader:
+            step = state.step
             if step >= last:
                 break
             waveforms = waveforms.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            learner.aam.margin = margin_at(
-                step,
-                cfg.loss.aam_margin,
-                cfg.loss.margin_warmup_start,
-                cfg.loss.margin_warmup_steps,
-            )
+            learner.aam.margin = state.margin(step)
             adversary_on = adversary is not None and step >= ac.warmup_steps
-            if adversary_on and (ac.use_cluster or ac.formulation in ("pl", "groupdro")):
-                clusters = _refresh_clusters(clusters, bank, step, cfg, device, dist_ctx)
+            if adversary_on and needs_clusters(ac):
+                state.clusters = refresh_clusters(
+                    state.clusters, state.bank, step, cfg, device, dist_ctx
+                )
             try:
                 stats, detached = learner_step(
                     model,
                     waveforms,
                     labels,
-                    optimizer,
+                    state.optimizer,
                     adversary=adversary if adversary_on else None,
-                    clusters=clusters,
-                    cfg=ac,
-                    loss_cfg=cfg.loss,
-                    scaler=scaler,
+                    clusters=state.clusters,
+                    objective=state.objective,
+                    scaler=state.scaler,
                     clip=tc.grad_clip,
                     autocast_dtype=autocast_dtype,
                     chunks=chunks,
-                    weight_ema=weight_ema,
+                    weight_ema=state.weight_ema,
                 )
                 adv_stats = None
                 if adversary_on and adversary_due(step, ac.warmup_steps, ac.adversary_every):
                     adv_stats = adversary_step(
                         adversary,
                         detached,
-                        adv_optimizer,
-                        cfg=ac,
-                        loss_cfg=cfg.loss,
+                        state.adv_optimizer,
+                        objective=state.objective,
                         clip=tc.grad_clip,
                     )
             except NonFiniteError as exc:
-                rank = f".rank{dist_ctx.rank}" if dist_ctx.enabled else ""
-                evidence = out_dir / "failure" / f"step_{step}{rank}.pt"
-                save_checkpoint(
-                    {**checkpoint_state(), "batch_indices": indices, "waveforms": waveforms.cpu()},
-                    evidence,
-                )
-                raise NonFiniteError(
-                    f"step {step}: {exc}; the batch and model are saved in {evidence}"
-                ) from None
+                raise _with_evidence(exc, state, out_dir, dist_ctx, indices, waveforms) from None
             if adversary is not None:
                 # The global batch's embeddings: every rank's bank equals one process's.
-                bank.add(dist_ctx.gather_rows(detached.embeddings))
-            scheduler.step()
-            step += 1
+                state.bank.add(dist_ctx.gather_rows(detached.embeddings))
+            state.scheduler.step()
+            state.step = step = step + 1
             bar.update(1)
             if step % tc.log_every == 0 or step == last:
                 elapsed = time.perf_counter() - started
                 rate = (step - started_step) * batch_size / max(elapsed, 1e-9)
-                values = {k: v for k, v in vars(stats).items() if v is not None}
-                if dist_ctx.enabled:  # losses averaged over ranks (the rest agree already)
-                    names = ("loss", "aam_loss", "pair_loss")
-                    values.update(
-                        zip(names, dist_ctx.mean([values[n] for n in names]), strict=True)
-                    )
                 record = {
                     "step": step,
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": state.scheduler.get_last_lr()[0],
                     "margin": learner.aam.margin,
                     "utt_per_s": rate,
-                    **values,
+                    **_step_values(stats, adv_stats, dist_ctx),
                 }
-                if adv_stats is not None:
-                    record["adversary_objective"] = adv_stats.objective
-                    record["adversary_grad_norm"] = adv_stats.grad_norm
                 if detached.weights is not None:
                     record.update(_group_correlations(detached.weights, indices, group_members))
-                if dist_ctx.is_main:
-                    history.write(record)
-                    for key, value in record.items():
-                        if key != "step":
-                            writer.add_scalar(f"train/{key}", value, step)
+                if run_log is not None:
+                    run_log.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", utt_s=f"{rate:.1f}")
-                    log.info("step %d %s", step, json.dumps(record))
             if step % tc.checkpoint_every == 0 or step == last:
                 if dist_ctx.is_main:
-                    save_checkpoint(checkpoint_state(), ckpt_dir / f"step_{step}.pt")
+                    save_checkpoint(state.state_dict(), ckpt_dir / f"step_{step}.pt")
                     prune_checkpoints(ckpt_dir, keep)
                 dist_ctx.barrier()  # nobody reads or resumes before the file is complete
         bar.close()
-        final = ckpt_dir / f"step_{step}.pt"
-        if dist_ctx.is_main:
-            writer.close()
-            if step == tc.steps:
+        final = ckpt_dir / f"step_{state.step}.pt"
+        if run_log is not None:
+            run_log.close()
+            if state.step == tc.steps:
                 plot_training_curves(out_dir / "history.jsonl", out_dir / "training_curves.png")
         elapsed = time.perf_counter() - started
         return FitResult(
             out_dir=out_dir,
             checkpoint=final,
-            steps=step,
-            utterances_per_second=(step - started_step) * batch_size / max(elapsed, 1e-9),
+            steps=state.step,
+            utterances_per_second=(state.step - started_step) * batch_size / max(elapsed, 1e-9),
             last_loss=stats.loss if stats is not None else float("nan"),
         )
-    finally:
-        if handler is not None:
-            logging.getLogger("arw_sv").removeHandler(handler)
-            handler.close()
-        if lock is not None:
-            lock.release()
-        distributed.teardown(dist_ctx)
 
 
-def bank_size(n_clusters: int) -> int:
-    """Rows of the embedding bank: at least 32 per cluster (k-means needs 4 per cluster to
-    start, and refreshes see a few hundred steps of batches), and never under 4096."""
-    return max(4096, 32 * n_clusters)
+def _training_manifest(cfg: Config) -> Manifest:
+    manifest = read_manifest(cfg.data.train_manifest)
+    if any(u.split == "test" for u in manifest):
+        manifest = manifest.subset("dev")
+        log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
+    return manifest
+
+
+def _training_data(
+    cfg: Config, manifest: Manifest, out_dir: Path, dist_ctx: distributed.DistContext
+) -> tuple[CropDataset, SpeakerBatchSampler]:
+    """The crops and the batch sampler (this rank's share of each global batch)."""
+    n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
+    speeds = cfg.augment.speeds if n_classes > len(manifest.speakers) else ()
+    augmenter = Augmenter(cfg.augment, cfg.features.sample_rate)
+    dataset = CropDataset(
+        manifest,
+        cfg.data.crop_seconds,
+        cfg.features.sample_rate,
+        augmenter=augmenter,
+        speeds=speeds,
+    )
+    groups = None
+    if cfg.data.sampling == "group_balanced":
+        groups = _speaker_groups(manifest, cfg.data.balance_key)
+    label_free: dict[str, Any] = {}
+    if cfg.data.sampling in ("cohort_oversample", "jtt"):
+        # Cached in the run folder: a resumed run draws exactly the same batches.
+        targets = sampling_targets(cfg, manifest, out_dir)
+        label_free = sampler_arguments(cfg, targets)
+    sampler = SpeakerBatchSampler(
+        manifest.speaker_indices(),
+        cfg.data.speakers_per_batch,
+        cfg.data.utterances_per_speaker,
+        seed=cfg.train.seed,
+        groups=groups,
+        speed_prob=cfg.augment.speed_prob if speeds else 0.0,
+        n_speeds=len(speeds),
+        rank=dist_ctx.rank,
+        world_size=dist_ctx.world_size,
+        **label_free,
+    )
+    return dataset, sampler
+
+
+def _loader(
+    dataset: CropDataset, sampler: SpeakerBatchSampler, cfg: Config, device: torch.device
+) -> DataLoader:
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        # Its own generator: the loader's per-epoch seed draw must not advance the torch
+        # RNG that was just restored from the checkpoint (else each resume is one ahead).
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        num_workers=workers,
+        collate_fn=collate_crops,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def _step_values(stats, adv_stats, dist_ctx: distributed.DistContext) -> dict[str, float]:
+    """The logged numbers of one step; under DDP the losses averaged over ranks (the rest
+    agree already)."""
+    values = {k: v for k, v in vars(stats).items() if v is not None}
+    if dist_ctx.enabled:
+        names = ("loss", "aam_loss", "pair_loss")
+        values.update(zip(names, dist_ctx.mean([values[n] for n in names]), strict=True))
+    if adv_stats is not None:
+        values["adversary_objective"] = adv_stats.objective
+        values["adversary_grad_norm"] = adv_stats.grad_norm
+    return values
+
+
+def _with_evidence(
+    exc: NonFiniteError,
+    state: TrainState,
+    out_dir: Path,
+    dist_ctx: distributed.DistContext,
+    indices: torch.Tensor,
+    waveforms: torch.Tensor,
+) -> NonFiniteError:
+    """Save the model and the batch that broke it; the error to raise, naming the file."""
+    rank = f".rank{dist_ctx.rank}" if dist_ctx.enabled else ""
+    evidence = out_dir / "failure" / f"step_{state.step}{rank}.pt"
+    save_checkpoint(
+        {**state.state_dict(), "batch_indices": indices, "waveforms": waveforms.cpu()}, evidence
+    )
+    return NonFiniteError(f"step {state.step}: {exc}; the batch and model are saved in {evidence}")
 
 
 def adversary_due(step: int, warmup_steps: int, every: int) -> bool:
@@ -505,38 +404,6 @@ def _speaker_groups(manifest, key: str) -> list[int]:
         values = manifest.speaker_attribute(key)
     names = sorted(set(values))
     return [names.index(v) for v in values]
-
-
-def _refresh_clusters(
-    clusters: ClusterIndex | None,
-    bank: EmbeddingBank,
-    step: int,
-    cfg: Config,
-    device,
-    dist_ctx: distributed.DistContext,
-) -> ClusterIndex | None:
-    """Refit k-means on the bank every ``cluster_refresh_steps`` (and as soon as it can).
-
-    Under DDP rank 0 fits and broadcasts: every rank must use identical centroids.
-    """
-    ac = cfg.adversary
-    due = clusters is None or step % ac.cluster_refresh_steps == 0
-    data = bank.filled()
-    if not due or data.shape[0] < 4 * ac.n_clusters:
-        return clusters
-    if dist_ctx.is_main:
-        seed = (cfg.train.seed * 1_000_003 + step) % (2**31)
-        fitted = ClusterIndex.fit(
-            data, ac.n_clusters, seed=seed, init=clusters.to("cpu") if clusters else None
-        )
-        log.info("step %d: k-means refreshed on %d embeddings", step, data.shape[0])
-        if not dist_ctx.enabled:
-            return fitted.to(device)
-        centroids = fitted.centroids
-    else:
-        centroids = torch.empty(ac.n_clusters, cfg.model.embedding_dim)
-    centroids = dist_ctx.broadcast(centroids)
-    return ClusterIndex.from_state_dict({"centroids": centroids}).to(device)
 
 
 def _initialise_from(
@@ -599,6 +466,26 @@ def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str
         with torch.no_grad():
             learner.aam.weight.copy_(head)
     log.info("initialised from SpeechBrain folder %s", folder)
+
+
+class _RunLog:
+    """Rank 0's record of the run: ``history.jsonl``, TensorBoard scalars, ``train.log``."""
+
+    def __init__(self, out_dir: Path, from_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=from_step)
+        self.history = _History(out_dir / "history.jsonl", from_step=from_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.write(record)
+        for key, value in record.items():
+            if key != "step":
+                self.writer.add_scalar(f"train/{key}", value, record["step"])
+        log.info("step %d %s", record["step"], json.dumps(record))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class _History:

@@ -4,7 +4,8 @@
 and lowers the weighted loss. ``adversary_step`` takes the learner's losses from that same
 forward pass *detached* and raises the weighted loss (as ARL's code does: one forward, each
 player steps on its own variables). Both go through :func:`backward_and_step`, so mixed
-precision, clipping and the non-finite checks cannot be lost for one of them.
+precision, clipping and the non-finite checks cannot be lost for one of them. Both take the
+same :class:`~arw_sv.train.objective.Objective`, built once from the config.
 
 A batch may be cut into chunks of whole speakers (``chunks``): each chunk gets its own
 BatchNorm statistics and pair terms, and the objective is the mean of the chunks'
@@ -24,19 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from arw_sv.arw import ClusterIndex, arl_weights, balanced_pair_weights, weighted_objective
+from arw_sv.clusters import ClusterIndex
 from arw_sv.config import AdversaryConfig, LossConfig
 from arw_sv.models.adversary import GroupDROWeights
 from arw_sv.models.pair_loss import PairTerms
-from arw_sv.robust import (
-    WeightEMA,
-    capped_arl_weights,
-    divergence_from_uniform,
-    group_sums,
-    per_sample_loss,
-    weight_statistics,
-)
+from arw_sv.robust import WeightEMA, group_sums, weight_statistics
 from arw_sv.train.distributed import all_ranks_true, average_gradients
+from arw_sv.train.objective import Objective, adversary_weights  # noqa: F401  (re-exported)
 
 # An fp16 loss scale below this means the gradients overflow even unscaled: the run diverged.
 MIN_LOSS_SCALE = 1.0
@@ -165,33 +160,18 @@ class Learner(nn.Module):
         return embeddings, sample_loss, pairs
 
 
-def _row_pair_loss(pairs: tuple[PairTerms, ...]) -> torch.Tensor:
-    """Anchor i's balanced pair loss ``sum_j beta_ij l_ij``, chunks concatenated. -> (B,)."""
-    return torch.cat([(balanced_pair_weights(p) * p.loss).sum(dim=1) for p in pairs])
-
-
-def _sample_losses(
-    loss_cfg: LossConfig, sample_loss: torch.Tensor, pairs: tuple[PairTerms, ...]
-) -> torch.Tensor:
-    row = _row_pair_loss(pairs) if loss_cfg.pair_weight != 0 else torch.zeros_like(sample_loss)
-    return per_sample_loss(sample_loss, row, loss_cfg.aam_weight, loss_cfg.pair_weight)
-
-
-def adversary_weights(
-    adversary: nn.Module, embeddings: torch.Tensor, cluster_ids: torch.Tensor, cfg: AdversaryConfig
-) -> torch.Tensor:
-    """lambda_i from the adversary: ARL's normalisation, capped at ``cfg.max_weight`` if set;
-    GroupDRO's ``q``-derived weights for "groupdro". Carries the adversary's gradient.
-
-    Shape:
-        embeddings (B, D), cluster_ids (B,) -> (B,).
-    """
-    if isinstance(adversary, GroupDROWeights):
-        return adversary(embeddings, cluster_ids)
-    scores = adversary(embeddings, cluster_ids)
-    if cfg.max_weight > 0:
-        return capped_arl_weights(scores, cfg.max_weight)
-    return arl_weights(scores)
+def _resolve(
+    objective: Objective | None, cfg: AdversaryConfig | None, loss_cfg: LossConfig | None
+) -> Objective:
+    # The config sections (cfg=, loss_cfg=) are what the step functions took before the
+    # Objective; bench/ and older tests still pass them, and get the same Objective.
+    if objective is not None:
+        if cfg is not None or loss_cfg is not None:
+            raise TypeError("pass objective, or cfg and loss_cfg, not both")
+        return objective
+    if cfg is None or loss_cfg is None:
+        raise TypeError("pass objective (or both cfg and loss_cfg)")
+    return Objective.from_sections(cfg, loss_cfg)
 
 
 def _objective(
@@ -201,30 +181,8 @@ def _objective(
     pairs: tuple[PairTerms, ...],
     weights: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The weighted objective; with several chunks, the mean of the chunks' objectives."""
-
-    def one(loss: torch.Tensor, terms: PairTerms, w: torch.Tensor | None) -> torch.Tensor:
-        formulation = "aps" if cfg.formulation == "groupdro" else cfg.formulation
-        return weighted_objective(
-            formulation if w is not None else "erm",
-            sample_loss=loss,
-            pairs=terms,
-            sample_weights=w,
-            aam_weight=loss_cfg.aam_weight,
-            pair_weight=loss_cfg.pair_weight,
-            weight_aam=cfg.weight_aam,
-            normalize=cfg.normalize,
-        )
-
-    n = len(pairs)
-    if n == 1:
-        return one(sample_loss, pairs[0], weights)
-    chunked_weights = weights.chunk(n) if weights is not None else (None,) * n
-    parts = [
-        one(loss, terms, w)
-        for loss, terms, w in zip(sample_loss.chunk(n), pairs, chunked_weights, strict=True)
-    ]
-    return torch.stack(parts).mean()
+    """``Objective.from_sections(cfg, loss_cfg)(sample_loss, pairs, weights)``."""
+    return Objective.from_sections(cfg, loss_cfg)(sample_loss, pairs, weights)
 
 
 def learner_step(
@@ -235,23 +193,26 @@ def learner_step(
     *,
     adversary: nn.Module | None,
     clusters: ClusterIndex | None,
-    cfg: AdversaryConfig,
-    loss_cfg: LossConfig,
+    objective: Objective | None = None,
     scaler: torch.amp.GradScaler | None = None,
     clip: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
     chunks: int = 1,
     weight_ema: WeightEMA | None = None,
+    cfg: AdversaryConfig | None = None,
+    loss_cfg: LossConfig | None = None,
 ) -> tuple[LearnerStats, Detached]:
     """One learner update on a batch; the adversary (if any) only supplies detached weights.
 
     ``learner`` may be the DDP-wrapped :class:`Learner`; ``chunks`` cuts the batch into
     that many chunks of whole speakers (see the module docstring). ``weight_ema`` (state
     kept by the caller) replaces each weight by its cluster's EMA mean weight.
+    ``cfg`` and ``loss_cfg`` (the config sections) may stand in for ``objective``.
 
     Shape:
         waveforms (B, S), labels (B,)
     """
+    objective = _resolve(objective, cfg, loss_cfg)
     learner.train()
     device = waveforms.device
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -261,10 +222,10 @@ def learner_step(
     weights = None
     if adversary is not None:
         with torch.no_grad():
-            weights = adversary_weights(adversary, emb, cluster_ids, cfg)
+            weights = adversary_weights(adversary, emb, cluster_ids, objective)
             if weight_ema is not None:
                 weights = weight_ema(weights, cluster_ids)
-    loss = _objective(cfg, loss_cfg, sample_loss, pairs, weights)
+    loss = objective(sample_loss, pairs, weights)
     grad_norm = backward_and_step(
         loss, optimizer, learner.parameters(), scaler=scaler, clip=clip, what="learner"
     )
@@ -279,15 +240,15 @@ def learner_step(
         weight_mean=None if weights is None else float(weights.mean()),
         weight_max=None if weights is None else float(weights.max()),
         weight_std=None if weights is None else float(weights.std()),
-        **({} if weights is None else _monitors(weights, loss_cfg, sample_loss, pairs)),
+        **({} if weights is None else _monitors(weights, objective, sample_loss, pairs)),
     )
     detached = tuple(p.detach() for p in pairs)
     return stats, Detached(emb, sample_loss.detach().float(), detached, cluster_ids, weights)
 
 
-def _monitors(weights, loss_cfg, sample_loss, pairs) -> dict[str, float | None]:
+def _monitors(weights, objective, sample_loss, pairs) -> dict[str, float | None]:
     with torch.no_grad():
-        losses = _sample_losses(loss_cfg, sample_loss.detach().float(), pairs)
+        losses = objective.sample_losses(sample_loss.detach().float(), pairs)
         found = weight_statistics(weights, losses)
     return {
         "weight_ess": found["weight_ess"],
@@ -300,9 +261,10 @@ def adversary_step(
     batch: Detached,
     optimizer: torch.optim.Optimizer | None,
     *,
-    cfg: AdversaryConfig,
-    loss_cfg: LossConfig,
+    objective: Objective | None = None,
     clip: float = 0.0,
+    cfg: AdversaryConfig | None = None,
+    loss_cfg: LossConfig | None = None,
 ) -> AdversaryStats:
     """One adversary update: gradient *ascent* on the weighted loss of the learner's
     detached losses (so no gradient can reach the learner). Under DDP its gradients are
@@ -312,31 +274,28 @@ def adversary_step(
     With ``kl_penalty`` / ``chi2_penalty`` the adversary raises
     ``L_w - penalty * D(w / sum w || uniform)`` instead. For "groupdro" (no optimizer) this
     is GroupDRO's exponentiated-gradient step on q from the batch's per-cluster mean losses;
-    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0."""
+    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0.
+    ``cfg`` and ``loss_cfg`` (the config sections) may stand in for ``objective``."""
+    objective = _resolve(objective, cfg, loss_cfg)
     adversary.train()
     if isinstance(adversary, GroupDROWeights):
         with torch.no_grad():
-            losses = _sample_losses(loss_cfg, batch.sample_loss, batch.pairs)
+            losses = objective.sample_losses(batch.sample_loss, batch.pairs)
             sums, counts = group_sums(losses, batch.cluster_ids, adversary.n_clusters)
             group_loss = sums / counts.clamp(min=1)  # 0 for a group absent from the batch
             present = counts > 0
             q = adversary.q
-            objective = (q[present] * group_loss[present]).sum() / q[present].sum()
+            value = (q[present] * group_loss[present]).sum() / q[present].sum()
             adversary.update(group_loss)
-        return AdversaryStats(objective=float(objective), grad_norm=0.0)
-    weights = adversary_weights(adversary, batch.embeddings, batch.cluster_ids, cfg)
-    objective = _objective(cfg, loss_cfg, batch.sample_loss, batch.pairs, weights)
-    target = objective
-    if cfg.kl_penalty > 0:
-        target = target - cfg.kl_penalty * divergence_from_uniform(weights, "kl")
-    if cfg.chi2_penalty > 0:
-        target = target - cfg.chi2_penalty * divergence_from_uniform(weights, "chi2")
+        return AdversaryStats(objective=float(value), grad_norm=0.0)
+    weights = adversary_weights(adversary, batch.embeddings, batch.cluster_ids, objective)
+    value = objective(batch.sample_loss, batch.pairs, weights)
     grad_norm = backward_and_step(
-        -target,
+        -objective.adversary_target(value, weights),
         optimizer,
         adversary.parameters(),
         clip=clip,
         what="adversary",
         sync_gradients=True,
     )
-    return AdversaryStats(objective=float(objective.detach()), grad_norm=grad_norm)
+    return AdversaryStats(objective=float(value.detach()), grad_norm=grad_norm)
