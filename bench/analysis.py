@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from scipy import stats
 
-from arw_sv.arw import ClusterIndex, arl_weights
+from arw_sv.arw import arl_weights
 from arw_sv.audio import read_audio
 from arw_sv.checkpoint import load_checkpoint
+from arw_sv.clusters import ClusterIndex
 from arw_sv.config import config_from_dict
 from arw_sv.data.manifest import Manifest
 from arw_sv.models.adversary import build_adversary

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from arw_sv.arw import ClusterIndex, arl_weights
+from arw_sv.arw import arl_weights
+from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import Config, load_config
 from arw_sv.models.adversary import build_adversary
 from arw_sv.train.build import build_learner, build_optimizer
-from arw_sv.train.loop import EmbeddingBank
 from arw_sv.train.step import adversary_step, learner_step
 from bench.common import config_path
 

@@ -35,11 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arw_sv.arw import ClusterIndex
+from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import load_config
 from arw_sv.models.adversary import build_adversary
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer
-from arw_sv.train.loop import EmbeddingBank
 from arw_sv.train.step import adversary_step, learner_step
 from bench import common as sc
 from bench.common import config_path
