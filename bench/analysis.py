@@ -4,7 +4,8 @@ The adversary never sees gender or nationality. After training, we run the learn
 the adversary of a checkpoint over a sample of training utterances and ask whether the
 weights line up with the groups the benchmark planted (and with the learner's loss):
 
-- mean weight per true group, the weights normalised with ``arl_weights`` over the whole
+- mean weight per true group, the weights as the learner saw them (``adversary_weights``:
+  temperature, cap and GroupDRO included) over the whole
   sample (so they average exactly 2, as in training);
 - point-biserial correlation of the weight with each group indicator (Pearson's r between
   the weight and a 0/1 membership);
@@ -25,14 +26,14 @@ import numpy as np
 import torch
 from scipy import stats
 
-from arw_sv.arw import arl_weights
 from arw_sv.audio import read_audio
 from arw_sv.checkpoint import load_checkpoint
 from arw_sv.clusters import ClusterIndex
 from arw_sv.config import config_from_dict
 from arw_sv.data.manifest import Manifest
-from arw_sv.models.adversary import build_adversary
+from arw_sv.models.adversary import build_adversary_from_config
 from arw_sv.train.build import build_learner
+from arw_sv.train.objective import adversary_weights
 
 
 def centre_crop(path: str, seconds: float, sample_rate: int) -> np.ndarray:
@@ -136,21 +137,17 @@ def analyse_checkpoint(
     ac = cfg.adversary
     if ac.formulation == "erm" or state.get("adversary") is None:
         return result
-    adversary = build_adversary(
-        ac.formulation,
-        embedding_dim=cfg.model.embedding_dim,
-        n_clusters=ac.n_clusters,
-        hidden=ac.hidden,
-        use_embedding=ac.use_embedding,
-        use_cluster=ac.use_cluster,
-    )
+    adversary = build_adversary_from_config(ac, cfg.model.embedding_dim)
     adversary.load_state_dict(state["adversary"])
     adversary.eval()
     clusters = None
     if state.get("clusters") is not None:
         clusters = ClusterIndex.from_state_dict(state["clusters"])
     cluster_ids = clusters.assign(emb) if clusters is not None else torch.zeros(len(utts)).long()
-    weights = arl_weights(adversary(emb, cluster_ids)).numpy().astype(np.float64)
+    # The weights the learner trained with: the temperature, the cap and GroupDRO's q
+    # included (adversary_weights is the trainer's own function).
+    with torch.no_grad():
+        weights = adversary_weights(adversary, emb, cluster_ids, ac).numpy().astype(np.float64)
     result["adversary"] = adversary_summary(
         weights, aam_loss, groups, cluster_ids.numpy() if clusters is not None else None
     )

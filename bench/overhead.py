@@ -16,6 +16,7 @@ is timed on its own (a warm-started refit of a full bank, as in training) and am
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -27,8 +28,9 @@ import torch
 from arw_sv.arw import arl_weights
 from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import Config, load_config
-from arw_sv.models.adversary import build_adversary
+from arw_sv.models.adversary import build_adversary_from_config
 from arw_sv.train.build import build_learner, build_optimizer
+from arw_sv.train.objective import Objective
 from arw_sv.train.step import adversary_step, learner_step
 from bench.common import config_path
 
@@ -93,29 +95,24 @@ def measure_overhead(
     optimizer = build_optimizer(
         cfg.train.optimizer, learner.parameters(), cfg.train.lr, cfg.train.weight_decay
     )
-    adversary = build_adversary(
-        "pw",
-        embedding_dim=cfg.model.embedding_dim,
-        n_clusters=ac.n_clusters,
-        hidden=ac.hidden,
-        use_embedding=ac.use_embedding,
-        use_cluster=ac.use_cluster,
-    )
+    ac = dataclasses.replace(ac, formulation="pw")
+    adversary = build_adversary_from_config(ac, cfg.model.embedding_dim)
     adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
-    bank = EmbeddingBank(max(4096, 32 * ac.n_clusters), cfg.model.embedding_dim)
+    bank = EmbeddingBank.for_clusters(ac.n_clusters, cfg.model.embedding_dim)
     bank.add(torch.from_numpy(rng.standard_normal((bank.data.shape[0], bank.data.shape[1]))))
     clusters = ClusterIndex.fit(bank.filled(), ac.n_clusters, seed=seed)
-    erm_cfg = Config().adversary  # formulation "erm"
+    erm = Objective.from_sections(Config().adversary, cfg.loss)  # formulation "erm"
+    pw = Objective.from_sections(ac, cfg.loss)
 
     def erm_step() -> None:
         learner_step(learner, waveforms, labels, optimizer, adversary=None,
-                     clusters=None, cfg=erm_cfg, loss_cfg=cfg.loss, clip=cfg.train.grad_clip)  # fmt: skip
+                     clusters=None, objective=erm, clip=cfg.train.grad_clip)  # fmt: skip
 
     def pw_step() -> None:
         _, detached = learner_step(learner, waveforms, labels, optimizer,
-                                   adversary=adversary, clusters=clusters, cfg=ac,
-                                   loss_cfg=cfg.loss, clip=cfg.train.grad_clip)  # fmt: skip
-        adversary_step(adversary, detached, adv_optimizer, cfg=ac, loss_cfg=cfg.loss,
+                                   adversary=adversary, clusters=clusters, objective=pw,
+                                   clip=cfg.train.grad_clip)  # fmt: skip
+        adversary_step(adversary, detached, adv_optimizer, objective=pw,
                        clip=cfg.train.grad_clip)  # fmt: skip
         bank.add(detached.embeddings)
 
@@ -135,14 +132,14 @@ def measure_overhead(
     # bank update), many repetitions: small, so robust to a busy machine where the
     # difference of two ~1 s step times is within the noise.
     _, detached = learner_step(learner, waveforms, labels, optimizer, adversary=adversary,
-                               clusters=clusters, cfg=ac, loss_cfg=cfg.loss)  # fmt: skip
+                               clusters=clusters, objective=pw)  # fmt: skip
     work = []
     for _ in range(200):
         start = timer()
         ids = clusters.assign(detached.embeddings)
         with torch.no_grad():
             arl_weights(adversary(detached.embeddings, ids))
-        adversary_step(adversary, detached, adv_optimizer, cfg=ac, loss_cfg=cfg.loss,
+        adversary_step(adversary, detached, adv_optimizer, objective=pw,
                        clip=cfg.train.grad_clip)  # fmt: skip
         bank.add(detached.embeddings)
         work.append(timer() - start)

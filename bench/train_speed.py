@@ -37,8 +37,9 @@ import torch
 
 from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import load_config
-from arw_sv.models.adversary import build_adversary
+from arw_sv.models.adversary import build_adversary_from_config
 from arw_sv.train.build import AUTOCAST_DTYPES, build_learner, build_optimizer
+from arw_sv.train.objective import Objective
 from arw_sv.train.step import adversary_step, learner_step
 from bench import common as sc
 from bench.common import config_path
@@ -96,22 +97,17 @@ class ArwTrainer:
                 self.learner.parameters(), tc.lr, weight_decay=tc.weight_decay, fused=True
             )
         self.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
-        self.adversary = build_adversary(
-            ac.formulation,
-            embedding_dim=cfg.model.embedding_dim,
-            n_clusters=ac.n_clusters,
-            hidden=ac.hidden,
-            use_embedding=ac.use_embedding,
-            use_cluster=ac.use_cluster,
-        )
+        self.objective = Objective.from_config(cfg)
+        self.adversary = build_adversary_from_config(ac, cfg.model.embedding_dim, seed=0)
         self.clusters = None
-        self.bank = EmbeddingBank(max(4096, 32 * ac.n_clusters), cfg.model.embedding_dim)
+        self.bank = EmbeddingBank.for_clusters(ac.n_clusters, cfg.model.embedding_dim)
         if self.adversary is not None:
             self.adversary.to(device)
             self.adv_optimizer = build_optimizer(ac.optimizer, self.adversary.parameters(), ac.lr)
             # A filled bank and fitted clusters, as after the warm-up.
             rng = np.random.default_rng(0)
-            self.bank.add(torch.from_numpy(rng.standard_normal((4096, 192)).astype(np.float32)))
+            size, dim = self.bank.data.shape
+            self.bank.add(torch.from_numpy(rng.standard_normal((size, dim)).astype(np.float32)))
             self.clusters = ClusterIndex.fit(self.bank.filled(), ac.n_clusters, seed=0).to(device)
 
     def step(self, waveforms: torch.Tensor, labels: torch.Tensor) -> float:
@@ -123,8 +119,7 @@ class ArwTrainer:
             self.optimizer,
             adversary=self.adversary,
             clusters=self.clusters,
-            cfg=cfg.adversary,
-            loss_cfg=cfg.loss,
+            objective=self.objective,
             scaler=self.scaler,
             clip=cfg.train.grad_clip,
             autocast_dtype=self.autocast_dtype,
@@ -135,8 +130,7 @@ class ArwTrainer:
                     self.adversary,
                     detached,
                     self.adv_optimizer,
-                    cfg=cfg.adversary,
-                    loss_cfg=cfg.loss,
+                    objective=self.objective,
                     clip=cfg.train.grad_clip,
                 )
                 self.bank.add(detached.embeddings)
