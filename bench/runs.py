@@ -106,9 +106,43 @@ def run_one(task: RunTask) -> dict:
         "metrics": run_metrics(report),
         "ci": run_intervals(report) if task.bootstrap else None,
         "analysis": analysis,
+        "monitors": training_monitors(Path(cfg.train.out_dir) / "history.jsonl", cfg.data),
     }
     atomic_write_text(done, json.dumps(result, indent=1))
     return result
+
+
+def training_monitors(history: Path, data_cfg) -> dict | None:
+    """The trainer's own weight monitors over a run (``history.jsonl``), or None without.
+
+    ``ess_fraction``: the effective batch (sum w)^2 / sum w^2 over the batch size, mean and
+    minimum over the logged steps (1 = uniform weights, 1/B = one sample holds them all);
+    ``weight_max``: the largest lambda_i logged; ``spearman``: mean weight-vs-loss rank
+    correlation; ``point_biserial``: mean over the logged steps of each group's r, the
+    groups never seen by the adversary.
+    """
+    if not Path(history).is_file():
+        return None
+    rows = [json.loads(x) for x in Path(history).read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "weight_ess" in r]
+    if not rows:
+        return None
+    batch = data_cfg.speakers_per_batch * data_cfg.utterances_per_speaker
+    ess = [r["weight_ess"] / batch for r in rows]
+    rho = [r["weight_loss_spearman"] for r in rows if r.get("weight_loss_spearman") is not None]
+    pb: dict[str, list[float]] = {}
+    for r in rows:
+        for key, value in r.items():
+            if key.startswith("weight_pb/") and value is not None:
+                pb.setdefault(key.removeprefix("weight_pb/"), []).append(value)
+    return {
+        "logged_steps": len(rows),
+        "ess_fraction_mean": float(np.mean(ess)),
+        "ess_fraction_min": float(np.min(ess)),
+        "weight_max": float(max(r["weight_max"] for r in rows)),
+        "spearman_mean": float(np.mean(rho)) if rho else None,
+        "point_biserial_mean": {k: float(np.mean(v)) for k, v in sorted(pb.items())},
+    }
 
 
 def _sections(report: dict) -> dict:

@@ -175,6 +175,7 @@ def render_markdown(results: dict) -> str:
                 lines.append(f"| {m} | " + " | ".join(cells) + " |")
             lines.append("")
     lines += _adversary_markdown(results["adversary"])
+    lines += _monitor_markdown(runs, methods)
     lines += _interval_markdown(runs, methods, gkeys)
     errors = [r for r in results.get("failed", [])]
     if errors:
@@ -232,6 +233,46 @@ def _adversary_markdown(table: dict) -> list[str]:
         lines.append(
             f"| {m} | " + " | ".join(_fmt(e["loss_by_group"][a][g], 1, 2) for a, g in groups) + " |"
         )
+    return lines
+
+
+def _monitor_markdown(runs: list[dict], methods: list[str]) -> list[str]:
+    """The trainer's weight monitors over training (mean over seeds), where a run logged any."""
+    with_monitors = [m for m in methods if any(r.get("monitors") for r in runs if r["method"] == m)]
+    if not with_monitors:
+        return []
+    keys = sorted(
+        {k for r in runs if r.get("monitors") for k in r["monitors"]["point_biserial_mean"]}
+    )
+    keys = [k for k in keys if k.startswith("nationality=")] or keys
+    lines = [
+        "",
+        "## The weights over training (the trainer's monitors)",
+        "",
+        "From each run's history.jsonl: effective batch (sum w)^2 / sum w^2 as a fraction of "
+        "the batch (mean and minimum over the logged steps; 1 = uniform), the largest weight "
+        "logged, mean Spearman ρ of weight and loss, and the mean point-biserial r of weight "
+        "and group. Mean over seeds.",
+        "",
+        "| method | ESS mean | ESS min | max weight | ρ(weight, loss) | "
+        + " | ".join(f"r {k.split('=', 1)[1]}" for k in keys)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(keys),
+    ]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return f"{np.mean(values):.2f}" if values else "n/a"
+
+    for m in with_monitors:
+        mon = [r["monitors"] for r in runs if r["method"] == m and r.get("monitors")]
+        cells = [
+            mean([x["ess_fraction_mean"] for x in mon]),
+            mean([x["ess_fraction_min"] for x in mon]),
+            mean([x["weight_max"] for x in mon]),
+            mean([x["spearman_mean"] for x in mon]),
+        ] + [mean([x["point_biserial_mean"].get(k) for x in mon]) for k in keys]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 
 
