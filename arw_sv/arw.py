@@ -23,7 +23,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from arw_sv.clusters import ClusterIndex  # noqa: F401  (re-exported: bench/ imports it here)
 from arw_sv.models.pair_loss import PairTerms
 
 FORMULATIONS = ("erm", "aps", "pl", "pw")

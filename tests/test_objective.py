@@ -9,14 +9,10 @@ import torch
 from conftest import tiny_config
 
 from arw_sv.checkpoint import list_checkpoints, load_checkpoint
-from arw_sv.config import AdversaryConfig, LossConfig, load_config
-from arw_sv.models.adversary import build_adversary, build_adversary_from_config
-from arw_sv.models.ecapa import build_extractor
-from arw_sv.models.heads import AAMSoftmax
-from arw_sv.models.pair_loss import PairwiseSimilarityLoss
+from arw_sv.config import load_config
+from arw_sv.models.adversary import build_adversary_from_config
 from arw_sv.train.loop import adversary_due, fit
 from arw_sv.train.objective import Objective
-from arw_sv.train.step import Learner, adversary_step, learner_step
 
 
 def test_objective_reads_every_field_from_its_section():
@@ -35,46 +31,6 @@ def test_objective_reads_every_field_from_its_section():
     assert (objective.aam_weight, objective.pair_weight) == (0.7, 0.3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         objective.max_weight = 0.0
-
-
-def _step_pair(formulation, **objective_args):
-    """One learner and one adversary step from identical starts; -> (learner, adversary)."""
-    torch.manual_seed(0)
-    learner = Learner(
-        build_extractor("tiny", embedding_dim=16), AAMSoftmax(16, 4), PairwiseSimilarityLoss()
-    )
-    adversary = build_adversary(formulation, embedding_dim=16, n_clusters=3, hidden=8)
-    opt_l = torch.optim.SGD(learner.parameters(), 0.1)
-    opt_a = torch.optim.SGD(adversary.parameters(), 0.5)
-    gen = torch.Generator().manual_seed(1)
-    wavs, labels = torch.randn(8, 8000, generator=gen), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    _, detached = learner_step(
-        learner, wavs, labels, opt_l, adversary=adversary, clusters=None, **objective_args
-    )
-    adversary_step(adversary, detached, opt_a, **objective_args)
-    return learner, adversary
-
-
-@pytest.mark.parametrize("formulation", ["aps", "pw"])
-def test_steps_with_an_objective_equal_steps_with_the_config_sections(formulation):
-    sections = {
-        "cfg": AdversaryConfig(formulation=formulation, max_weight=3.0, kl_penalty=0.1),
-        "loss_cfg": LossConfig(pair_weight=0.5),
-    }
-    objective = Objective.from_sections(sections["cfg"], sections["loss_cfg"])
-    a = _step_pair(formulation, objective=objective)
-    b = _step_pair(formulation, **sections)
-    for left, right in zip(a, b, strict=True):
-        for (key, x), y in zip(left.state_dict().items(), right.state_dict().values(), strict=True):
-            assert torch.equal(x, y), key
-
-
-def test_a_step_takes_an_objective_or_both_sections_but_not_both():
-    objective = Objective.from_sections(AdversaryConfig(formulation="pw"), LossConfig())
-    with pytest.raises(TypeError, match="not both"):
-        _step_pair("pw", objective=objective, cfg=AdversaryConfig(formulation="pw"))
-    with pytest.raises(TypeError, match="objective"):
-        _step_pair("pw", cfg=AdversaryConfig(formulation="pw"))
 
 
 def test_with_adversary_every_two_the_adversary_changes_only_on_due_steps(tiny_manifests, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from arw_sv import clusters as clusters_module
 from arw_sv.arw import arl_weights
 from arw_sv.checkpoint import load_checkpoint
 from arw_sv.clusters import ClusterIndex
@@ -31,8 +32,8 @@ from arw_sv.robust import (
 )
 from arw_sv.train import loop
 from arw_sv.train.build import OPTIMIZERS, build_optimizer
-from arw_sv.train.objective import adversary_weights
-from arw_sv.train.step import Detached, _objective, adversary_step
+from arw_sv.train.objective import Objective, adversary_weights
+from arw_sv.train.step import Detached, adversary_step
 
 # ---- linear adversary ---------------------------------------------------------------------
 
@@ -163,7 +164,7 @@ def test_adversary_step_with_penalty_moves_weights_toward_uniform(kind):
         with torch.no_grad():
             w = adversary_weights(adv, batch.embeddings, batch.cluster_ids, cfg)
             before = float(divergence_from_uniform(w, "chi2"))
-        adversary_step(adv, batch, opt, cfg=cfg, loss_cfg=loss_cfg)
+        adversary_step(adv, batch, opt, objective=Objective.from_sections(cfg, loss_cfg))
         with torch.no_grad():
             w = adversary_weights(adv, batch.embeddings, batch.cluster_ids, cfg)
         spreads[penalty] = float(divergence_from_uniform(w, "chi2")) - before
@@ -200,7 +201,9 @@ def test_group_dro_update_matches_a_hand_computation():
     adv = build_adversary("groupdro", embedding_dim=8, n_clusters=3, dro_step_size=0.1)
     assert isinstance(adv, GroupDROWeights) and not list(adv.parameters())
     cfg = AdversaryConfig(formulation="groupdro", dro_step_size=0.1)
-    stats = adversary_step(adv, batch, None, cfg=cfg, loss_cfg=LossConfig(pair_weight=0.0))
+    stats = adversary_step(
+        adv, batch, None, objective=Objective.from_sections(cfg, LossConfig(pair_weight=0.0))
+    )
     # Group losses: g0 = mean(0.5, 1.0, 0.4) = 0.6333, g1 = mean(2, 3, 0.2) = 1.7333, g2
     # absent -> 0. q starts at 1/3 each.
     g = [0.6333333333, 1.7333333333, 0.0]
@@ -209,7 +212,9 @@ def test_group_dro_update_matches_a_hand_computation():
     assert torch.allclose(adv.q, expected, atol=1e-6)
     assert stats.objective == pytest.approx((g[0] + g[1]) / 2, rel=1e-5)
     # A second step compounds from the new q.
-    adversary_step(adv, batch, None, cfg=cfg, loss_cfg=LossConfig(pair_weight=0.0))
+    adversary_step(
+        adv, batch, None, objective=Objective.from_sections(cfg, LossConfig(pair_weight=0.0))
+    )
     e2 = [expected[i].item() * math.exp(0.1 * g[i]) for i in range(3)]
     assert torch.allclose(adv.q, torch.tensor([x / sum(e2) for x in e2]), atol=1e-6)
     assert torch.allclose(
@@ -230,13 +235,11 @@ def test_group_dro_learner_loss_is_the_q_weighted_group_mean():
     means = [loss[batch.cluster_ids == g].mean() for g in range(3)]
     hand = (0.1 * means[0] + 0.2 * means[1] + 0.3 * means[2]) / 0.6
     for normalize in ("sum", "none"):
-        got = _objective(
+        objective = Objective.from_sections(
             AdversaryConfig(formulation="groupdro", normalize=normalize),
             LossConfig(pair_weight=0.0),
-            loss,
-            batch.pairs,
-            w,
         )
+        got = objective(loss, batch.pairs, w)
         assert float(got) == pytest.approx(float(hand), rel=1e-6)
 
 
@@ -282,15 +285,15 @@ def test_adversary_due_every_kth_step_after_warmup():
 
 @pytest.mark.parametrize("n_clusters", [8, 32, 64])
 def test_many_clusters_fit_from_the_bank(n_clusters, rng):
-    size = loop.bank_size(n_clusters)
+    size = clusters_module.bank_size(n_clusters)
     assert size >= 32 * n_clusters
-    bank = loop.EmbeddingBank(size, 16)
+    bank = clusters_module.EmbeddingBank(size, 16)
     cfg = load_config(None, [f"adversary.n_clusters={n_clusters}", "adversary.formulation=pw"])
     bank.add(torch.from_numpy(rng.standard_normal((4 * n_clusters - 1, 16)).astype("float32")))
     ctx = loop.distributed.DistContext()
-    assert loop._refresh_clusters(None, bank, 0, cfg, "cpu", ctx) is None  # too few yet
+    assert clusters_module.refresh_clusters(None, bank, 0, cfg, "cpu", ctx) is None  # too few yet
     bank.add(torch.from_numpy(rng.standard_normal((1, 16)).astype("float32")))
-    clusters = loop._refresh_clusters(None, bank, 0, cfg, "cpu", ctx)
+    clusters = clusters_module.refresh_clusters(None, bank, 0, cfg, "cpu", ctx)
     assert isinstance(clusters, ClusterIndex) and clusters.n_clusters == n_clusters
     adv = build_adversary("pw", embedding_dim=16, n_clusters=n_clusters)
     ids = clusters.assign(torch.randn(5, 16))

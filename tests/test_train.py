@@ -16,6 +16,7 @@ from arw_sv.models.ecapa import build_extractor
 from arw_sv.models.heads import AAMSoftmax
 from arw_sv.models.pair_loss import PairwiseSimilarityLoss
 from arw_sv.train.loop import fit
+from arw_sv.train.objective import Objective
 from arw_sv.train.step import (
     Learner,
     NonFiniteError,
@@ -58,15 +59,14 @@ def test_learner_step_leaves_adversary_and_adversary_step_leaves_learner(formula
         opt_l,
         adversary=adversary,
         clusters=None,
-        cfg=cfg,
-        loss_cfg=LossConfig(),
+        objective=Objective.from_sections(cfg, LossConfig()),
     )
     assert _changed(adv_before, adversary) == []
     assert _changed(learner_before, learner)  # the learner did move
     assert stats.weight_mean == pytest.approx(2.0)
 
     learner_before = _snapshot(learner)
-    adversary_step(adversary, detached, opt_a, cfg=cfg, loss_cfg=LossConfig())
+    adversary_step(adversary, detached, opt_a, objective=Objective.from_sections(cfg, LossConfig()))
     assert _changed(learner_before, learner) == []
     assert _changed(adv_before, adversary)
 
@@ -82,16 +82,14 @@ def test_adversary_step_sends_no_gradient_into_the_learner():
         opt_l,
         adversary=adversary,
         clusters=None,
-        cfg=cfg,
-        loss_cfg=LossConfig(),
+        objective=Objective.from_sections(cfg, LossConfig()),
     )
     opt_l.zero_grad(set_to_none=True)
     adversary_step(
         adversary,
         detached,
         torch.optim.SGD(adversary.parameters(), 0.1),
-        cfg=cfg,
-        loss_cfg=LossConfig(),
+        objective=Objective.from_sections(cfg, LossConfig()),
     )
     assert all(p.grad is None for p in learner.parameters())
 

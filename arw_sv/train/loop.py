@@ -31,12 +31,7 @@ from arw_sv.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from arw_sv.clusters import (  # noqa: F401  (EmbeddingBank, bank_size: re-exported for bench/)
-    EmbeddingBank,
-    bank_size,
-    needs_clusters,
-    refresh_clusters,
-)
+from arw_sv.clusters import needs_clusters, refresh_clusters
 from arw_sv.config import Config, ConfigError, save_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import Manifest, read_manifest
@@ -60,8 +55,6 @@ from arw_sv.train.state import TrainState, build_train_state
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
 log = logging.getLogger("arw_sv.train")
-
-_refresh_clusters = refresh_clusters  # the name tests/ call it by (before arw_sv.clusters)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from arw_sv.clusters import ClusterIndex
-from arw_sv.config import AdversaryConfig, LossConfig
 from arw_sv.models.adversary import GroupDROWeights
 from arw_sv.models.pair_loss import PairTerms
 from arw_sv.robust import WeightEMA, group_sums, weight_statistics
@@ -160,31 +159,6 @@ class Learner(nn.Module):
         return embeddings, sample_loss, pairs
 
 
-def _resolve(
-    objective: Objective | None, cfg: AdversaryConfig | None, loss_cfg: LossConfig | None
-) -> Objective:
-    # The config sections (cfg=, loss_cfg=) are what the step functions took before the
-    # Objective; bench/ and older tests still pass them, and get the same Objective.
-    if objective is not None:
-        if cfg is not None or loss_cfg is not None:
-            raise TypeError("pass objective, or cfg and loss_cfg, not both")
-        return objective
-    if cfg is None or loss_cfg is None:
-        raise TypeError("pass objective (or both cfg and loss_cfg)")
-    return Objective.from_sections(cfg, loss_cfg)
-
-
-def _objective(
-    cfg: AdversaryConfig,
-    loss_cfg: LossConfig,
-    sample_loss: torch.Tensor,
-    pairs: tuple[PairTerms, ...],
-    weights: torch.Tensor | None,
-) -> torch.Tensor:
-    """``Objective.from_sections(cfg, loss_cfg)(sample_loss, pairs, weights)``."""
-    return Objective.from_sections(cfg, loss_cfg)(sample_loss, pairs, weights)
-
-
 def learner_step(
     learner: Learner,
     waveforms: torch.Tensor,
@@ -193,26 +167,22 @@ def learner_step(
     *,
     adversary: nn.Module | None,
     clusters: ClusterIndex | None,
-    objective: Objective | None = None,
+    objective: Objective,
     scaler: torch.amp.GradScaler | None = None,
     clip: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
     chunks: int = 1,
     weight_ema: WeightEMA | None = None,
-    cfg: AdversaryConfig | None = None,
-    loss_cfg: LossConfig | None = None,
 ) -> tuple[LearnerStats, Detached]:
     """One learner update on a batch; the adversary (if any) only supplies detached weights.
 
     ``learner`` may be the DDP-wrapped :class:`Learner`; ``chunks`` cuts the batch into
     that many chunks of whole speakers (see the module docstring). ``weight_ema`` (state
     kept by the caller) replaces each weight by its cluster's EMA mean weight.
-    ``cfg`` and ``loss_cfg`` (the config sections) may stand in for ``objective``.
 
     Shape:
         waveforms (B, S), labels (B,)
     """
-    objective = _resolve(objective, cfg, loss_cfg)
     learner.train()
     device = waveforms.device
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -261,10 +231,8 @@ def adversary_step(
     batch: Detached,
     optimizer: torch.optim.Optimizer | None,
     *,
-    objective: Objective | None = None,
+    objective: Objective,
     clip: float = 0.0,
-    cfg: AdversaryConfig | None = None,
-    loss_cfg: LossConfig | None = None,
 ) -> AdversaryStats:
     """One adversary update: gradient *ascent* on the weighted loss of the learner's
     detached losses (so no gradient can reach the learner). Under DDP its gradients are
@@ -274,9 +242,7 @@ def adversary_step(
     With ``kl_penalty`` / ``chi2_penalty`` the adversary raises
     ``L_w - penalty * D(w / sum w || uniform)`` instead. For "groupdro" (no optimizer) this
     is GroupDRO's exponentiated-gradient step on q from the batch's per-cluster mean losses;
-    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0.
-    ``cfg`` and ``loss_cfg`` (the config sections) may stand in for ``objective``."""
-    objective = _resolve(objective, cfg, loss_cfg)
+    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0."""
     adversary.train()
     if isinstance(adversary, GroupDROWeights):
         with torch.no_grad():
