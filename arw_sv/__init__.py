@@ -11,6 +11,12 @@ stays cheap (no torch, no numpy) and each name costs only what its module needs:
     report = arw_sv.evaluate_scores(scores, trials.labels, trials.enroll, trials.test,
                                     arw_sv.read_speaker_meta("vox1_meta.csv"))
     arw_sv.write_report(report, "eval")
+
+Shape legend, the same letters in every module's docstrings and error messages:
+B batch items, S samples of audio, T frames, F mel (or frequency) bins, H channels,
+D embedding size, N rows (embedding bank, utterances), C clusters (k-means: the
+adversary's and GroupDRO's groups), M classes (training speakers of the AAM head), U chunks
+of a batch, P pairs.
 """
 
 from __future__ import annotations

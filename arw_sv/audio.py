@@ -1,6 +1,6 @@
 """Audio reading, cropping and the log-mel filterbank front end.
 
-Shape legend: B batch, S samples, T frames, F mel bins.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, T frames, F mel bins.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Folder layouts expected (as downloaded)::
     musan/speech/{librivox,us-gov}/*.wav
     RIRS_NOISES/simulated_rirs/{smallroom,mediumroom,largeroom}/Room*/Room*-*.wav
 
-Shape legend: S samples.
+Shape legend (the package one, :mod:`arw_sv`): S samples.
 """
 
 from __future__ import annotations

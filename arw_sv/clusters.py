@@ -6,7 +6,7 @@ a sample's embedding falls in; the centroids are refitted every
 produced (:class:`EmbeddingBank`), warm-started from the previous centroids so cluster ids
 stay stable.
 
-Shape legend: B batch, N bank rows, C clusters, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, N rows (of the bank), C clusters, D embedding.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ SpeakerEncoder` does, feed items of equal length together (:class:`OnnxEncoder` 
 their metadata (sample rate, embedding size, metric) as ONNX ``metadata_props`` or a
 TorchScript extra file ``arw_sv.json``.
 
-Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, T frames, F mel bins, D embedding.
 """
 
 from __future__ import annotations

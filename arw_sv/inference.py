@@ -1,6 +1,6 @@
 """``SpeakerEncoder``: the public inference surface (waveforms in, unit-norm embeddings out).
 
-Shape legend: B batch, S samples, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, D embedding.
 
 Example:
     >>> enc = SpeakerEncoder.from_checkpoint("runs/demo/erm/checkpoints/step_800.pt")

@@ -4,7 +4,7 @@ Pure tensor functions and two small state holders; who calls them when lives in
 ``arw_sv.train.step``. Closed forms and their sources: docs/method.md, "Stabilising the
 adversary".
 
-Shape legend: B batch, C clusters.
+Shape legend (the package one, :mod:`arw_sv`): B batch, C clusters.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training crops and full-utterance loading as torch datasets.
 
-Shape legend: B batch, S samples.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples.
 """
 
 from __future__ import annotations

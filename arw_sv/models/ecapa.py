@@ -1,6 +1,6 @@
 """ECAPA-TDNN speaker-embedding extractor (SpeechBrain's implementation) with presets.
 
-Shape legend: B batch, S samples, T frames, F mel bins, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, T frames, F mel bins, D embedding.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Additive angular margin (AAM, ArcFace) softmax head with a per-sample loss.
 
-Shape legend: B batch, D embedding, C classes (training speakers).
+Shape legend (the package one, :mod:`arw_sv`): B batch, D embedding, M classes (training
+speakers).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class AAMSoftmax(nn.Module):
         self.scale = scale
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled margin logits. Shape: (B, D), (B,) -> (B, C)."""
+        """Scaled margin logits. Shape: (B, D), (B,) -> (B, M)."""
         cosine = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
         cosine = cosine.clamp(-1 + 1e-7, 1 - 1e-7)
         m = self.margin

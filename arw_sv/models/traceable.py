@@ -4,7 +4,8 @@ Used by both users of a trained extractor: ``inference`` (the frozen CPU trace i
 ``SpeakerEncoder``) and ``export`` (ONNX and TorchScript files), so it lives next to the
 model, below both.
 
-Shape legend: B batch, C channels, T frames, F mel bins, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, H channels, T frames, F mel bins,
+D embedding.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 def unmasked_pooling(asp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """SpeechBrain's attentive statistics pooling for unpadded input, without the mask.
 
-    Shape: (B, C, T) -> (B, 2C, 1)
+    Shape: (B, H, T) -> (B, 2H, 1)
     """
     if asp.global_context:
         mean = x.mean(dim=2, keepdim=True)

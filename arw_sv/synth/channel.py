@@ -6,7 +6,7 @@ one room), so that same-session pairs share a channel fingerprint and cross-sess
 do not. Only the noise waveform and a little of the SNR change from utterance to
 utterance.
 
-Shape legend: S samples.
+Shape legend (the package one, :mod:`arw_sv`): S samples.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ rhythm, intonation). Utterances are random syllable strings (C)V(C) grouped in w
 phrases, rendered frame by frame: control tracks every 8 ms, filtering by STFT
 multiplication, so a 4 s utterance costs a few milliseconds.
 
-Shape legend: S samples, T frames (hop 128), F frequency bins (257).
+Shape legend (the package one, :mod:`arw_sv`): S samples, T frames (hop 128), F frequency bins (257).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ objectives, with the adversary's weights normalised over the whole batch. This i
 DDP rank computes on its slice, so one process with C chunks and C processes with one chunk
 each optimise the same objective (see ``arw_sv.train.distributed``).
 
-Shape legend: B batch, S samples, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, D embedding.
 """
 
 from __future__ import annotations
