@@ -14,9 +14,11 @@ stays cheap (no torch, no numpy) and each name costs only what its module needs:
 
 Shape legend, the same letters in every module's docstrings and error messages:
 B batch items, S samples of audio, T frames, F mel (or frequency) bins, H channels,
-D embedding size, N rows (embedding bank, utterances), C clusters (k-means: the
-adversary's and GroupDRO's groups), M classes (training speakers of the AAM head), U chunks
-of a batch, P pairs.
+D embedding size, N rows of a list (trials, bank rows), U utterances, P speakers,
+K crops per speaker, G groups (demographic), C clusters (k-means: the adversary's and
+GroupDRO's groups, speaker cohorts), E cohort embeddings (AS-norm), M classes (training
+speakers of the AAM head), R resamples, O operating points (thresholds, target priors),
+J chunks of a batch.
 """
 
 from __future__ import annotations

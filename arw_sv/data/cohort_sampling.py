@@ -11,7 +11,7 @@ once, before fine-tuning, from the initial (ERM) model's embeddings of the train
   nearest speaker centroid is another speaker's) are up-sampled by a factor.
 
 Pure numpy; the embedding pre-pass and its cache live in :mod:`arw_sv.prepass`.
-Legend for ``Shape:`` lines: U utterances, S speakers, D embedding dimension, C cohorts.
+Shape legend (the package one, :mod:`arw_sv`): U utterances, P speakers, D embedding dimension, C cohorts.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def crowding(speaker_embeddings: np.ndarray, neighbours: int = 5) -> np.ndarray:
     """Each speaker's mean cosine similarity to its ``neighbours`` nearest other speakers.
 
     Shape:
-        speaker_embeddings: (S, D); output: (S,).
+        speaker_embeddings: (P, D); output: (P,).
     """
     x = _unit(speaker_embeddings)
     n = x.shape[0]
@@ -48,7 +48,7 @@ def cohort_crowding(
     """Mean crowding of each cohort's speakers (NaN for an empty cohort).
 
     Shape:
-        cohorts: (S,); speaker_crowding: (S,); output: (C,).
+        cohorts: (P,); speaker_crowding: (P,); output: (C,).
     """
     out = np.full(n_cohorts, np.nan)
     for c in range(n_cohorts):
@@ -109,7 +109,7 @@ def jtt_errors(embeddings: np.ndarray, speaker_of_utt: np.ndarray, n_speakers: i
     sums = np.zeros((n_speakers, x.shape[1]))
     np.add.at(sums, spk, x)
     counts = np.bincount(spk, minlength=n_speakers)
-    scores = x @ _unit(sums).T  # (U, S)
+    scores = x @ _unit(sums).T  # (U, P)
     rows = np.arange(len(spk))
     own = _unit(sums[spk] - x)
     own_score = np.einsum("ud,ud->u", x, own)

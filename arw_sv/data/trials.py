@@ -18,7 +18,7 @@ Embeddings (``.npz``) come in one of two layouts: one array per utterance, keyed
 utterance id (``np.savez(path, **{utt: vector})``, ids may contain ``/``), or two arrays
 ``ids`` (U strings) and ``embeddings`` (U x D), which loads much faster for large sets.
 
-Legend for ``Shape:`` lines: N trials, U utterances, D embedding dimension.
+Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embedding dimension.
 """
 
 from __future__ import annotations

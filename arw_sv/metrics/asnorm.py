@@ -10,7 +10,7 @@ for ``t``). Statistics are computed once per distinct utterance, not per trial: 
 product against the cohort and a top-k, in blocks (Cumani et al., 2011; Matejka et al.,
 2017).
 
-Legend for ``Shape:`` lines: N trials, U utterances, C cohort size, D embedding dim.
+Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, E cohort embeddings, D embedding dim.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def cohort_stats(
     torch); numpy's partition selects the top N.
 
     Shape:
-        embeddings: (U, D); cohort: (C, D); outputs: (U,) each.
+        embeddings: (U, D); cohort: (E, D); outputs: (U,) each.
     """
     import torch
 
@@ -78,7 +78,7 @@ def as_norm(
         top_n: size of the adaptive cohort.
 
     Shape:
-        scores, enroll_idx, test_idx: (N,); embeddings: (U, D); cohort: (C, D); output: (N,).
+        scores, enroll_idx, test_idx: (N,); embeddings: (U, D); cohort: (E, D); output: (N,).
     """
     enroll_idx = np.asarray(enroll_idx)
     test_idx = np.asarray(test_idx)

@@ -26,7 +26,7 @@ optimum might lie outside the window is detected exactly (a sign test for EER, a
 bound for DCF) and recomputed with a wider window, up to the whole list, so the window
 changes the speed, never the result.
 
-Legend for ``Shape:`` lines: N trials, S speakers, R resamples, P target priors.
+Shape legend (the package one, :mod:`arw_sv`): N trials, P speakers, R resamples, O target priors.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def speaker_multiplicities(
         rng: the random generator.
 
     Shape:
-        strata: (S,); output: (R, S) int32.
+        strata: (P,); output: (R, P) int32.
     """
     strata = np.asarray(strata)
     out = np.zeros((n_resamples, strata.size), dtype=np.int32)
@@ -69,7 +69,7 @@ def trial_weights(
     """Weights of trials under resamples (the reference definition, see module docstring).
 
     Shape:
-        multiplicities: (R, S) or (S,); enroll_spk, test_spk: (N,); output: (R, N) or (N,).
+        multiplicities: (R, P) or (P,); enroll_spk, test_spk: (N,); output: (R, N) or (N,).
     """
     wa = multiplicities[..., enroll_spk]
     return np.where(enroll_spk == test_spk, wa, wa * multiplicities[..., test_spk])
@@ -84,7 +84,7 @@ def _weighted_count(mult_t: np.ndarray, enroll: np.ndarray, test: np.ndarray) ->
     speakers are few, sparse otherwise. All exact in float64 for integer counts.
 
     Shape:
-        mult_t: (S, R) float64 (speakers x resamples); output: (R,).
+        mult_t: (P, R) float64 (speakers x resamples); output: (R,).
     """
     n_spk, n_res = mult_t.shape
     same = enroll == test
@@ -121,7 +121,7 @@ def _cumulative(mult_t: np.ndarray, enroll: np.ndarray, test: np.ndarray) -> np.
     """Running weighted count over a list of trials, with a leading 0.
 
     Shape:
-        mult_t: (S, R) int; output: (n + 1, R) int64.
+        mult_t: (P, R) int; output: (n + 1, R) int64.
     """
     w = mult_t[enroll].astype(np.int64)
     cross = enroll != test
@@ -167,7 +167,7 @@ class SpeakerBootstrap:
         p_targets: priors for minDCF.
 
     Shape:
-        sorted_*: (N,); multiplicities: (R, S).
+        sorted_*: (N,); multiplicities: (R, P).
     """
 
     def __init__(
@@ -203,7 +203,7 @@ class SpeakerBootstrap:
             ``(eer, min_dcf)``; NaN where a resample leaves no target or no non-target.
 
         Shape:
-            eer: (R,); min_dcf: (R, P).
+            eer: (R,); min_dcf: (R, O).
         """
         sel = slice(None) if positions is None else positions
         eer_out = np.full(self.n_resamples, np.nan)

@@ -4,7 +4,7 @@ Speakers are clustered by k-means on their mean embedding; the report then ranks
 clusters by EER like any other grouping, and compares the worst ("bottom") cohort with
 the trials of all the other clusters (see ``arw_sv.metrics.report``).
 
-Legend for ``Shape:`` lines: U utterances, S speakers, D embedding dimension.
+Shape legend (the package one, :mod:`arw_sv`): U utterances, P speakers, D embedding dimension.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ def speaker_means(
 
     Args:
         embeddings: one row per utterance.
-        speaker_of_utt: speaker index of each row (0..S-1).
-        n_speakers: S. A speaker without utterances gets a zero row.
+        speaker_of_utt: speaker index of each row (0..P-1).
+        n_speakers: P. A speaker without utterances gets a zero row.
 
     Shape:
-        embeddings: (U, D); speaker_of_utt: (U,); output: (S, D).
+        embeddings: (U, D); speaker_of_utt: (U,); output: (P, D).
     """
     x = np.asarray(embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -40,7 +40,7 @@ def kmeans_cohorts(speaker_embeddings: np.ndarray, n_clusters: int, seed: int = 
     """Cluster speakers with k-means (scikit-learn, k-means++ with 10 restarts).
 
     Shape:
-        speaker_embeddings: (S, D); output: (S,) cluster ids in 0..n_clusters-1.
+        speaker_embeddings: (P, D); output: (P,) cluster ids in 0..n_clusters-1.
     """
     from sklearn.cluster import KMeans  # imported here: only cohort discovery needs it
 

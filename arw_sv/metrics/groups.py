@@ -10,7 +10,7 @@ a group by one of two rules, named in every report:
 Trials with a speaker outside the grouping (no metadata, or no value for the attribute)
 are *unassigned*.
 
-Legend for ``Shape:`` lines: N trials, S speakers, G groups.
+Shape legend (the package one, :mod:`arw_sv`): N trials, P speakers, G groups.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Grouping:
     Attributes:
         name: what the grouping is (``"gender"``, ``"nationality"``, ...).
         groups: group names; a group's id is its position.
-        speaker_group: group id of every speaker, -1 where the speaker has none. Shape: (S,).
+        speaker_group: group id of every speaker, -1 where the speaker has none. Shape: (P,).
         notes: how the groups were formed (pooling, mapping), copied into the report.
     """
 

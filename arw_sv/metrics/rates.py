@@ -15,7 +15,7 @@ Conventions (shared by every function here and documented in ``docs/evaluation.m
 - minDCF = min over operating points of ``c_miss * p * FRR + c_fa * (1 - p) * FAR``,
   divided by ``min(c_miss * p, c_fa * (1 - p))`` (NIST SRE / WeSpeaker normalisation).
 
-Legend for ``Shape:`` lines: N trials, K operating points.
+Shape legend (the package one, :mod:`arw_sv`): N trials, O operating points.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ class OperatingPoints:
     """Miss and false-alarm counts at every distinct threshold, in increasing order.
 
     Attributes:
-        thresholds: accept iff ``score >= threshold``. Shape: (K,).
-        misses: (weighted) count of targets rejected at each threshold. Shape: (K,).
-        false_alarms: (weighted) count of non-targets accepted. Shape: (K,).
+        thresholds: accept iff ``score >= threshold``. Shape: (O,).
+        misses: (weighted) count of targets rejected at each threshold. Shape: (O,).
+        false_alarms: (weighted) count of non-targets accepted. Shape: (O,).
         n_target: (weighted) number of target trials.
         n_nontarget: (weighted) number of non-target trials.
     """
@@ -47,12 +47,12 @@ class OperatingPoints:
 
     @property
     def frr(self) -> np.ndarray:
-        """Miss rate (FNMR) at every threshold. Shape: (K,)."""
+        """Miss rate (FNMR) at every threshold. Shape: (O,)."""
         return self.misses / self.n_target
 
     @property
     def far(self) -> np.ndarray:
-        """False-alarm rate (FMR) at every threshold. Shape: (K,)."""
+        """False-alarm rate (FMR) at every threshold. Shape: (O,)."""
         return self.false_alarms / self.n_nontarget
 
 
@@ -160,7 +160,7 @@ def eer_from_points(points: OperatingPoints) -> tuple[float, float]:
 def dcf_from_points(
     points: OperatingPoints, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> np.ndarray:
-    """Normalised detection cost at every operating point. Shape: (K,)."""
+    """Normalised detection cost at every operating point. Shape: (O,)."""
     _require_both_classes(points, "DCF")
     cost = c_miss * p_target * points.frr + c_fa * (1.0 - p_target) * points.far
     return cost / min(c_miss * p_target, c_fa * (1.0 - p_target))
@@ -278,7 +278,7 @@ def det_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
         ``(far, frr, thresholds)``, thresholds increasing (FAR falling, FRR rising).
 
     Shape:
-        scores, labels: (N,); each output: (K,).
+        scores, labels: (N,); each output: (O,).
     """
     points = operating_points(scores, labels)
     _require_both_classes(points, "A DET curve")

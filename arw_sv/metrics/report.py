@@ -5,7 +5,7 @@ re-ordering of the sorted trials by group id, so each group's trials stay sorted
 The report is a plain dict (the ``report.json`` schema, see ``docs/evaluation.md``);
 undefined values are ``None``, never NaN.
 
-Legend for ``Shape:`` lines: N trials, S speakers, R resamples.
+Shape legend (the package one, :mod:`arw_sv`): N trials, P speakers, R resamples.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def fairness_report(
     Args:
         scores: trial scores (higher = same speaker more likely).
         labels: 1 target, 0 non-target.
-        enroll_spk: enrolment speaker index of each trial (0..S-1).
+        enroll_spk: enrolment speaker index of each trial (0..P-1).
         test_spk: test speaker index of each trial.
         groupings: speaker partitions to report on (``speaker_group`` of length S).
         group_rule: ``"both"`` or ``"enroll"`` (see ``arw_sv.metrics.groups``).
@@ -260,7 +260,7 @@ def fairness_report(
         The report dict (``report.json`` schema without the ``inputs`` block).
 
     Shape:
-        scores, labels, enroll_spk, test_spk: (N,); strata, cohort_labels: (S,).
+        scores, labels, enroll_spk, test_spk: (N,); strata, cohort_labels: (P,).
     """
     trials = _SortedTrials(scores, labels, enroll_spk, test_spk)
     n_spk = int(max(trials.enroll.max(initial=-1), trials.test.max(initial=-1)) + 1)

@@ -302,7 +302,7 @@ _WINDOW = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
-    """Hann-windowed STFT of (C, S) with zero padding. Shape: -> (C, T, F) complex64."""
+    """Hann-windowed STFT of (B, S) with zero padding. Shape: -> (B, T, F) complex64."""
     frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT, axis=-1)[..., ::HOP, :]
     return scipy.fft.rfft(frames * _WINDOW, axis=-1)
 

@@ -6,7 +6,7 @@ weight cap and the adversary's divergence penalties). The two step functions in
 :mod:`arw_sv.train.step` take one; the stabilisers that hold state (``weight_ema``) or live
 in the adversary itself (``temperature``, ``dro_step_size``) are not part of it.
 
-Shape legend (the package one, :mod:`arw_sv`): B batch, U chunks, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): B batch, J chunks, D embedding.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Objective:
         ``weights`` None is the unweighted (ERM) loss, whatever the formulation.
 
         Shape:
-            sample_loss (B,), U x PairTerms of (B/U, B/U), weights (B,) or None -> ().
+            sample_loss (B,), J x PairTerms of (B/J, B/J), weights (B,) or None -> ().
         """
         formulation = "aps" if self.formulation == "groupdro" else self.formulation
 
@@ -106,7 +106,7 @@ class Objective:
         self, sample_loss: torch.Tensor, pairs: tuple[PairTerms, ...]
     ) -> torch.Tensor:
         """Each sample's share of the unweighted loss (its AAM loss and its balanced row of
-        pair losses, chunks concatenated). Shape: (B,), U x PairTerms -> (B,)."""
+        pair losses, chunks concatenated). Shape: (B,), J x PairTerms -> (B,)."""
         if self.pair_weight != 0:
             row = torch.cat([(balanced_pair_weights(p) * p.loss).sum(dim=1) for p in pairs])
         else:
