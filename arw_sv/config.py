@@ -286,14 +286,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def coerce_value(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a field's type, converting lists to tuples and ints to floats."""
     hints = typing.get_origin(annotation)
     if hints is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         (inner, _ellipsis) = typing.get_args(annotation)
-        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
@@ -336,7 +336,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
             kwargs[name] = _build(annotation, value, key)
         else:
-            value = _coerce(value, annotation, key)
+            value = coerce_value(value, annotation, key)
             if key in CHOICES and value not in CHOICES[key]:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
             kwargs[name] = value

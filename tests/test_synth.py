@@ -249,17 +249,22 @@ def test_gender_shifts_f0(tiny):
 def test_overrides_parse_and_reject_bad_input():
     cfg = apply_overrides(
         preset("demo"),
-        ["num_dev_speakers=60", "synth.dev_nationality_share=0.5,0.3,0.2", "snr_db=(0, 10)"],
+        ["num_dev_speakers=60", "synth.dev_nationality_share=[0.5, 0.3, 0.2]", "snr_db=[0, 10]"],
     )
     assert cfg.num_dev_speakers == 60
     assert cfg.dev_nationality_share == (0.5, 0.3, 0.2)
     assert cfg.snr_db == (0.0, 10.0)
     with pytest.raises(ValueError, match="num_dev_speaker.*did you mean num_dev_speakers"):
         apply_overrides(cfg, ["num_dev_speaker=3"])
-    with pytest.raises(ValueError, match="num_dev_speakers='many'"):
+    with pytest.raises(ValueError, match="num_dev_speakers=many.*expected an integer"):
         apply_overrides(cfg, ["num_dev_speakers=many"])
     with pytest.raises(ValueError, match="dev_nationality_share"):
-        apply_overrides(cfg, ["dev_nationality_share=0.5,0.5"])
+        apply_overrides(cfg, ["dev_nationality_share=[0.5, 0.5]"])
+    # the training overrides' language: a list is YAML, not comma-separated text
+    with pytest.raises(ValueError, match="dev_nationality_share.*expected a list"):
+        apply_overrides(cfg, ["dev_nationality_share=0.5,0.3,0.2"])
+    with pytest.raises(ValueError, match="nationalities.*expected a list"):
+        apply_overrides(cfg, ["nationalities=USA"])
     with pytest.raises(ValueError, match="max_duration_s"):
         apply_overrides(cfg, ["max_duration_s=1"])
     with pytest.raises(ValueError, match="expected key=value"):

@@ -70,7 +70,7 @@ def test_acoustics_makes_india_noisier_reverberant_and_more_variable():
 def test_acoustics_reach_the_rendered_sessions(monkeypatch, tmp_path):
     """render_speaker draws each session's channel and drift from its nationality's knobs."""
     cfg = apply_overrides(
-        preset("tiny"), ["nationality_snr_shift_db=0,-10", "nationality_session_drift=1,3"]
+        preset("tiny"), ["nationality_snr_shift_db=[0, -10]", "nationality_session_drift=[1, 3]"]
     )
     seen = []
     monkeypatch.setattr(corpus_mod, "draw_channel", _raise_after(seen))
@@ -104,7 +104,7 @@ def test_default_acoustics_plant_nothing_and_bad_lengths_fail():
         for n in cfg.nationalities
     )
     with pytest.raises(ValueError, match="nationality_reverb_prob"):
-        apply_overrides(cfg, ["nationality_reverb_prob=1,1"])
+        apply_overrides(cfg, ["nationality_reverb_prob=[1, 1]"])
     assert np.isfinite(cfg.session_drift("UK"))
 
 

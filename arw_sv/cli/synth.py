@@ -39,7 +39,8 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="SynthConfig overrides, e.g. num_dev_speakers=120",
+        help="SynthConfig overrides in the training overrides' language (YAML values), e.g. "
+        "num_dev_speakers=120 'nationality_spread=[1, 1, 0.6]'",
     )
     parser.set_defaults(func=run)
     return parser

@@ -13,6 +13,10 @@ import math
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 
+import yaml
+
+from arw_sv.config import ConfigError, coerce_value
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -283,25 +287,12 @@ def preset(name: str) -> SynthConfig:
     return SynthConfig(**PRESETS[name])
 
 
-def _parse(key: str, text: str, kind: typing.Any) -> typing.Any:
-    """Convert override text to the field's type (tuples are comma-separated)."""
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        item = typing.get_args(kind)[0]
-        parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
-        return tuple(_parse(key, p, item) for p in parts)
-    try:
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-    except ValueError:
-        raise ValueError(f"synth override {key}={text!r}: expected {kind.__name__}") from None
-    return text
-
-
 def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
     """Apply ``key=value`` overrides (an optional ``synth.`` prefix is accepted).
+
+    The same language as the training config's overrides (:func:`arw_sv.config.
+    parse_overrides`): values are YAML, so lists are written ``[0.5, 0.3, 0.2]``, and each
+    is checked against its field's type as the training config checks its own.
 
     Raises:
         ValueError: naming the malformed override, the unknown key (with the closest
@@ -318,7 +309,12 @@ def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
             close = difflib.get_close_matches(key, list(hints), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ValueError(f"unknown synth config key {key!r}{hint}")
-        changes[key] = _parse(key, text, hints[key])
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+            changes[key] = coerce_value(value, hints[key], f"synth.{key}")
+        except (yaml.YAMLError, ConfigError) as exc:
+            why = str(exc).splitlines()[0]
+            raise ValueError(f"synth override {item!r}: {why}") from None
     return replace(cfg, **changes)
 
 
