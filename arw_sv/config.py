@@ -65,14 +65,18 @@ class DataConfig:
     # mean cosine to the `cohort_neighbours` nearest other speakers).
     # "jtt": utterances whose nearest speaker centroid is another speaker's are drawn
     # `jtt_upweight` times as often.
+    # The pre-pass embeds at most `cohort_utterances_per_speaker` utterances of each speaker
+    # for the cohorts (a seeded choice; 0 = all); JTT needs every utterance.
     n_cohorts: int = 8
     cohort_oversample_top: int = 2
     cohort_share: float = 0.5
     cohort_neighbours: int = 5
+    cohort_utterances_per_speaker: int = 20
     jtt_upweight: int = 5
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds")
+        _at_least("data", self, 0, "cohort_utterances_per_speaker")
         _at_least("data", self, 1, "speakers_per_batch", "utterances_per_speaker")
         _at_least("data", self, 0, "num_workers")
 

@@ -146,3 +146,63 @@ def test_prepass_is_cached_and_resume_is_exact(tiny_manifests, tmp_path, samplin
     ]
     assert hist[0] == hist[1]
     assert full.steps == resumed.steps == 4
+
+
+def test_capped_rows_keep_at_most_cap_utterances_of_every_speaker():
+    from arw_sv.prepass import capped_rows
+
+    speakers = np.repeat(np.arange(5), [1, 3, 30, 7, 25])
+    rows = capped_rows(speakers, 5, seed=0)
+    counts = np.bincount(speakers[rows], minlength=5)
+    assert counts.tolist() == [1, 3, 5, 5, 5]  # min(count, cap)
+    assert np.all(np.diff(rows) > 0)  # sorted, no repeats
+    assert np.array_equal(rows, capped_rows(speakers, 5, seed=0))  # seeded
+    assert not np.array_equal(rows, capped_rows(speakers, 5, seed=1))
+    assert np.array_equal(capped_rows(speakers, 0, seed=0), np.arange(len(speakers)))  # 0: all
+
+
+def test_prepass_embeds_the_capped_rows_and_other_ranks_read_rank_0s_cache(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from arw_sv import prepass
+    from arw_sv.config import Config, DataConfig, TrainConfig
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(12), 9)
+    utts = [SimpleNamespace(path=f"u{i}.wav") for i in range(len(speakers))]
+    manifest = _ListManifest(utts, [f"s{i}" for i in range(12)], speakers)
+    cfg = Config(
+        data=DataConfig(sampling="cohort_oversample", n_cohorts=3, cohort_oversample_top=1,
+                        cohort_neighbours=2, cohort_utterances_per_speaker=4),
+        train=TrainConfig(init_checkpoint="erm.pt"),
+    )  # fmt: skip
+    seen = []
+
+    def fake_embed(checkpoint, manifest, rows, device):
+        seen.append((rows, device))
+        return rng.standard_normal((len(rows), 8)).astype(np.float32)
+
+    monkeypatch.setattr(prepass, "embed_training_set", fake_embed)
+    order = []
+    # another rank: waits at the barrier for rank 0, then reads its cache
+    with pytest.raises(FileNotFoundError):
+        prepass.sampling_targets(cfg, manifest, tmp_path, is_main=False, barrier=lambda: None)
+    main = prepass.sampling_targets(
+        cfg, manifest, tmp_path, device="cuda:0", barrier=lambda: order.append("barrier")
+    )
+    ((rows, device),) = seen
+    assert device == "cuda:0" and order == ["barrier"]
+    assert np.bincount(speakers[rows]).tolist() == [4] * 12  # 4 of each speaker's 9
+    other = prepass.sampling_targets(cfg, manifest, tmp_path, is_main=False, barrier=lambda: None)
+    assert other == main and len(seen) == 1  # read, not recomputed
+    assert main["key"]["cohort_utterances_per_speaker"] == 4
+
+
+class _ListManifest(list):
+    def __init__(self, utts, speakers, indices):
+        super().__init__(utts)
+        self.speakers = speakers
+        self._indices = indices
+
+    def speaker_indices(self):
+        return list(self._indices)

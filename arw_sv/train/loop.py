@@ -130,7 +130,7 @@ def fit(
             check_resumed_config(
                 checkpoint, cfg, manifest.speakers, dist_ctx.world_size, allow=allow_config_change
             )
-        dataset, sampler = _training_data(cfg, manifest, out_dir, dist_ctx)
+        dataset, sampler = _training_data(cfg, manifest, out_dir, dist_ctx, device)
         state = build_train_state(
             cfg, manifest.speakers, device=device, world_size=dist_ctx.world_size, sampler=sampler
         )
@@ -266,7 +266,11 @@ def _training_manifest(cfg: Config) -> Manifest:
 
 
 def _training_data(
-    cfg: Config, manifest: Manifest, out_dir: Path, dist_ctx: distributed.DistContext
+    cfg: Config,
+    manifest: Manifest,
+    out_dir: Path,
+    dist_ctx: distributed.DistContext,
+    device: torch.device,
 ) -> tuple[CropDataset, SpeakerBatchSampler]:
     """The crops and the batch sampler (this rank's share of each global batch)."""
     n_classes = len(manifest.speakers) * speed_classes(cfg.augment)
@@ -285,7 +289,14 @@ def _training_data(
     label_free: dict[str, Any] = {}
     if cfg.data.sampling in ("cohort_oversample", "jtt"):
         # Cached in the run folder: a resumed run draws exactly the same batches.
-        targets = sampling_targets(cfg, manifest, out_dir)
+        targets = sampling_targets(
+            cfg,
+            manifest,
+            out_dir,
+            device=device,
+            is_main=dist_ctx.is_main,
+            barrier=dist_ctx.barrier,
+        )
         label_free = sampler_arguments(cfg, targets)
     sampler = SpeakerBatchSampler(
         manifest.speaker_indices(),
