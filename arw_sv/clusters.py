@@ -134,7 +134,8 @@ class ClusterIndex:
 
 def bank_size(n_clusters: int) -> int:
     """Rows of the embedding bank: at least 32 per cluster (k-means needs 4 per cluster to
-    start, and refreshes see a few hundred steps of batches), and never under 4096."""
+    start, and refreshes see a few hundred steps of batches), and never under 4096.
+    """
     return max(4096, 32 * n_clusters)
 
 

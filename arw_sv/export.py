@@ -202,7 +202,8 @@ def export_torchscript(extractor: EcapaTdnn, path: str | Path) -> Path:
 
 def export(extractor: EcapaTdnn, path: str | Path, fmt: str) -> Path:
     """Export to ``fmt`` (one of :data:`FORMATS`; a ``speechbrain`` folder without a head
-    here, see :func:`arw_sv.speechbrain_folder.write_folder` for one with it)."""
+    here, see :func:`arw_sv.speechbrain_folder.write_folder` for one with it).
+    """
     if fmt == "speechbrain":
         from arw_sv.speechbrain_folder import write_folder
 

@@ -93,7 +93,8 @@ class _LazySubParsers(argparse._SubParsersAction):
 
 class _FillIn:
     """Stands in for a sub-parser set: ``add_parser(name, ...)`` returns the lazy parser,
-    with the description and formatter the module asked for."""
+    with the description and formatter the module asked for.
+    """
 
     def __init__(self, name: str, parser: argparse.ArgumentParser) -> None:
         self._name, self._parser = name, parser
@@ -136,7 +137,8 @@ _ERRORS = {
 
 def _loaded_errors() -> tuple[type[Exception], ...]:
     """The ``_ERRORS`` classes of the modules imported so far: a module that was never
-    imported cannot have raised its error, and importing it here would import torch."""
+    imported cannot have raised its error, and importing it here would import torch.
+    """
     return tuple(
         getattr(sys.modules[module], name)
         for module, name in _ERRORS.items()

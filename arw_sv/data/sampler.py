@@ -206,7 +206,8 @@ class SpeakerBatchSampler:
 
     def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         """Yield (this rank's slice of) batches from ``self.step`` on, forever (the trainer
-        counts steps)."""
+        counts steps).
+        """
         step = self.step
         epoch, offset = divmod(step, self.batches_per_epoch)
         size = self.P * self.K // self.world_size

@@ -90,7 +90,8 @@ class MarginSchedule:
     @classmethod
     def from_config(cls, loss: LossConfig) -> MarginSchedule:
         """``loss.aam_margin`` reached over ``loss.margin_warmup_steps`` from
-        ``loss.margin_warmup_start``."""
+        ``loss.margin_warmup_start``.
+        """
         return cls(loss.aam_margin, loss.margin_warmup_start, loss.margin_warmup_steps)
 
     def __call__(self, step: int) -> float:

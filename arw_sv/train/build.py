@@ -48,7 +48,8 @@ def build_optimizer(
 
 def lr_factor(train: TrainConfig) -> Callable[[int], float]:
     """Linear warm-up to ``lr``, then exponential decay to ``final_lr`` at the last step
-    (WeSpeaker's warm-up + ExponentialDecrease schedule), as a multiplier of ``lr``."""
+    (WeSpeaker's warm-up + ExponentialDecrease schedule), as a multiplier of ``lr``.
+    """
     ratio = train.final_lr / train.lr if train.lr > 0 else 1.0
     decay_steps = max(1, train.steps - train.warmup_steps)
 

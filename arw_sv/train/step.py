@@ -242,7 +242,8 @@ def adversary_step(
     With ``kl_penalty`` / ``chi2_penalty`` the adversary raises
     ``L_w - penalty * D(w / sum w || uniform)`` instead. For "groupdro" (no optimizer) this
     is GroupDRO's exponentiated-gradient step on q from the batch's per-cluster mean losses;
-    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0."""
+    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0.
+    """
     adversary.train()
     if isinstance(adversary, GroupDROWeights):
         with torch.no_grad():
