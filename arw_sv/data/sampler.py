@@ -197,9 +197,18 @@ class SpeakerBatchSampler:
         return batches
 
     def state_dict(self) -> dict[str, int]:
+        """The first step and the seed, which fix the sequence from there on.
+
+        Iterating does not advance ``step``: the trainer saves its own step in this form.
+        """
         return {"step": self.step, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Start the next iteration at ``state["step"]``.
+
+        Raises:
+            ValueError: the state's seed is not this sampler's (the batches would differ).
+        """
         if state["seed"] != self.seed:
             raise ValueError(f"sampler seed {state['seed']} in checkpoint, {self.seed} now")
         self.step = state["step"]

@@ -190,6 +190,7 @@ class SpeakerBootstrap:
 
     @property
     def n_resamples(self) -> int:
+        """R, the number of bootstrap resamples."""
         return self.mult_t.shape[1]
 
     def evaluate(self, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,13 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
+    """A torch optimizer over ``params`` by its config name (a key of ``OPTIMIZERS``).
+
+    ``momentum`` is SGD's only (Nesterov when above 0); the other optimizers ignore it.
+
+    Raises:
+        ValueError: ``name`` is not one of ``OPTIMIZERS``.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](list(params), lr, weight_decay, momentum)

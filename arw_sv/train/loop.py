@@ -59,6 +59,18 @@ log = logging.getLogger("arw_sv.train")
 
 @dataclass(frozen=True)
 class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        out_dir: the run folder (``train.out_dir``).
+        checkpoint: the last checkpoint, ``checkpoints/step_<steps>.pt``.
+        steps: the step the run stopped at (``train.steps`` unless ``stop_after`` cut it).
+        utterances_per_second: global throughput of this call, P x K utterances per step
+            over its wall time (0 when a resumed run had nothing left to train).
+        last_loss: the learner's objective at the last step this call trained (this
+            process's under DDP); NaN when it trained none.
+    """
+
     out_dir: Path
     checkpoint: Path
     steps: int
