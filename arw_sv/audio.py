@@ -186,6 +186,21 @@ class FbankFrontend(nn.Module):
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of a padded batch, and how many frames of each are real.
+
+        Computed in float32 even under autocast; frames past an item's length are zero.
+
+        Args:
+            waveforms: audio at ``sample_rate``, zero-padded after each item's end.
+            lengths: absolute samples of each item; ``None``: every item fills all S.
+
+        Returns:
+            ``(feats, frame_lengths)``: mean-normalised log-mel features and the frame
+            count of each item (at most T).
+
+        Shape:
+            waveforms (B, S), lengths (B,) -> feats (B, T, F), frame_lengths (B,)
+        """
         batch, samples = waveforms.shape
         if lengths is None:
             lengths = torch.full((batch,), samples, dtype=torch.long, device=waveforms.device)

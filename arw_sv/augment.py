@@ -256,6 +256,7 @@ class Augmenter:
 
     @property
     def enabled(self) -> bool:
+        """Whether any corruption has a probability above 0 (else crops stay clean)."""
         return any(p > 0 for p in self.probs.values())
 
     def choose(self, rng: np.random.Generator) -> str | None:

@@ -43,10 +43,12 @@ class ClusterIndex:
 
     @property
     def n_clusters(self) -> int:
+        """C, the number of centroids."""
         return int(self.centroids.shape[0])
 
     @property
     def dim(self) -> int:
+        """D, the size of the embeddings the centroids are compared with."""
         return int(self.centroids.shape[1])
 
     @classmethod
@@ -134,7 +136,8 @@ class ClusterIndex:
 
 def bank_size(n_clusters: int) -> int:
     """Rows of the embedding bank: at least 32 per cluster (k-means needs 4 per cluster to
-    start, and refreshes see a few hundred steps of batches), and never under 4096."""
+    start, and refreshes see a few hundred steps of batches), and never under 4096.
+    """
     return max(4096, 32 * n_clusters)
 
 
@@ -170,9 +173,11 @@ class EmbeddingBank:
         return self.data[: min(self.count, self.data.shape[0])].numpy()
 
     def state_dict(self) -> dict[str, Any]:
+        """A copy of the rows (N, D) and ``count``, the rows ever added (the write position)."""
         return {"data": self.data.clone(), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict`'s rows (a copy; their N, whatever this bank had) and count."""
         self.data, self.count = state["data"].clone(), int(state["count"])
 
 

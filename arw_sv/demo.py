@@ -171,7 +171,8 @@ def _evaluate_model(checkpoint, test, corpus, folder: Path, bootstrap: int, prog
 
 def training_throughput(history: Path) -> float:
     """Utterances/s of the run's last logged step (also right when the run was resumed
-    already complete, where ``fit`` itself trained nothing)."""
+    already complete, where ``fit`` itself trained nothing).
+    """
     lines = [line for line in Path(history).read_text().splitlines() if line.strip()]
     return float(json.loads(lines[-1])["utt_per_s"]) if lines else 0.0
 

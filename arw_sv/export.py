@@ -90,6 +90,9 @@ class DftFbank(nn.Module):
         self.db_offset = float(mel.multiplier * mel.db_multiplier)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The features :class:`~arw_sv.audio.FbankFrontend` gives unpadded items, with the
+        STFT as a strided ``conv1d`` over a windowed DFT basis. Shape: (B, S) -> (B, T, F).
+        """
         framed = F.pad(waveforms.unsqueeze(1), (self.pad, self.pad))
         spec = F.conv1d(framed, self.basis, stride=self.hop)  # (B, 2 * bins, T)
         real, imag = spec[:, : self.bins], spec[:, self.bins :]
@@ -117,6 +120,9 @@ class ExportableEncoder(nn.Module):
         self.embedding_dim = extractor.embedding_dim
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of unpadded waveforms at ``sample_rate``, at least
+        ``MIN_SECONDS`` long. Shape: (B, S) -> (B, D).
+        """
         return F.normalize(self.body(self.fbank(waveforms)), dim=-1)
 
 
@@ -202,7 +208,8 @@ def export_torchscript(extractor: EcapaTdnn, path: str | Path) -> Path:
 
 def export(extractor: EcapaTdnn, path: str | Path, fmt: str) -> Path:
     """Export to ``fmt`` (one of :data:`FORMATS`; a ``speechbrain`` folder without a head
-    here, see :func:`arw_sv.speechbrain_folder.write_folder` for one with it)."""
+    here, see :func:`arw_sv.speechbrain_folder.write_folder` for one with it).
+    """
     if fmt == "speechbrain":
         from arw_sv.speechbrain_folder import write_folder
 

@@ -107,14 +107,17 @@ class SpeakerEncoder:
 
     @property
     def sample_rate(self) -> int:
+        """The sample rate (Hz) of the audio the extractor was built for."""
         return self._extractor.sample_rate
 
     @property
     def dim(self) -> int:
+        """D, the size of the embeddings."""
         return self._extractor.embedding_dim
 
     @property
     def device(self) -> torch.device:
+        """Where the extractor runs (fixed at construction)."""
         return self._device
 
     def __setattr__(self, name: str, value) -> None:

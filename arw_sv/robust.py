@@ -176,9 +176,11 @@ class WeightEMA:
         return self.value.to(weights.device, weights.dtype)[cluster_ids]
 
     def state_dict(self) -> dict[str, Tensor]:
+        """A copy of each cluster's EMA (C,) float64 and whether it was seen yet (C,) bool."""
         return {"value": self.value.clone(), "seen": self.seen.clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Take a :meth:`state_dict`'s EMA and seen flags (copied)."""
         self.value, self.seen = state["value"].clone(), state["seen"].clone()
 
 

@@ -291,7 +291,8 @@ def read_labels(folder: str | Path) -> list[str] | None:
 
 def read_classifier(folder: str | Path) -> torch.Tensor | None:
     """The cosine classifier's class vectors (C, D), or None when absent or not plain
-    (``lin_blocks > 0`` puts layers before it that an AAM head cannot take)."""
+    (``lin_blocks > 0`` puts layers before it that an AAM head cannot take).
+    """
     path = Path(folder) / "classifier.ckpt"
     if not path.is_file():
         return None
@@ -362,7 +363,8 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
 def architecture(extractor: EcapaTdnn) -> dict[str, Any]:
     """Every setting that makes two extractors compute the same function of the same
-    weights, read off the built modules (so it holds for any way they were built)."""
+    weights, read off the built modules (so it holds for any way they were built).
+    """
     ecapa = extractor.ecapa
     stft = extractor.frontend.fbank.compute_STFT
     block = ecapa.blocks[1]

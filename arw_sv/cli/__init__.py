@@ -93,7 +93,8 @@ class _LazySubParsers(argparse._SubParsersAction):
 
 class _FillIn:
     """Stands in for a sub-parser set: ``add_parser(name, ...)`` returns the lazy parser,
-    with the description and formatter the module asked for."""
+    with the description and formatter the module asked for.
+    """
 
     def __init__(self, name: str, parser: argparse.ArgumentParser) -> None:
         self._name, self._parser = name, parser
@@ -110,6 +111,9 @@ class _FillIn:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``arw-sv`` parser: ``-v`` and every sub-command, each sub-command's module
+    imported only when it is the one chosen on the command line.
+    """
     parser = argparse.ArgumentParser(
         prog="arw-sv",
         description="Fair speaker verification: ECAPA-TDNN + adversarial reweighting.",
@@ -136,7 +140,8 @@ _ERRORS = {
 
 def _loaded_errors() -> tuple[type[Exception], ...]:
     """The ``_ERRORS`` classes of the modules imported so far: a module that was never
-    imported cannot have raised its error, and importing it here would import torch."""
+    imported cannot have raised its error, and importing it here would import torch.
+    """
     return tuple(
         getattr(sys.modules[module], name)
         for module, name in _ERRORS.items()
@@ -155,6 +160,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``arw-sv`` on ``argv`` (default ``sys.argv[1:]``).
+
+    ``train`` also takes ``key=value`` overrides after its options; any other unknown
+    argument is a usage error (argparse exits with status 2). An expected failure
+    (``OSError``, ``KeyError``, ``ValueError`` or a package error listed in ``_ERRORS``)
+    prints one ``arw-sv <command>: error: ...`` line on stderr instead of a traceback.
+
+    Returns:
+        The exit status: the sub-command's own (0 when it returns None), 2 on an expected
+        failure.
+    """
     parser = build_parser()
     # Overrides may also follow an option (`train cfg.yaml --quiet train.lr=0.01`).
     args, extra = parser.parse_known_args(argv)

@@ -101,7 +101,8 @@ def _mapping(path: Path, parse: Callable[[str, str], object] = lambda v, w: v) -
 
 def _csv_rows(path: Path, required: tuple[str, ...], what: str = "") -> csv.DictReader:
     """Rows of a CSV (BOM allowed) keyed by lower-cased column names; refuses a file that
-    lacks a ``required`` column, naming it."""
+    lacks a ``required`` column, naming it.
+    """
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:

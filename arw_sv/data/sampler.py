@@ -197,16 +197,26 @@ class SpeakerBatchSampler:
         return batches
 
     def state_dict(self) -> dict[str, int]:
+        """The first step and the seed, which fix the sequence from there on.
+
+        Iterating does not advance ``step``: the trainer saves its own step in this form.
+        """
         return {"step": self.step, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Start the next iteration at ``state["step"]``.
+
+        Raises:
+            ValueError: the state's seed is not this sampler's (the batches would differ).
+        """
         if state["seed"] != self.seed:
             raise ValueError(f"sampler seed {state['seed']} in checkpoint, {self.seed} now")
         self.step = state["step"]
 
     def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         """Yield (this rank's slice of) batches from ``self.step`` on, forever (the trainer
-        counts steps)."""
+        counts steps).
+        """
         step = self.step
         epoch, offset = divmod(step, self.batches_per_epoch)
         size = self.P * self.K // self.world_size

@@ -32,6 +32,7 @@ class TrialPlan:
     max_per_speaker: int | None = None
 
     def cap(self) -> int | None:
+        """The most trials that may name one speaker; ``None`` when there is no cap."""
         if self.max_per_speaker is None:
             return 2 * (self.targets + self.within + self.across)
         return self.max_per_speaker or None

@@ -81,7 +81,7 @@ def _read_lines(path: Path, data: bytes) -> list[str]:
 
 
 def _regular_columns(data: bytes, n_fields: int) -> list[list[str]] | None:
-    """The columns of a file in the form ``write_scores`` writes, or None if it is not.
+    r"""The columns of a file in the form ``write_scores`` writes, or None if it is not.
 
     That form: ASCII, lines of exactly ``n_fields`` non-empty fields joined by single
     spaces, ``\n`` line ends, no other whitespace or control bytes, no blank lines. The

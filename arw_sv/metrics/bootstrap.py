@@ -190,6 +190,7 @@ class SpeakerBootstrap:
 
     @property
     def n_resamples(self) -> int:
+        """R, the number of bootstrap resamples."""
         return self.mult_t.shape[1]
 
     def evaluate(self, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -291,7 +292,7 @@ class SpeakerBootstrap:
     def _dcf_pass(
         self, sub: _Subset, lo: int, hi: int, todo: np.ndarray, out: np.ndarray
     ) -> np.ndarray:
-        """minDCF of resamples ``todo`` over the operating points ``lo..hi``.
+        """The minDCF of resamples ``todo`` over the operating points ``lo..hi``.
 
         Only candidate points are evaluated: the cost falls across non-targets and rises
         across targets, so its minimum is at the top of a block holding a non-target and

@@ -231,8 +231,21 @@ def actual_dcf(
     """Normalised detection cost at a fixed threshold (accept iff ``score >= threshold``).
 
     Args:
+        scores: trial scores, finite.
+        labels: 1 for a target trial, 0 for a non-target.
         threshold: the decision threshold. ``None`` means the Bayes threshold for
             calibrated log-likelihood-ratio scores, ``log(c_fa (1 - p) / (c_miss p))``.
+        p_target: prior probability of a target trial, ``p`` above.
+        c_miss: cost of rejecting a target.
+        c_fa: cost of accepting a non-target.
+
+    Returns:
+        ``(c_miss p P_miss + c_fa (1 - p) P_fa) / min(c_miss p, c_fa (1 - p))``: 1 is the
+        cost of always accepting or always rejecting, whichever is cheaper.
+
+    Raises:
+        ValueError: the scores or labels are invalid (:func:`check_scores_labels`), or the
+            trials lack targets or non-targets.
 
     Shape:
         scores, labels: (N,).

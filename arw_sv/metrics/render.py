@@ -30,7 +30,7 @@ def _ci(entry: dict, key: str = "eer", scale: float = 100.0, digits: int = 2) ->
 
 
 def _maybe_ci(ci: dict, key: str, scale: float = 100.0) -> str:
-    """ " [low, high]" when the report has a bootstrap interval for ``key``, else nothing."""
+    """``" [low, high]"`` when the report has a bootstrap interval for ``key``, else nothing."""
     return f" {_ci({'ci': ci}, key, scale)}" if ci.get(key) else ""
 
 

@@ -83,6 +83,14 @@ class EcapaTdnn(nn.Module):
         return self.ecapa(feats, relative).squeeze(1)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of a padded batch of waveforms, not normalised.
+
+        ``lengths`` (absolute samples) keeps the padding out of the features and the
+        pooling; ``None``: every item fills all S.
+
+        Shape:
+            waveforms (B, S), lengths (B,) -> (B, D)
+        """
         feats, frames = self.frontend(waveforms, lengths)
         return self.embed_features(feats, frames if lengths is not None else None)
 

@@ -55,9 +55,15 @@ class AAMSoftmax(nn.Module):
         return self.scale * torch.where(target, with_margin, cosine)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each sample on the margin logits, unreduced.
+
+        Shape:
+            embeddings (B, D), labels (B,) -> (B,)
+        """
         return F.cross_entropy(self.logits(embeddings, labels), labels, reduction="none")
 
     def extra_repr(self) -> str:
+        """The sizes, margin and scale, for the module's ``repr``."""
         n, d = self.weight.shape
         return f"embedding_dim={d}, n_classes={n}, margin={self.margin}, scale={self.scale}"
 
@@ -90,8 +96,10 @@ class MarginSchedule:
     @classmethod
     def from_config(cls, loss: LossConfig) -> MarginSchedule:
         """``loss.aam_margin`` reached over ``loss.margin_warmup_steps`` from
-        ``loss.margin_warmup_start``."""
+        ``loss.margin_warmup_start``.
+        """
         return cls(loss.aam_margin, loss.margin_warmup_start, loss.margin_warmup_steps)
 
     def __call__(self, step: int) -> float:
+        """The margin (radians) at training step ``step``."""
         return margin_at(step, self.final, self.start, self.ramp_steps)

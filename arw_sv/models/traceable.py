@@ -46,6 +46,7 @@ class TraceableEcapa(nn.Module):
         self.ecapa = ecapa
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Embeddings of unpadded features, not normalised. Shape: (B, T, F) -> (B, D)."""
         x = feats.transpose(1, 2)  # (B, F, T)
         outputs = []
         for block in self.ecapa.blocks:

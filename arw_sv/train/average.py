@@ -105,6 +105,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The ``average`` command on parsed ``run``, ``num`` and ``out``: prints where the
+    average went and returns 0.
+
+    Raises:
+        ValueError: as :func:`average_run` (too few checkpoints, no ``--num`` to go by).
+        CheckpointError: a checkpoint cannot be read, or its parameters differ from the
+            newest one's.
+    """
     out = average_run(args.run, args.num, args.out)
     print(f"averaged -> {out}")
     return 0
@@ -124,6 +132,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m arw_sv.train.average`` on ``argv`` (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 after a one-line error on stderr for a ``ValueError`` or
+        ``CheckpointError``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m arw_sv.train.average",
         description=__doc__,

@@ -41,6 +41,13 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
+    """A torch optimizer over ``params`` by its config name (a key of ``OPTIMIZERS``).
+
+    ``momentum`` is SGD's only (Nesterov when above 0); the other optimizers ignore it.
+
+    Raises:
+        ValueError: ``name`` is not one of ``OPTIMIZERS``.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](list(params), lr, weight_decay, momentum)
@@ -48,7 +55,8 @@ def build_optimizer(
 
 def lr_factor(train: TrainConfig) -> Callable[[int], float]:
     """Linear warm-up to ``lr``, then exponential decay to ``final_lr`` at the last step
-    (WeSpeaker's warm-up + ExponentialDecrease schedule), as a multiplier of ``lr``."""
+    (WeSpeaker's warm-up + ExponentialDecrease schedule), as a multiplier of ``lr``.
+    """
     ratio = train.final_lr / train.lr if train.lr > 0 else 1.0
     decay_steps = max(1, train.steps - train.warmup_steps)
 

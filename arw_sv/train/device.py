@@ -7,7 +7,8 @@ import torch
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; fails if
-    CUDA is asked for but not available."""
+    CUDA is asked for but not available.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

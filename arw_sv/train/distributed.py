@@ -1,10 +1,10 @@
-"""Multi-GPU and multi-node training: ``torchrun`` + DistributedDataParallel (DDP).
+r"""Multi-GPU and multi-node training: ``torchrun`` + DistributedDataParallel (DDP).
 
 Launch exactly as a single process, under ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``)::
 
     torchrun --nproc_per_node 8 -m arw_sv.cli train conf.yaml ...          # one node
-    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 \\
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 \
         -m arw_sv.cli train conf.yaml ...                                   # node 0 of 2
 
 ``fit`` calls :func:`setup`: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on
@@ -78,13 +78,16 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
+        """More than one process: the collectives communicate (else they return at once)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the process that logs and writes the run's files and checkpoints."""
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait until every rank has reached this call; nothing for a single process."""
         if self.enabled:
             dist.barrier()
 

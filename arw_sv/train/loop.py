@@ -59,6 +59,18 @@ log = logging.getLogger("arw_sv.train")
 
 @dataclass(frozen=True)
 class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        out_dir: the run folder (``train.out_dir``).
+        checkpoint: the last checkpoint, ``checkpoints/step_<steps>.pt``.
+        steps: the step the run stopped at (``train.steps`` unless ``stop_after`` cut it).
+        utterances_per_second: global throughput of this call, P x K utterances per step
+            over its wall time (0 when a resumed run had nothing left to train).
+        last_loss: the learner's objective at the last step this call trained (this
+            process's under DDP); NaN when it trained none.
+    """
+
     out_dir: Path
     checkpoint: Path
     steps: int
@@ -70,7 +82,8 @@ def _claim_run_folder(
     out_dir: Path, resume: bool, dist_ctx: distributed.DistContext, cleanup: ExitStack
 ) -> list[Path]:
     """Lock the run folder and log into it (rank 0; a second process is refused), and list
-    its checkpoints, refusing them without ``resume``. ``cleanup`` releases what it took."""
+    its checkpoints, refusing them without ``resume``. ``cleanup`` releases what it took.
+    """
     if dist_ctx.is_main:
         lock = RunLock(out_dir)
         cleanup.callback(lock.release)
@@ -333,7 +346,8 @@ def _loader(
 
 def _step_values(stats, adv_stats, dist_ctx: distributed.DistContext) -> dict[str, float]:
     """The logged numbers of one step; under DDP the losses averaged over ranks (the rest
-    agree already)."""
+    agree already).
+    """
     values = {k: v for k, v in vars(stats).items() if v is not None}
     if dist_ctx.enabled:
         names = ("loss", "aam_loss", "pair_loss")
@@ -363,13 +377,15 @@ def _with_evidence(
 
 def adversary_due(step: int, warmup_steps: int, every: int) -> bool:
     """Whether the adversary steps at ``step`` (the learner steps at every step): from the
-    end of the warm-up on, every ``every``-th step, the first at ``warmup_steps``."""
+    end of the warm-up on, every ``every``-th step, the first at ``warmup_steps``.
+    """
     return step >= warmup_steps and (step - warmup_steps) % every == 0
 
 
 def _true_groups(manifest) -> dict[str, torch.Tensor]:
     """Per utterance, membership of every true group (``gender=f``, ``nationality=UK``) with
-    more than one value in the manifest. For logging only: never given to the adversary."""
+    more than one value in the manifest. For logging only: never given to the adversary.
+    """
     members = {}
     for attribute in ("gender", "nationality"):
         values = [getattr(u, attribute) for u in manifest]

@@ -106,7 +106,8 @@ class Objective:
         self, sample_loss: torch.Tensor, pairs: tuple[PairTerms, ...]
     ) -> torch.Tensor:
         """Each sample's share of the unweighted loss (its AAM loss and its balanced row of
-        pair losses, chunks concatenated). Shape: (B,), J x PairTerms -> (B,)."""
+        pair losses, chunks concatenated). Shape: (B,), J x PairTerms -> (B,).
+        """
         if self.pair_weight != 0:
             row = torch.cat([(balanced_pair_weights(p) * p.loss).sum(dim=1) for p in pairs])
         else:

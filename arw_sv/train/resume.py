@@ -70,7 +70,9 @@ def check_resume(
     Args:
         changes: from :func:`config_changes` (layout keys such as ``train.batch_chunks``
             already removed by the caller when the effective layout is the same).
-        saved_speakers, speakers: the checkpoint's and this run's training speakers.
+        saved_speakers: the checkpoint's training speakers.
+        speakers: this run's; any difference from ``saved_speakers`` (order included)
+            breaks exactness.
         step: the checkpoint's step (``train.steps`` below it is refused always).
         allow: the user accepted a changed config.
     """

@@ -121,7 +121,8 @@ class TrainState:
 
     def load_adversary_state(self, state: dict[str, Any]) -> None:
         """Start the adversary where a checkpoint's left off (fine-tuning with the same
-        formulation): its weights, the k-means index and the bank; nothing else."""
+        formulation): its weights, the k-means index and the bank; nothing else.
+        """
         if self.adversary is None:
             return
         self.adversary.load_state_dict(state["adversary"])

@@ -53,6 +53,20 @@ class Detached:
 
 @dataclass(frozen=True)
 class LearnerStats:
+    """What one :func:`learner_step` reports for the logs.
+
+    Attributes:
+        loss: the objective the learner lowered (weighted when there is an adversary).
+        aam_loss: mean AAM-softmax loss of the batch, unweighted.
+        pair_loss: mean pair loss over the valid pairs of all chunks, unweighted.
+        grad_norm: the learner's gradient norm before clipping.
+        weight_mean, weight_max, weight_std: of the adversary's weights on the batch.
+        weight_ess: effective sample size of the weights, ``(sum w)^2 / sum w^2``.
+        weight_loss_spearman: rank correlation of the weights with the samples' losses.
+
+    The ``weight_*`` fields are None without an adversary.
+    """
+
     loss: float
     aam_loss: float
     pair_loss: float
@@ -66,6 +80,15 @@ class LearnerStats:
 
 @dataclass(frozen=True)
 class AdversaryStats:
+    """What one :func:`adversary_step` reports for the logs.
+
+    Attributes:
+        objective: the weighted loss before the adversary's update, without any KL or chi2
+            penalty (for GroupDRO, the q-weighted loss).
+        grad_norm: the adversary's gradient norm before clipping; 0 for GroupDRO, which
+            takes no gradient step.
+    """
+
     objective: float
     grad_norm: float
 
@@ -87,6 +110,13 @@ def backward_and_step(
     checked, so all ranks stop, or skip an fp16 step, together.
 
     Args:
+        loss: the scalar to lower (the adversary passes its negated target).
+        optimizer: the optimizer that owns ``parameters``.
+        parameters: the parameters whose gradients are clipped and checked (those that
+            require a gradient).
+        scaler: fp16 loss scaler; ``None`` or disabled: plain backward and step.
+        clip: the largest gradient norm kept; 0: no clipping.
+        what: the player, as error messages name it.
         sync_gradients: average the gradients over ranks here (for a module that is not
             wrapped in DDP: the adversary).
 
@@ -242,7 +272,8 @@ def adversary_step(
     With ``kl_penalty`` / ``chi2_penalty`` the adversary raises
     ``L_w - penalty * D(w / sum w || uniform)`` instead. For "groupdro" (no optimizer) this
     is GroupDRO's exponentiated-gradient step on q from the batch's per-cluster mean losses;
-    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0."""
+    ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0.
+    """
     adversary.train()
     if isinstance(adversary, GroupDROWeights):
         with torch.no_grad():
