@@ -41,8 +41,7 @@ _MODULE_COMMANDS = {
         "export the extractor to ONNX or TorchScript (fbank inside, dynamic batch/length)"
         " or as a SpeechBrain pretrained folder (EncoderClassifier.from_hparams loads it)",
     ),
-    # The checkpoint average's parser lives with it, below training (arw_sv/train/).
-    "average": ("arw_sv.train.average", "average the last N checkpoints of a run"),
+    "average": ("arw_sv.cli.average", "average the last N checkpoints of a run"),
     "demo": (
         "arw_sv.cli.demo",
         "synthetic corpus -> ERM -> fairness fine-tune -> EER reports side by side",

@@ -1,4 +1,4 @@
-"""Average the weights of a run's last N checkpoints (``python -m arw_sv.train.average``).
+"""Average the weights of a run's last N checkpoints (``arw-sv average``: :mod:`arw_sv.cli.average`).
 
 Averaging the last checkpoints of a run smooths the end of the learning-rate decay and is a
 standard last step of VoxCeleb recipes (WeSpeaker averages its last 10 epochs). Every
@@ -11,13 +11,11 @@ holds no optimizer state, and its name is not ``step_N.pt``.
 
 ::
 
-    python -m arw_sv.train.average exp/ecapa --num 10 --out exp/ecapa/avg_10.pt
+    arw-sv average exp/ecapa --num 10 --out exp/ecapa/avg_10.pt
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,61 +94,3 @@ def average_run(run_dir: str | Path, num: int | None = None, out: str | Path | N
     out = Path(out) if out is not None else run_dir / f"avg_{num}.pt"
     save_checkpoint(average_checkpoints(found[-num:]), out)
     return out
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="training run folder (train.out_dir)")
-    parser.add_argument("--num", type=int, default=None, help="default: train.average_last")
-    parser.add_argument("--out", default=None, help="default: <run>/avg_<num>.pt")
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``average`` command on parsed ``run``, ``num`` and ``out``: prints where the
-    average went and returns 0.
-
-    Raises:
-        ValueError: as :func:`average_run` (too few checkpoints, no ``--num`` to go by).
-        CheckpointError: a checkpoint cannot be read, or its parameters differ from the
-            newest one's.
-    """
-    out = average_run(args.run, args.num, args.out)
-    print(f"averaged -> {out}")
-    return 0
-
-
-def add_subparser(subparsers) -> argparse.ArgumentParser:
-    """Register ``average`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
-    parser = subparsers.add_parser(
-        "average",
-        help="average the last N checkpoints of a run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_arguments(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m arw_sv.train.average`` on ``argv`` (default ``sys.argv[1:]``).
-
-    Returns:
-        The exit status: 0, or 2 after a one-line error on stderr for a ``ValueError`` or
-        ``CheckpointError``.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m arw_sv.train.average",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, CheckpointError) as exc:
-        print(f"average: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

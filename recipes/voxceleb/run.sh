@@ -106,7 +106,7 @@ train() {  # train <config> <exp> [extra overrides...]
 }
 
 average() {  # average <exp>: the last train.average_last checkpoints -> <exp>/avg.pt
-  "$python" -m arw_sv.train.average "$1" --out "$1/avg.pt"
+  "$python" -m arw_sv.cli average "$1" --out "$1/avg.pt"
 }
 
 extract() {  # extract <exp>: embeddings of the trial lists' utterances and of the cohort
