@@ -24,7 +24,7 @@ def config_path(name: str) -> Path:
 
 
 #: The label-free fairness method the demo fine-tunes beside ERM (docs/benchmark.md says why).
-RECOMMENDED = "demo_cohort_oversample"
+RECOMMENDED = "demo_arw_pw_paironly"
 
 
 def run_demo(

@@ -22,6 +22,8 @@ TINY = (
     "loss.margin_warmup_steps=4",
     "data.n_cohorts=2",
     "data.cohort_oversample_top=1",
+    "adversary.n_clusters=2",
+    "adversary.cluster_refresh_steps=2",
 )
 
 
@@ -32,7 +34,7 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
         out, synth_preset="tiny", overrides=TINY, finetune_steps=6, workers=1, bootstrap=0,
         progress=False,
     )  # fmt: skip
-    assert list(reports) == ["erm", "cohort_oversample"]
+    assert list(reports) == ["erm", "arw_pw_paironly"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finetune_steps"] == 6
     for name, report in reports.items():
@@ -42,12 +44,11 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
         assert report["overall"]["eer"] == saved["overall"]["eer"]
         history = (out / "finetune" / name / "history.jsonl").read_text().splitlines()
         assert json.loads(history[-1])["step"] == 6
-    prepass = json.loads(
-        (out / "finetune" / "cohort_oversample" / "sampling_prepass.json").read_text()
-    )
-    assert prepass  # the cohorts came from the ERM model
+    # the fairness fine-tune played its adversary from its first logged step
+    rows = (out / "finetune" / "arw_pw_paironly" / "history.jsonl").read_text().splitlines()
+    assert rows and all("weight_ess" in json.loads(r) for r in rows)
     table = (out / "comparison.md").read_text()
-    assert "| EER overall |" in table and "cohort_oversample" in table
+    assert "| EER overall |" in table and "arw_pw_paironly" in table
     assert (out / "comparison_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a second call trains and embeds nothing: the stages are complete
@@ -60,8 +61,7 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
         progress=False,
     )  # fmt: skip
     assert (
-        again["cohort_oversample"]["overall"]["eer"]
-        == reports["cohort_oversample"]["overall"]["eer"]
+        again["arw_pw_paironly"]["overall"]["eer"] == reports["arw_pw_paironly"]["overall"]["eer"]
     )
 
 

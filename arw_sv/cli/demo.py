@@ -10,7 +10,7 @@ import argparse
 
 #: The default of ``--fairness`` (:data:`arw_sv.demo.RECOMMENDED`, kept here so that the
 #: parser does not import the demo; tests/test_demo.py checks the two agree).
-RECOMMENDED = "demo_cohort_oversample"
+RECOMMENDED = "demo_arw_pw_paironly"
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
