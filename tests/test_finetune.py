@@ -35,3 +35,35 @@ def test_finetune_overrides_short_runs_still_warm_up_one_step():
 def test_finetune_overrides_refuse_an_empty_or_frozen_finetune(steps, lr):
     with pytest.raises(ValueError, match="fine-tuning"):
         finetune_overrides("x.pt", steps, lr)
+
+
+def test_train_finetune_flag_applies_the_overrides_and_the_users_win(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from arw_sv import cli
+    from arw_sv.train import loop
+
+    seen = {}
+
+    def fake_fit(cfg, **kwargs):
+        seen["cfg"] = cfg
+        return SimpleNamespace(steps=cfg.train.steps, utterances_per_second=1.0, checkpoint="c")
+
+    monkeypatch.setattr(loop, "fit", fake_fit)
+    argv = ["train", "demo_arw_pw_paironly", "--finetune", "erm.pt", "--finetune-steps", "50",
+            "train.steps=40", "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    cfg = seen["cfg"]
+    assert cfg.train.init_checkpoint == "erm.pt"
+    assert cfg.train.steps == 40  # the user's override wins over --finetune-steps
+    assert cfg.train.warmup_steps == 5  # from --finetune-steps 50
+    assert cfg.train.lr == pytest.approx(0.0005) and cfg.loss.margin_warmup_steps == 0
+    assert cfg.adversary.warmup_steps == 0 and not cfg.adversary.weight_aam
+
+
+def test_train_finetune_with_zero_steps_is_one_line_error(capsys):
+    from arw_sv import cli
+
+    assert cli.main(["train", "demo", "--finetune", "erm.pt", "--finetune-steps", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fine-tuning steps must be >= 1" in err[0]

@@ -4,6 +4,9 @@
 
     arw-sv train demo train.steps=400              # a shipped config by name (`arw-sv configs`)
     arw-sv train my.yaml --resume                  # continue from the last checkpoint
+    # fine-tune a trained model with the recommended fairness setting (as `arw-sv demo` does):
+    arw-sv train demo_arw_pw_paironly --finetune runs/erm/checkpoints/step_600.pt \
+        data.train_manifest=train.csv train.out_dir=runs/fair
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         action="store_true",
         help="with --resume: accept a config that differs from the checkpoint's (logged)",
     )
+    p.add_argument(
+        "--finetune",
+        metavar="CHECKPOINT",
+        default=None,
+        help="fine-tune this trained model (or speechbrain:FOLDER): train.init_checkpoint "
+        "plus a fresh optimizer at --finetune-lr, a short warm-up, the AAM margin at its "
+        "final value and the adversary from step 0 (arw_sv.finetune)",
+    )
+    p.add_argument("--finetune-steps", type=int, default=300, help="with --finetune (300)")
+    p.add_argument("--finetune-lr", type=float, default=0.0005, help="with --finetune")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -33,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from arw_sv.shipped import resolve_config
     from arw_sv.train.loop import fit
 
-    cfg = load_config(resolve_config(args.config), args.overrides)
+    overrides = list(args.overrides)
+    if args.finetune:
+        from arw_sv.finetune import finetune_overrides
+
+        # before the user's own overrides, so that e.g. train.steps=... still wins
+        tune = finetune_overrides(args.finetune, args.finetune_steps, args.finetune_lr)
+        overrides = [*tune, *overrides]
+    cfg = load_config(resolve_config(args.config), overrides)
     result = fit(
         cfg,
         resume=args.resume,
