@@ -271,7 +271,7 @@ def run_finetune_benchmark(
                 "protocol": "finetune",
                 "mechanism": mechanism,
                 "corpus_seed": corpus_seed,
-                "role": "validation" if corpus_seed == protocol.val_corpus else "held-out",
+                "role": "validation" if validation else "held-out",
                 "synth_preset": f"bench_{mechanism}",
                 "synth_overrides": synth,
                 "budget": _budget(protocol),
@@ -281,7 +281,7 @@ def run_finetune_benchmark(
                 "seeds": list(seeds),
             }
             write_results(folder, setup, results)
-            if corpus_seed != protocol.val_corpus:
+            if not validation:
                 heldout += [{**r, "seed": 1000 * corpus_seed + r["seed"]} for r in results]
         if heldout:
             setup = {"command": command, "protocol": "finetune", "mechanism": mechanism,
