@@ -285,8 +285,9 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
                    "corpus only)")  # fmt: skip
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
-    p.add_argument("--val-seeds", type=int, nargs="+", default=None,
-                   help="finetune: training seeds on the validation corpus (default 0)")  # fmt: skip
+    p.add_argument("--val-seeds", type=int, nargs="*", default=None,
+                   help="finetune: training seeds on the validation corpus (default 0; none: "
+                   "skip the validation corpus, e.g. once its choice is made)")  # fmt: skip
     p.add_argument("--curve-points", type=int, default=None,
                    help="finetune: learning-curve points of the ERM pre-training")  # fmt: skip
     p.add_argument("--pretrain-per-seed", action="store_true",

@@ -240,12 +240,14 @@ def run_finetune_benchmark(
     for mechanism in protocol.mechanisms:
         heldout: list[dict] = []
         for corpus_seed in (protocol.val_corpus, *protocol.test_corpora):
+            validation = corpus_seed == protocol.val_corpus
+            if validation and not protocol.val_seeds:
+                continue
             folder = out / mechanism / f"corpus{corpus_seed}"
             folder.mkdir(parents=True, exist_ok=True)
             synth = [*protocol.synth_overrides, f"seed={corpus_seed}"]
             paths = prepare_data(folder, f"bench_{mechanism}", synth, workers, progress)
             results = []
-            validation = corpus_seed == protocol.val_corpus
             seeds = protocol.val_seeds if validation else protocol.seeds
             for seed in seeds:
                 from_seed = seeds[0] if protocol.shared_pretrain else seed

@@ -87,3 +87,11 @@ def test_per_seed_pretraining_gives_each_seed_its_own_erm(tmp_path, recorded):
     assert sorted(s for _, s in recorded["pretrain"]) == [0, 1, 2]
     for task in recorded["tasks"]:
         assert f"/seed{task.seed}/erm_pretrain/" in _init_of(task)
+
+
+def test_no_validation_seeds_skips_the_validation_corpus(tmp_path, recorded):
+    finetune.run_finetune_benchmark(tmp_path, _protocol(val_seeds=(), test_corpora=(0, 1)))
+    corpora = {Path(t.run_dir).parents[2].name for t in recorded["tasks"]}
+    assert corpora == {"corpus0", "corpus1"}
+    assert not (tmp_path / "crowding" / "corpus100").exists()
+    assert all(p.parent.parent.name != "corpus100" for p, _ in recorded["pretrain"])
