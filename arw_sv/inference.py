@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,7 +23,15 @@ from arw_sv.atomic import atomic_path
 from arw_sv.audio import audio_info, check_usable, read_audio
 from arw_sv.checkpoint import load_extractor
 from arw_sv.models.ecapa import EcapaTdnn
+from arw_sv.models.exportable import MIN_SECONDS
 from arw_sv.models.traceable import TraceableEcapa
+
+BACKENDS = ("auto", "onnx", "jit", "eager")
+# "auto" runs a job through ONNX Runtime from this much audio on (seconds): the export costs
+# about 7 s once per model (then cached), ONNX Runtime saves about 40% of the trace's time
+# (bench/extract_speed.py), and the trace runs at about 126x real time per core, so an hour
+# of audio wins back the export; a model already in the cache is used at any size.
+ONNX_MIN_SECONDS = 3600.0
 
 
 class SpeakerEncoder:
@@ -32,19 +41,32 @@ class SpeakerEncoder:
     so no item ever sees another's padding and a padded item's embedding equals its
     unpadded one.
 
-    On CPU the ECAPA part runs as a frozen TorchScript trace of the same blocks
-    (``torch.jit.freeze`` + ``optimize_for_inference``: oneDNN-packed convolutions, folded
-    constants): 1.16x faster than eager PyTorch on 16 x 8 s clips, with 30% less peak
-    memory (``bench/extract_speed.py``, c512, 2 threads); building it takes about 0.3 s.
-    The fbank stays SpeechBrain's own. Embeddings agree with the eager path to cosine
-    > 0.99999.
+    Backends (``backend``; :attr:`backend` says which one runs now):
+
+    - ``"jit"``: the fbank in PyTorch (SpeechBrain's own), the ECAPA as a frozen TorchScript
+      trace of the same blocks (``torch.jit.freeze`` + ``optimize_for_inference``:
+      oneDNN-packed convolutions, folded constants); 1.16x faster than eager on 16 x 8 s
+      clips with 30% less peak memory; built in about 0.3 s. Cosine > 0.99999 to eager.
+    - ``"onnx"``: the whole graph (fbank inside, :mod:`arw_sv.models.exportable`) in ONNX
+      Runtime, from a cached export (:mod:`arw_sv.runtime`), used only after its embeddings
+      of a probe agree with the trace's to cosine >= 0.9999; CPU only.
+    - ``"eager"``: plain PyTorch (the reference; what runs on a GPU).
+    - ``"auto"`` (the default): ``"eager"`` off the CPU; on CPU the trace, switching to ONNX
+      Runtime for an :meth:`embed_files` job of at least ``onnx_min_seconds`` of audio or
+      when the model's export is already cached. If ONNX Runtime is missing or its export
+      fails or disagrees, the job runs on the trace after a one-line warning.
 
     Args:
         extractor: a trained :class:`~arw_sv.models.ecapa.EcapaTdnn`.
         device: where to run it.
         max_batch: largest number of equal-length items per forward pass.
-        jit: run the ECAPA through the frozen trace; None: on CPU only (where it was
-            measured faster), eager PyTorch elsewhere.
+        jit: the older spelling of ``backend``: True is ``"jit"``, False ``"eager"``.
+        backend: one of :data:`BACKENDS`.
+        onnx_min_seconds: ``"auto"``'s threshold (default :data:`ONNX_MIN_SECONDS`).
+
+    Raises:
+        ValueError: an unknown backend, or ``"onnx"`` off the CPU.
+        arw_sv.runtime.OnnxUnavailable: ``backend="onnx"`` and ONNX Runtime cannot be used.
     """
 
     metric = "cosine"
@@ -56,23 +78,41 @@ class SpeakerEncoder:
         max_batch: int = 64,
         *,
         jit: bool | None = None,
+        backend: str = "auto",
+        onnx_min_seconds: float = ONNX_MIN_SECONDS,
     ):
+        if jit is not None:
+            backend = "jit" if jit else "eager"
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self._device = torch.device(device)
+        if backend == "onnx" and self._device.type != "cpu":
+            raise ValueError(f"backend 'onnx' runs on CPU only, not {self._device}")
         self._extractor = extractor.to(self._device).eval()
         for p in self._extractor.parameters():
             p.requires_grad_(False)
-        if jit is None:
-            jit = self._device.type == "cpu"
-        self._ecapa = _frozen_ecapa(self._extractor) if jit else None
-        self._max_batch = max_batch
+        if backend == "auto":
+            backend = "auto" if self._device.type == "cpu" else "eager"
+        self._ecapa = _frozen_ecapa(self._extractor) if backend != "eager" else None
+        # The one mutable part: the ONNX Runtime session once a job switches to it.
+        self._onnx = {"runner": None, "allowed": backend in ("auto", "onnx")}
+        self._onnx_min_seconds = float(onnx_min_seconds)
+        self._max_batch = max_batch  # the last attribute: the encoder is immutable from here
+        if backend == "onnx":
+            self._switch_to_onnx(strict=True, export=True)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", *, jit: bool | None = None
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        jit: bool | None = None,
+        backend: str = "auto",
     ) -> SpeakerEncoder:
         """Rebuild the extractor a training checkpoint describes and load its weights."""
         extractor, _, _ = load_extractor(path)
-        return cls(extractor, device=device, jit=jit)
+        return cls(extractor, device=device, jit=jit, backend=backend)
 
     @classmethod
     def from_speechbrain(
@@ -81,6 +121,7 @@ class SpeakerEncoder:
         device: str | torch.device = "cpu",
         *,
         jit: bool | None = None,
+        backend: str = "auto",
     ) -> SpeakerEncoder:
         """SpeechBrain's pretrained ECAPA (``spkrec-ecapa-voxceleb`` layout) as an encoder.
 
@@ -93,17 +134,20 @@ class SpeakerEncoder:
         """
         from arw_sv.speechbrain_folder import load_extractor, resolve
 
-        return cls(load_extractor(resolve(folder_or_hub_id)), device=device, jit=jit)
+        extractor = load_extractor(resolve(folder_or_hub_id))
+        return cls(extractor, device=device, jit=jit, backend=backend)
 
     @classmethod
-    def load(cls, spec: str | Path, device: str | torch.device = "cpu") -> SpeakerEncoder:
+    def load(
+        cls, spec: str | Path, device: str | torch.device = "cpu", *, backend: str = "auto"
+    ) -> SpeakerEncoder:
         """A training checkpoint, or ``speechbrain:FOLDER_OR_HUB_ID``."""
         from arw_sv.speechbrain_folder import split_spec
 
         folder = split_spec(spec)
         if folder is not None:
-            return cls.from_speechbrain(folder, device=device)
-        return cls.from_checkpoint(spec, device=device)
+            return cls.from_speechbrain(folder, device=device, backend=backend)
+        return cls.from_checkpoint(spec, device=device, backend=backend)
 
     @property
     def sample_rate(self) -> int:
@@ -120,10 +164,43 @@ class SpeakerEncoder:
         """Where the extractor runs (fixed at construction)."""
         return self._device
 
+    @property
+    def backend(self) -> str:
+        """What runs the model now: ``"onnx"``, ``"jit"`` or ``"eager"``."""
+        if self._onnx["runner"] is not None:
+            return "onnx"
+        return "jit" if self._ecapa is not None else "eager"
+
     def __setattr__(self, name: str, value) -> None:
         if hasattr(self, "_max_batch"):
             raise AttributeError("SpeakerEncoder is immutable")
         super().__setattr__(name, value)
+
+    def _switch_to_onnx(self, *, strict: bool, export: bool) -> None:
+        """Start running through ONNX Runtime if its export agrees with the trace.
+
+        Tried at most once per encoder; a failure raises (``strict``) or warns once and
+        leaves the trace in charge.
+        """
+        from arw_sv.runtime import OnnxUnavailable, cached_path, onnx_available, verified_onnx
+
+        if not self._onnx["allowed"] or self._onnx["runner"] is not None:
+            return
+        if not export and not (onnx_available() and cached_path(self._extractor).is_file()):
+            return  # a small job and nothing cached: the trace; a larger job may export
+        self._onnx["allowed"] = False
+        try:
+            self._onnx["runner"] = verified_onnx(
+                self._extractor, self.__call__, threads=torch.get_num_threads()
+            )
+        except OnnxUnavailable as err:
+            if strict:
+                raise
+            warnings.warn(
+                f"ONNX Runtime not used ({err}); extracting with the TorchScript trace",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     @torch.inference_mode()
     def __call__(
@@ -160,6 +237,9 @@ class SpeakerEncoder:
 
     def _embed_equal(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Unnormalised embeddings of unpadded, equal-length items. Shape: (B, S) -> (B, D)."""
+        runner = self._onnx["runner"]
+        if runner is not None and waveforms.shape[1] >= MIN_SECONDS * self.sample_rate:
+            return torch.from_numpy(runner._run(np.ascontiguousarray(waveforms.numpy())))
         audio = waveforms.to(self._device)
         if self._ecapa is None:
             return self._extractor(audio).float().cpu()
@@ -228,6 +308,9 @@ class SpeakerEncoder:
         out = np.empty((len(paths), self.dim), dtype=np.float32)
         frames = [audio_info(p)[0] for p in paths]
         budget = int(batch_seconds * self.sample_rate)
+        if self._onnx["allowed"]:
+            large = sum(frames) >= self._onnx_min_seconds * self.sample_rate
+            self._switch_to_onnx(strict=False, export=large)
         rows: list[int] = []
         audio: list[np.ndarray] = []
 
@@ -285,10 +368,16 @@ def _frozen_ecapa(extractor: EcapaTdnn) -> torch.jit.ScriptModule:
 
 
 def embed_utterances(
-    checkpoint: str | Path, ids: list[str], paths: list[str], out: str | Path, *, progress: bool
+    checkpoint: str | Path,
+    ids: list[str],
+    paths: list[str],
+    out: str | Path,
+    *,
+    progress: bool,
+    backend: str = "auto",
 ) -> Path:
     """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically."""
-    encoder = SpeakerEncoder.load(checkpoint)  # a checkpoint or speechbrain:FOLDER
+    encoder = SpeakerEncoder.load(checkpoint, backend=backend)  # or speechbrain:FOLDER
     vectors = encoder.embed_files(paths, progress=progress)
     out = Path(out)
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:

@@ -17,6 +17,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_export_cache(tmp_path_factory):
+    """No test writes ONNX exports into the user's cache (arw_sv.runtime.cache_dir)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARW_SV_CACHE", str(tmp_path_factory.mktemp("arw_sv_cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)

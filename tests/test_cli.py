@@ -92,6 +92,19 @@ def test_train_embed_score_eval(trained, tiny_corpus, tiny_manifests, tmp_path, 
     assert set(report["groups"]["gender"]["groups"]) == {"m", "f"}
 
 
+def test_embed_backends_give_the_same_embeddings(trained, tiny_manifests, tmp_path):
+    got = {}
+    for backend in ("eager", "onnx"):
+        out = tmp_path / f"{backend}.npz"
+        args = ["embed", str(trained), "--manifest", str(tiny_manifests[1])]
+        assert main([*args, "--out", str(out), "--backend", backend, "--quiet"]) == 0
+        with np.load(out) as data:
+            got[backend] = {k: data[k] for k in data.files}
+    assert got["eager"].keys() == got["onnx"].keys() and got["eager"]
+    cosines = [float(got["eager"][k] @ got["onnx"][k]) for k in got["eager"]]
+    assert min(cosines) > 0.9999
+
+
 def test_embed_a_folder_uses_relative_ids(trained, tiny_corpus, tmp_path):
     emb = tmp_path / "folder.npz"
     assert (

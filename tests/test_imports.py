@@ -290,11 +290,13 @@ def test_argparse_lives_in_the_cli_package():
 
 
 def test_the_clis_format_lists_are_the_librarys():
-    from arw_sv import export
+    from arw_sv import export, inference
+    from arw_sv.cli import embed as embed_cli
     from arw_sv.cli import eval as eval_cli
     from arw_sv.cli import export as export_cli
     from arw_sv.data.trials import SCORE_FORMATS
 
+    assert embed_cli.BACKENDS == inference.BACKENDS
     assert eval_cli.SCORE_FORMATS == SCORE_FORMATS
     assert export_cli.FORMATS == export.FORMATS
     lazy_sub = next(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# ``arw_sv.inference.BACKENDS`` without importing torch for ``--help`` (a test checks they agree).
+BACKENDS = ("auto", "onnx", "jit", "eager")
+
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``embed`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
@@ -15,6 +18,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     src.add_argument("--folder", help="ids are paths relative to this folder")
     p.add_argument("--split", help="with --manifest: only this split (dev/test)")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="what runs the model (default auto: on CPU the TorchScript trace, ONNX Runtime "
+        "from an hour of audio on or once the model's export is cached; see SpeakerEncoder)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -39,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"no audio files (.wav, .flac) under {root}")
         ids = [str(p.relative_to(root)) for p in files]
         paths = [str(p) for p in files]
-    out = embed_utterances(args.checkpoint, ids, paths, args.out, progress=not args.quiet)
+    out = embed_utterances(
+        args.checkpoint, ids, paths, args.out, progress=not args.quiet, backend=args.backend
+    )
     print(f"{len(ids)} embeddings -> {out}")
     return 0
