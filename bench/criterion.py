@@ -1,0 +1,164 @@
+"""Issue 13's success criterion, evaluated on the fine-tuning benchmark's held-out runs.
+
+A method *works* on a held-out corpus when, on at least ``--min-seeds`` of its training seeds
+(default 2), against ERM continued on the same seed (same ERM start):
+
+- the worst group's EER is at least 10% lower (relative; the worst nationality, or for the
+  ``gender`` mechanism the worse gender);
+- the spread is at least 20% lower (relative; the nationality population std, or the gender
+  gap);
+- the overall EER is not higher.
+
+It works on a mechanism when it works on every held-out corpus of it. The runs are read
+from each run's own ``result.json`` (so a benchmark still under way can be looked at).
+
+Usage::
+
+    .venv/bin/python -m bench.criterion --out runs/ft --mechanisms crowding acoustics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from arw_sv.atomic import atomic_write_text
+
+BASELINE = "erm"
+WORST_DROP = 0.10
+SPREAD_DROP = 0.20
+
+
+@dataclass(frozen=True)
+class SeedCheck:
+    """One (corpus, training seed, method) against ERM on the same seed."""
+
+    corpus: int
+    seed: int
+    method: str
+    worst_change: float  # relative change of the worst group's EER (negative: better)
+    spread_change: float  # relative change of the spread
+    overall_change: float  # EER points, method - ERM (negative: better)
+
+    @property
+    def met(self) -> bool:
+        """All three parts of the criterion on this seed."""
+        return (
+            self.worst_change <= -WORST_DROP
+            and self.spread_change <= -SPREAD_DROP
+            and self.overall_change <= 0.0
+        )
+
+
+def worst_and_spread(metrics: dict, mechanism: str) -> tuple[float, float]:
+    """(worst-group EER, spread) of one run's metrics, by the mechanism's attribute."""
+    if mechanism == "gender":
+        genders = [v for k, v in metrics.items() if k.startswith("eer_gender:") and v is not None]
+        return max(genders), metrics["gender_gap"]
+    return metrics["worst_nationality_eer"], metrics["nationality_std"]
+
+
+def read_runs(corpus_dir: Path) -> dict[tuple[str, int], dict]:
+    """(method, seed) -> metrics of every finished run under ``corpus_dir/runs``."""
+    runs = {}
+    for path in sorted(corpus_dir.glob("runs/*/seed*/result.json")):
+        result = json.loads(path.read_text())
+        runs[(result["method"], int(result["seed"]))] = result["metrics"]
+    return runs
+
+
+def check_corpus(runs: dict[tuple[str, int], dict], corpus: int, mechanism: str) -> list[SeedCheck]:
+    """Every method's per-seed check against ERM on the seeds both have finished."""
+    checks = []
+    for (method, seed), metrics in sorted(runs.items()):
+        base = runs.get((BASELINE, seed))
+        if method == BASELINE or base is None:
+            continue
+        worst, spread = worst_and_spread(metrics, mechanism)
+        base_worst, base_spread = worst_and_spread(base, mechanism)
+        checks.append(
+            SeedCheck(
+                corpus=corpus,
+                seed=seed,
+                method=method,
+                worst_change=worst / base_worst - 1.0,
+                spread_change=spread / base_spread - 1.0,
+                overall_change=metrics["eer"] - base["eer"],
+            )
+        )
+    return checks
+
+
+def verdicts(checks: list[SeedCheck], min_seeds: int) -> dict[str, dict]:
+    """method -> {corpus: (seeds met, seeds run)} and whether it works on every corpus."""
+    out: dict[str, dict] = {}
+    for c in checks:
+        entry = out.setdefault(c.method, {"corpora": {}})
+        met, run = entry["corpora"].get(c.corpus, (0, 0))
+        entry["corpora"][c.corpus] = (met + int(c.met), run + 1)
+    for entry in out.values():
+        entry["works"] = bool(entry["corpora"]) and all(
+            met >= min_seeds for met, _ in entry["corpora"].values()
+        )
+    return out
+
+
+def render(mechanism: str, checks: list[SeedCheck], verdict: dict, min_seeds: int) -> str:
+    """One mechanism's per-seed table and verdict lines, as markdown."""
+    spread = "gender gap" if mechanism == "gender" else "nationality std"
+    worst = "worse gender" if mechanism == "gender" else "worst nationality"
+    lines = [
+        f"### {mechanism}",
+        "",
+        f"| corpus | seed | method | {worst} EER Δ | {spread} Δ | overall EER Δ (points) | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in sorted(checks, key=lambda c: (c.method, c.corpus, c.seed)):
+        lines.append(
+            f"| {c.corpus} | {c.seed} | {c.method} | {100 * c.worst_change:+.1f}% | "
+            f"{100 * c.spread_change:+.1f}% | {100 * c.overall_change:+.2f} | "
+            f"{'yes' if c.met else 'no'} |"
+        )
+    lines.append("")
+    for method, entry in verdict.items():
+        per = ", ".join(f"corpus {k}: {m} of {n} seeds" for k, (m, n) in entry["corpora"].items())
+        word = "**meets**" if entry["works"] else "does not meet"
+        lines.append(f"- `{method}` {word} the criterion (>= {min_seeds} seeds per corpus): {per}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench.criterion``."""
+    p = argparse.ArgumentParser(prog="python -m bench.criterion", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default="runs/ft", help="the fine-tuning benchmark's folder")
+    p.add_argument("--mechanisms", nargs="+", default=["crowding", "acoustics"])
+    p.add_argument("--corpora", type=int, nargs="+", default=[0, 1], help="held-out corpus seeds")
+    p.add_argument("--min-seeds", type=int, default=2)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    sections, record = [], {}
+    for mechanism in args.mechanisms:
+        checks = []
+        for corpus in args.corpora:
+            folder = out / mechanism / f"corpus{corpus}"
+            if not folder.is_dir():
+                print(f"{folder}: no such benchmark folder", file=sys.stderr)
+                return 2
+            checks += check_corpus(read_runs(folder), corpus, mechanism)
+        verdict = verdicts(checks, args.min_seeds)
+        sections.append(render(mechanism, checks, verdict, args.min_seeds))
+        record[mechanism] = {"checks": [asdict(c) | {"met": c.met} for c in checks],
+                             "verdict": verdict}  # fmt: skip
+    text = "\n\n".join(sections) + "\n"
+    atomic_write_text(out / "criterion.md", text)
+    atomic_write_text(out / "criterion.json", json.dumps(record, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
