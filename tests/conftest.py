@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,27 @@ def tiny_config(out_dir: Path, train_manifest: Path, *overrides: str):
         config_path("tiny"),
         [f"data.train_manifest={train_manifest}", f"train.out_dir={out_dir}", *overrides],
     )
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, init_file: str):
+    """A gloo process group for a spawned test worker, torn down without racing the peer.
+
+    A rank that destroys its group while the other still talks to it can take gloo down
+    with ``terminate called without an active exception`` (SIGABRT): so every rank waits
+    at a barrier first when its body succeeded. A short timeout keeps a failed peer from
+    hanging CI for gloo's default 30 minutes.
+    """
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=300),
+    )
+    try:
+        yield
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()

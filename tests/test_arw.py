@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import gloo_group
 from torch import nn
 
 from arw_sv.arw import arl_weights, balanced_pair_weights, weighted_objective
@@ -107,8 +108,7 @@ def test_arl_weights_single_process_group_matches_plain(gen, tmp_path):
 def _ddp_worker(rank: int, world: int, init_file: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, init_file):
         gen = torch.Generator().manual_seed(0)  # same global batch and init on every rank
         features = torch.randn(8, 4, generator=gen, dtype=torch.float64)
         sample_loss = torch.rand(8, generator=gen, dtype=torch.float64)
@@ -133,8 +133,6 @@ def _ddp_worker(rank: int, world: int, init_file: str) -> None:
         torch.testing.assert_close(lam, lam_full[local].detach())
         for grad, p in zip(grads, reference.parameters(), strict=True):
             torch.testing.assert_close(grad, p.grad)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import gloo_group, tiny_config
 
 from arw_sv.checkpoint import load_checkpoint
 from arw_sv.data.sampler import SpeakerBatchSampler
@@ -148,11 +148,7 @@ def test_batch_chunks_change_the_objective_but_train(tiny_manifests, tmp_path):
 
 
 def _worker(rank: int, world: int, init_file: str, manifest: str, root: str, formulation: str):
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, init_file):
         root_path = Path(root)
         extra = _ddp_overrides(formulation)
         # batch_chunks left at 1: under DDP each rank is one chunk (C = max(1, W) = 2).
@@ -163,8 +159,6 @@ def _worker(rank: int, world: int, init_file: str, manifest: str, root: str, for
             shutil.copytree(root_path / "ddp_cut", root_path / "ddp_cut_then_single")
         torch.distributed.barrier()
         fit(cut, resume=True, progress=False)
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 DDP_ATOL = 2e-3
@@ -224,3 +218,20 @@ def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_
     moved = fit(cfg, resume=True, progress=False)
     assert moved.steps == DDP_STEPS
     _assert_close(_params(moved.checkpoint), _params(ddp_full), atol=DDP_ATOL)
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_teardown_waits_for_the_peers_only_after_a_clean_run(tmp_path, monkeypatch, clean):
+    import torch.distributed as dist
+
+    from arw_sv.train import distributed
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    barriers = []
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: barriers.append(1))
+    ctx = distributed.DistContext(0, 1, 0, True, torch.device("cpu"))
+    distributed.teardown(ctx, clean=clean)
+    assert barriers == ([1] if clean else [])
+    assert not dist.is_initialized()
+    distributed.teardown(ctx)  # a second call is a no-op

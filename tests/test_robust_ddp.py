@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import gloo_group
 
 from arw_sv.models.adversary import group_dro_sample_weights
 from arw_sv.robust import WeightEMA, capped_arl_weights
@@ -17,10 +18,7 @@ Q = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
 
 
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, init_file):
         part = slice(rank * 4, rank * 4 + 4)
         scores = SCORES[part].clone().requires_grad_(True)
         capped = capped_arl_weights(scores, 3.0)
@@ -29,8 +27,6 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         torch.save(
             {"capped": capped.detach(), "ema": ema, "dro": dro}, Path(out) / f"rank{rank}.pt"
         )
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow

@@ -169,10 +169,20 @@ def setup(device_name: str) -> tuple[DistContext, torch.device]:
     return ctx, resolve_device(device_name)
 
 
-def teardown(ctx: DistContext) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+def teardown(ctx: DistContext, *, clean: bool = True) -> None:
+    """Destroy the process group if :func:`setup` created it.
+
+    After a clean run every rank first waits at a barrier: a rank that destroys its gloo
+    group while a peer still talks to it can abort the process (``terminate called without
+    an active exception``, SIGABRT) and turn a finished job into a failed one. After an
+    error there is no barrier, since the failed peer may never reach it.
+    """
     if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if clean:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def local_chunks(batch_chunks: int, world_size: int, speakers_per_batch: int) -> int:

@@ -131,7 +131,9 @@ def fit(
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
-        cleanup.callback(distributed.teardown, dist_ctx)
+        cleanup.push(  # a barrier first only when the run ends without an error
+            lambda error, *_: distributed.teardown(dist_ctx, clean=error is None)
+        )
         existing = _claim_run_folder(out_dir, resume, dist_ctx, cleanup)
         # ---- build ----------------------------------------------------------------------
         if tc.threads > 0:

@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--cohort-manifest and --cohort-out go together")
 
     ctx, device = distributed.setup(args.device)
+    clean = False
     try:
         encoder = SpeakerEncoder.from_checkpoint(args.checkpoint, device=device)
         ids, paths = select(read_manifest(args.manifest), args.trials, 0, args.seed)
@@ -134,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cohort = read_manifest(args.cohort_manifest)
             ids, paths = select(cohort, [], args.cohort_per_speaker, args.seed)
             embed_set(encoder, ctx, ids, paths, args.cohort_out, speaker_mean=True)
+        clean = True
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, clean=clean)
     return 0
 
 
