@@ -238,12 +238,14 @@ def test_help_eval_and_score_run_without_torch(tmp_path):
         with contextlib.redirect_stdout(io.StringIO()) as printed:
             code = cli.main(["eval", "--scores", {str(scores)!r}, "--out", {str(tmp_path / "e")!r},
                              "--no-plots"])
+            scipy_after_eval = "scipy" in sys.modules  # the DET probit is numpy's own
             scored = cli.main(["score", "--embeddings", {str(embeddings)!r},
                                "--trials", {str(trial_list)!r}, "--out", {str(tmp_path / "s.txt")!r}])
         print(json.dumps({{
             "help": help_text, "eval_help": eval_help.getvalue(), "code": code, "scored": scored,
             "printed": printed.getvalue(), "torch_after_help": after_help,
             "torch": "torch" in sys.modules, "matplotlib": "matplotlib" in sys.modules,
+            "scipy_after_eval": scipy_after_eval,
         }}))
         """
     )
@@ -254,6 +256,7 @@ def test_help_eval_and_score_run_without_torch(tmp_path):
     assert len((tmp_path / "s.txt").read_text().splitlines()) == 2
     assert (tmp_path / "e" / "report.json").is_file()
     assert not out["torch_after_help"] and not out["torch"] and not out["matplotlib"]
+    assert not out["scipy_after_eval"]
 
 
 def test_every_subcommand_help_runs_without_torch():

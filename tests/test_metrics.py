@@ -174,3 +174,40 @@ def test_det_curve_is_monotone_and_spans_the_extremes(rng):
 def test_bad_inputs_are_rejected_with_a_reason(scores, labels, message):
     with pytest.raises(ValueError, match=message):
         eer(np.array(scores), np.array(labels))
+
+
+# ---- the probit of the DET axes (numpy AS241) -------------------------------------------------
+
+
+def test_probit_matches_scipy_and_the_standard_library(rng):
+    import statistics
+
+    from scipy.special import ndtri
+
+    from arw_sv.metrics.probit import probit
+
+    p = np.concatenate(
+        [
+            rng.random(50_000),
+            10 ** rng.uniform(-300, -1, 5_000),  # the far tails, both sides
+            1 - 10 ** rng.uniform(-16, -1, 5_000),
+            [0.075, 0.925, 0.07500001, 1e-5, 1 - 1e-5, 0.5],  # region edges, the DET clip
+        ]
+    )
+    got = probit(p)
+    np.testing.assert_allclose(got, ndtri(p), rtol=4e-15, atol=0)
+    normal = statistics.NormalDist()
+    sample = p[::25]
+    assert np.array_equal(got[::25], [normal.inv_cdf(x) for x in sample])  # the same AS241
+    assert probit(0.5) == 0.0 and probit(0.0) == -np.inf and probit(1.0) == np.inf
+    exact = np.arange(1, 2**20, 997) / 2**20  # 1 - p is exact for these
+    np.testing.assert_array_equal(probit(1 - exact), -probit(exact))  # odd about 1/2
+    assert probit(np.zeros((2, 3))).shape == (2, 3)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, np.nan])
+def test_probit_rejects_what_is_not_a_probability(bad):
+    from arw_sv.metrics.probit import probit
+
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        probit([0.2, bad])

@@ -11,6 +11,8 @@ import io
 
 import numpy as np
 
+from arw_sv.metrics.probit import probit
+
 NA = "n/a"
 
 
@@ -201,16 +203,14 @@ def _png(fig) -> bytes:
 
 
 def _det_axes(ax) -> None:
-    from scipy.special import ndtri
-
     ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
     for set_ticks, set_labels in (
         (ax.set_xticks, ax.set_xticklabels),
         (ax.set_yticks, ax.set_yticklabels),
     ):
-        set_ticks(ndtri(ticks))
+        set_ticks(probit(ticks))
         set_labels([f"{100 * t:g}" for t in ticks])
-    lim = (ndtri(0.0005), ndtri(0.5))
+    lim = (probit(0.0005), probit(0.5))
     ax.set_xlim(*lim)
     ax.set_ylim(*lim)
     ax.set_xlabel("false-alarm rate (%)")
@@ -245,12 +245,11 @@ def _bars(
 def render_plots(report: dict) -> dict[str, bytes]:
     """PNG plots: DET curves per grouping, group EERs with intervals, cohort EERs."""
     from matplotlib.figure import Figure
-    from scipy.special import ndtri
 
     def curve(ax, det, label, **kw):
         far = np.clip(det["far"], 1e-5, 1 - 1e-5)
         frr = np.clip(det["frr"], 1e-5, 1 - 1e-5)
-        ax.plot(ndtri(far), ndtri(frr), label=label, **kw)
+        ax.plot(probit(far), probit(frr), label=label, **kw)
 
     plots = {}
     sections = dict(report["groups"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import ndtri
 
 from arw_sv.metrics.bootstrap import SpeakerBootstrap, percentile_interval, speaker_multiplicities
 from arw_sv.metrics.groups import (
@@ -25,6 +24,7 @@ from arw_sv.metrics.groups import (
     rate_disparity,
     speakers_per_group,
 )
+from arw_sv.metrics.probit import probit
 from arw_sv.metrics.rates import (
     OperatingPoints,
     check_scores_labels,
@@ -49,8 +49,8 @@ def _key(p: float) -> str:
 def det_summary(points: OperatingPoints, n_points: int = 100) -> dict:
     """A DET curve thinned to about ``n_points`` points evenly spaced along it (probit axes)."""
     far, frr = points.far, points.frr
-    x = ndtri(np.clip(far, 1e-5, 1 - 1e-5))
-    y = ndtri(np.clip(frr, 1e-5, 1 - 1e-5))
+    x = probit(np.clip(far, 1e-5, 1 - 1e-5))
+    y = probit(np.clip(frr, 1e-5, 1 - 1e-5))
     arc = np.concatenate(([0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))))
     picks = np.unique(np.searchsorted(arc, np.linspace(0, arc[-1], n_points), side="left"))
     picks = np.minimum(picks, far.size - 1)
@@ -68,22 +68,17 @@ class _SortedTrials:
         self.enroll = np.asarray(enroll_spk, dtype=np.int64)[self.order]
         self.test = np.asarray(test_spk, dtype=np.int64)[self.order]
 
-    def rates(
-        self,
-        positions: np.ndarray | None,
-        p_targets: Sequence[float],
-        thresholds: dict[str, float],
-        det_points: int,
-    ) -> dict:
-        """Counts, EER, minDCF, rates at fixed thresholds and a DET summary of a subset."""
-        sel = slice(None) if positions is None else positions
-        scores, labels = self.scores[sel], self.labels[sel]
+    def subset(self, positions: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted scores and labels of a subset (``None``: all trials)."""
+        if positions is None:
+            return self.scores, self.labels
+        return self.scores[positions], self.labels[positions]
+
+    @staticmethod
+    def at_thresholds(scores, labels, thresholds: dict[str, float]) -> dict:
+        """FNMR and FMR of sorted trials at each fixed threshold (accept iff score >= t)."""
         n_tar = int(labels.sum())
-        out: dict = {
-            "n_trials": int(scores.size),
-            "n_target": n_tar,
-            "n_nontarget": int(scores.size - n_tar),
-        }
+        n_non = int(scores.size - n_tar)
         at = {}
         for name, t in thresholds.items():
             rejected = int(np.searchsorted(scores, t, side="left"))
@@ -91,15 +86,38 @@ class _SortedTrials:
             accepted_non = int((scores.size - rejected) - (n_tar - misses))
             at[name] = {
                 "fnmr": misses / n_tar if n_tar else None,
-                "fmr": accepted_non / out["n_nontarget"] if out["n_nontarget"] else None,
+                "fmr": accepted_non / n_non if n_non else None,
             }
+        return at
+
+    def rates(
+        self,
+        positions: np.ndarray | None,
+        p_targets: Sequence[float],
+        thresholds: dict[str, float],
+        det_points: int,
+        points: OperatingPoints | None = None,
+    ) -> dict:
+        """Counts, EER, minDCF, rates at fixed thresholds and a DET summary of a subset.
+
+        ``points``: the subset's operating points when the caller has them already.
+        """
+        scores, labels = self.subset(positions)
+        n_tar = int(labels.sum())
+        out: dict = {
+            "n_trials": int(scores.size),
+            "n_target": n_tar,
+            "n_nontarget": int(scores.size - n_tar),
+        }
+        at = self.at_thresholds(scores, labels, thresholds)
         if n_tar == 0 or n_tar == scores.size:
             out.update(
                 eer=None, eer_threshold=None, det=None, min_dcf={_key(p): None for p in p_targets}
             )
             out["undefined"] = "no target trials" if n_tar == 0 else "no non-target trials"
         else:
-            points = points_from_sorted(scores, labels)
+            if points is None:
+                points = points_from_sorted(scores, labels)
             value, threshold = eer_from_points(points)
             out.update(eer=value, eer_threshold=threshold, undefined=None)
             out["min_dcf"] = {}
@@ -269,15 +287,18 @@ def fairness_report(
             raise ValueError(
                 f"grouping {g.name!r} covers {g.speaker_group.size} of {n_spk} speakers"
             )
-    overall = trials.rates(None, p_targets, {}, det_points)
-    if overall["eer"] is None:
-        raise ValueError(f"cannot evaluate: {overall['undefined']}")
-    points = points_from_sorted(trials.scores, trials.labels)
+    n_tar = int(trials.labels.sum())
+    if n_tar == 0 or n_tar == trials.labels.size:
+        raise ValueError(
+            "cannot evaluate: " + ("no target trials" if n_tar == 0 else "no non-target trials")
+        )
+    points = points_from_sorted(trials.scores, trials.labels)  # once, for all that follows
+    overall = trials.rates(None, p_targets, {}, det_points, points=points)
     thresholds = {
         "global_eer": overall["eer_threshold"],
         f"global_fmr_{_key(far_target)}": threshold_at_far(points, far_target),
     }
-    overall["at_threshold"] = trials.rates(None, p_targets, thresholds, 0)["at_threshold"]
+    overall["at_threshold"] = trials.at_thresholds(trials.scores, trials.labels, thresholds)
     overall["n_speakers"] = int(
         np.count_nonzero(np.bincount(np.concatenate([trials.enroll, trials.test])))
     )
