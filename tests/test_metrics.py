@@ -211,3 +211,23 @@ def test_probit_rejects_what_is_not_a_probability(bad):
 
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         probit([0.2, bad])
+
+
+def test_det_summary_by_count_table_equals_the_direct_probit(rng):
+    from arw_sv.metrics.probit import probit
+    from arw_sv.metrics.report import _clipped_probit
+
+    scores, labels = rng.normal(size=5000), rng.integers(0, 2, 5000)
+    labels[:3] = [0, 1, 1]
+    points = operating_points(scores, labels)
+    for counts, total, rates in (
+        (points.false_alarms, points.n_nontarget, points.far),
+        (points.misses, points.n_target, points.frr),
+    ):
+        direct = probit(np.clip(rates, 1e-5, 1 - 1e-5))
+        assert np.array_equal(_clipped_probit(counts, total, rates), direct)
+    weighted = operating_points(scores, labels, rng.random(5000))  # float counts: direct
+    direct = probit(np.clip(weighted.far, 1e-5, 1 - 1e-5))
+    assert np.array_equal(
+        _clipped_probit(weighted.false_alarms, weighted.n_nontarget, weighted.far), direct
+    )

@@ -263,3 +263,29 @@ def test_as_norm_matches_a_direct_loop(rng):
             (scores[i] - top_e.mean()) / top_e.std() + (scores[i] - top_t.mean()) / top_t.std()
         )
         assert got[i] == pytest.approx(want, abs=1e-5)
+
+
+def test_each_det_plot_is_the_same_as_drawn_alone(rng):
+    # The DET plots share one figure; a plot must not carry lines, legend entries or the
+    # colour cycle over from the plot drawn before it.
+    from arw_sv.metrics.render import render_plots
+
+    scores, labels, a, b = _trials(rng, 12, 3000)
+    groupings = [
+        Grouping("gender", ("f", "m"), np.arange(12) % 2),
+        Grouping("nationality", ("x", "y", "z"), np.arange(12) % 3),
+    ]
+    report = json.loads(
+        json.dumps(fairness_report(scores, labels, a, b, groupings, min_speakers=1))
+    )
+    together = render_plots(report)
+    assert set(together) == {
+        "det_overall.png",
+        "det_gender.png",
+        "det_nationality.png",
+        "group_eer.png",
+    }
+    for name in ("gender", "nationality"):
+        alone = dict(report, groups={name: report["groups"][name]})
+        assert render_plots(alone)[f"det_{name}.png"] == together[f"det_{name}.png"], name
+    assert together["det_gender.png"] != together["det_nationality.png"]

@@ -94,3 +94,55 @@ def test_fast_reader_agrees_on_random_files(tmp_path, monkeypatch, rng):
     slow = [(_outcome(read_scores, p), _outcome(read_trials, p)) for p in files]
     assert fast == slow
     assert sum(f[0][0] != "error" for f in fast) > 20  # some parse, not only errors
+
+
+# ---- speaker indices of trial sides (arw_sv.evaluate) --------------------------------------
+
+
+def _random_ids(rng, n: int, speakers: list[str]) -> list[str]:
+    tails = ["/v1/00001.wav", "/x/y/2.wav", "", "/"]
+    return [
+        str(speakers[i]) + tails[j]
+        for i, j in zip(rng.integers(0, len(speakers), n), rng.integers(0, 4, n), strict=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    "speakers",
+    [
+        [f"id{k:05d}" for k in range(300)],  # VoxCeleb's 7 bytes: the packed path
+        ["a", "ab", "abc", "12345678", "", "1234567", "b"],  # 0 to 8 bytes, and "" ('/x')
+        ["speaker_0001", "s2"],  # longer than 8 bytes: the dict path
+        ["spéaker", "x"],  # not ASCII: the dict path
+        ["a b", "a\tb", "c\r"],  # whitespace inside is still a speaker
+    ],
+)
+def test_speaker_indices_equal_the_dict_reference(rng, speakers):
+    from arw_sv.evaluate import _packed_speakers, _speaker_indices_by_dict, speaker_indices
+
+    enroll, test = _random_ids(rng, 700, speakers), _random_ids(rng, 500, speakers[::-1])
+    got = speaker_indices(enroll, test)
+    want = _speaker_indices_by_dict(enroll, test)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[2] == want[2]
+    assert [got[2][i] for i in got[0]] == [u.partition("/")[0] for u in enroll]
+    fits = all(len(s) <= 8 and s.isascii() for s in speakers)
+    assert (_packed_speakers([enroll, test]) is not None) == fits
+
+
+@pytest.mark.parametrize(
+    "enroll,test",
+    [
+        ([], []),
+        (["a/1"], []),
+        ([], ["b/1", "a/2", "b/3"]),
+        (["x\ny/1", "x/2"], ["x/3"]),  # a newline inside an id: the dict path
+        (["\0a/1", "a/1"], ["a/2"]),  # a NUL would alias "a": the dict path
+    ],
+)
+def test_speaker_indices_edge_cases(enroll, test):
+    from arw_sv.evaluate import _speaker_indices_by_dict, speaker_indices
+
+    got, want = speaker_indices(enroll, test), _speaker_indices_by_dict(enroll, test)
+    assert [g.tolist() for g in got[:2]] == [w.tolist() for w in want[:2]]
+    assert got[2] == want[2]

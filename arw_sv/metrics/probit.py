@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Coefficients, highest power first (np.polyval order), of the three regions of AS241.
+# Coefficients, highest power first, of the three regions of AS241.
 _CENTRAL_NUM = (
     2.5090809287301226727e3,
     3.3430575583588128105e4,
@@ -74,6 +74,15 @@ _TAIL_DEN = (
 )
 
 
+def _horner(coefficients: tuple[float, ...], x: np.ndarray) -> np.ndarray:
+    """The polynomial at ``x`` by Horner's rule, in place (np.polyval's operations)."""
+    y = np.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        y *= x
+        y += c
+    return y
+
+
 def probit(p) -> np.ndarray:
     """The standard-normal quantile of each probability (``-inf`` at 0, ``inf`` at 1).
 
@@ -91,7 +100,7 @@ def probit(p) -> np.ndarray:
     central = np.abs(q) <= 0.425
     qc = q[central]
     r = 0.180625 - qc * qc
-    out[central] = qc * np.polyval(_CENTRAL_NUM, r) / np.polyval(_CENTRAL_DEN, r)
+    out[central] = _horner(_CENTRAL_NUM, r) * qc / _horner(_CENTRAL_DEN, r)
     tails = ~central
     qt = q[tails]
     with np.errstate(divide="ignore"):
@@ -99,10 +108,10 @@ def probit(p) -> np.ndarray:
     x = np.empty_like(r)
     near = r <= 5.0
     rn = r[near] - 1.6
-    x[near] = np.polyval(_NEAR_NUM, rn) / np.polyval(_NEAR_DEN, rn)
+    x[near] = _horner(_NEAR_NUM, rn) / _horner(_NEAR_DEN, rn)
     rf = r[~near] - 5.0
     with np.errstate(invalid="ignore"):  # r = inf at p = 0 or 1: inf / inf
-        x[~near] = np.polyval(_TAIL_NUM, rf) / np.polyval(_TAIL_DEN, rf)
+        x[~near] = _horner(_TAIL_NUM, rf) / _horner(_TAIL_DEN, rf)
     x[np.isinf(r)] = np.inf
     out[tails] = np.where(qt < 0, -x, x)
     return out

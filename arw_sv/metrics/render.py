@@ -196,9 +196,10 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = True) -> bytes:
+    """The figure as PNG bytes; ``tight`` crops to the drawn content (one extra draw)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 
@@ -256,17 +257,24 @@ def render_plots(report: dict) -> dict[str, bytes]:
     if report.get("cohorts"):
         sections["cohorts"] = report["cohorts"]
     with_det = [("overall", None)] + list(sections.items()) if report["overall"].get("det") else []
-    for name, section in with_det:
+    if with_det:
+        # One figure for every DET plot, its axes and margins fixed (the labels are the
+        # same on all): each PNG is one draw, with no tight-bbox pass.
         fig = Figure(figsize=(5, 5))
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.1, top=0.94)
         ax = fig.add_subplot()
+        _det_axes(ax)
+    for name, section in with_det:
+        for line in list(ax.lines):
+            line.remove()
+        ax.set_prop_cycle(None)  # each plot's groups start at the first colour
         curve(ax, report["overall"]["det"], "all trials", color="black", linewidth=2)
         for g in (section or {}).get("groups", {}).values():
             if g.get("det"):
                 curve(ax, g["det"], f"{g['name']} ({_pct(g['eer'])} %)")
-        _det_axes(ax)
         ax.legend(fontsize=7)
         ax.set_title(f"DET: {name.replace('_', ' ')}")
-        plots[f"det_{name}.png"] = _png(fig)
+        plots[f"det_{name}.png"] = _png(fig, tight=False)
     demographic = {k: v for k, v in sections.items() if k != "cohorts"}
     if demographic:
         fig = Figure(figsize=(4 + 1.6 * len(demographic), 4))
