@@ -88,13 +88,15 @@ def _packed_speakers(columns: Sequence[Sequence[str]]):
     n = sum(len(c) for c in columns)
     if n == 0:
         return None
+    # The NUL padding is for the last 8-byte read; a NUL inside an id would alias.
     text = "\n".join("\n".join(c) for c in columns if len(c)) + "\n"
-    if not text.isascii():
+    if not text.isascii() or "\0" in text:
         return None
-    raw = text.encode("ascii") + bytes(8)  # padding for the last 8-byte read
-    codes = np.frombuffer(raw, dtype=np.uint8)[: len(text)]
+    raw = (text + "\0" * 8).encode("ascii")
+    del text
+    codes = np.frombuffer(raw, dtype=np.uint8)[:-8]
     ends = np.flatnonzero(codes == 10)
-    if ends.size != n or np.count_nonzero(codes == 0):
+    if ends.size != n:
         return None
     starts = np.empty(n, dtype=np.int64)
     starts[0] = 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,11 +71,20 @@ def reader_speed(path: Path, repeat: int) -> tuple[list[float], list[float]]:
     return fast, lines
 
 
-def timed_run(cmd: list[str], pythonpath: Path) -> float:
+def timed_run(cmd: list[str], pythonpath: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of ``cmd``.
+
+    CPU time is what the command itself used, so it moves less than wall time when other
+    jobs share the machine (it still grows with cache and memory contention).
+    """
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=pythonpath)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main() -> None:
@@ -108,13 +118,16 @@ def main() -> None:
         if args.baseline is not None:
             trees["baseline"] = args.baseline.resolve()
         times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
         for i in range(args.repeat):
             for what, cmd in commands.items():
                 for tree, path in trees.items():
                     run = cmd
                     if what.startswith("eval --scores"):
                         run = cmd + ["--out", str(tmp / f"{tree}_{i}_{what[15:]}")]
-                    times.setdefault((what, tree), []).append(timed_run(run, path))
+                    wall, used = timed_run(run, path)
+                    times.setdefault((what, tree), []).append(wall)
+                    cpu.setdefault((what, tree), []).append(used)
         fast, lines = reader_speed(scores, args.repeat)
         if args.baseline is not None:
             for what in ("no plots", "with plots"):
@@ -128,14 +141,16 @@ def main() -> None:
         return f"{statistics.median(values):.2f} / {min(values):.2f}"
 
     print(
-        f"\n{size:.1f} MB score file, {args.repeat} runs each, seconds as median / min "
-        f"(machine load varies: compare within a row)\n"
+        f"\n{size:.1f} MB score file, {args.repeat} runs each, seconds as median / min, "
+        f"wall and CPU (user + system) (machine load varies: compare within a row)\n"
     )
-    header = ["what", *trees] + (["speed-up (median)"] if len(trees) > 1 else [])
+    header = ["what", *trees, *(f"{tree}: CPU s" for tree in trees)]
+    header += ["speed-up (median)"] if len(trees) > 1 else []
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for what in commands:
         row = [what] + [cell(times[(what, tree)]) for tree in trees]
+        row += [cell(cpu[(what, tree)]) for tree in trees]
         if len(trees) > 1:
             ratio = statistics.median(times[(what, "baseline")]) / statistics.median(
                 times[(what, "now")]
@@ -145,7 +160,7 @@ def main() -> None:
     ratio = statistics.median(lines) / statistics.median(fast)
     print(
         f"| read_scores in-process: fast reader / line-by-line parser | "
-        f"{cell(fast)} | {cell(lines)} | {ratio:.1f}x |"
+        f"{cell(fast)} | {cell(lines)} |  |  | {ratio:.1f}x |"
         if len(trees) > 1
         else f"| read_scores: fast {cell(fast)}, line-by-line {cell(lines)} ({ratio:.1f}x) |"
     )
