@@ -128,6 +128,10 @@ class AdversaryConfig:
     hidden: int = 64
     use_embedding: bool = True
     use_cluster: bool = True
+    # Feed each sample's crowding: mean cosine to its crowding_k most similar samples of
+    # other speakers in the (local) batch ("aps" / "pw" adversaries only).
+    use_crowding: bool = False
+    crowding_k: int = 5
     n_clusters: int = 8
     lr: float = 0.01
     optimizer: str = "adam"
@@ -145,7 +149,15 @@ class AdversaryConfig:
     dro_step_size: float = 0.01  # groupdro: q_g <- q_g exp(eta * loss_g), normalised
 
     def __post_init__(self) -> None:
-        _at_least("adversary", self, 1, "adversary_every", "cluster_refresh_steps", "n_clusters")
+        _at_least(
+            "adversary",
+            self,
+            1,
+            "adversary_every",
+            "cluster_refresh_steps",
+            "n_clusters",
+            "crowding_k",
+        )
         _at_least("adversary", self, 0, "warmup_steps", "hidden")  # hidden 0: linear (ARL)
         _positive("adversary", self, "lr")
 

@@ -31,7 +31,7 @@ from arw_sv.checkpoint import load_checkpoint
 from arw_sv.clusters import ClusterIndex
 from arw_sv.config import config_from_dict
 from arw_sv.data.manifest import Manifest
-from arw_sv.models.adversary import build_adversary_from_config
+from arw_sv.models.adversary import batch_crowding, build_adversary_from_config
 from arw_sv.train.build import build_learner
 from arw_sv.train.objective import adversary_weights
 
@@ -146,8 +146,15 @@ def analyse_checkpoint(
     cluster_ids = clusters.assign(emb) if clusters is not None else torch.zeros(len(utts)).long()
     # The weights the learner trained with: the temperature, the cap and GroupDRO's q
     # included (adversary_weights is the trainer's own function).
+    crowding = None
+    if getattr(adversary, "use_crowding", False):
+        # Over the analysed utterances rather than one batch: more neighbours to choose
+        # from, so the values run somewhat higher than in training.
+        owners = torch.tensor([index[u.speaker] for u in utts])
+        crowding = batch_crowding(emb, owners, adversary.crowding_k)
     with torch.no_grad():
-        weights = adversary_weights(adversary, emb, cluster_ids, ac).numpy().astype(np.float64)
+        weights = adversary_weights(adversary, emb, cluster_ids, ac, crowding)
+        weights = weights.numpy().astype(np.float64)
     result["adversary"] = adversary_summary(
         weights, aam_loss, groups, cluster_ids.numpy() if clusters is not None else None
     )

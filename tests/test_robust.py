@@ -46,6 +46,59 @@ def test_linear_adversary_has_d_plus_c_plus_one_parameters(dim, clusters):
     assert len(adv.net) == 1 and isinstance(adv.net[0], torch.nn.Linear)
 
 
+# ---- the crowding input -------------------------------------------------------------------
+
+
+def test_batch_crowding_matches_a_brute_force_reference(rng):
+    from arw_sv.models.adversary import batch_crowding
+
+    emb = torch.from_numpy(rng.normal(size=(13, 6))).float()
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4, 5, 5])
+    e = emb.numpy() / np.linalg.norm(emb.numpy(), axis=1, keepdims=True)
+    for k in (1, 3, 50):  # 50: more than there are other-speaker samples
+        got = batch_crowding(emb, labels, k).numpy()
+        for i in range(13):
+            others = sorted(
+                (float(e[i] @ e[j]) for j in range(13) if labels[j] != labels[i]), reverse=True
+            )
+            assert got[i] == pytest.approx(np.mean(others[:k]), abs=1e-6), (k, i)
+    assert torch.equal(batch_crowding(emb[:3], labels[:3], 2), torch.zeros(3))  # one speaker
+
+
+def test_crowding_adversary_has_one_more_input_and_needs_the_crowding():
+    adv = build_adversary("pw", embedding_dim=16, n_clusters=3, hidden=0, use_crowding=True)
+    assert sum(p.numel() for p in adv.parameters()) == 16 + 3 + 1 + 1
+    with pytest.raises(ValueError, match="crowding"):
+        adv(torch.randn(4, 16), torch.zeros(4, dtype=torch.long))
+    for formulation in ("pl", "groupdro"):
+        with pytest.raises(ValueError, match="use_crowding"):
+            build_adversary(formulation, embedding_dim=16, n_clusters=3, use_crowding=True)
+
+
+def test_crowding_alone_lets_a_linear_adversary_find_the_crowded_samples(rng):
+    # The loss is high exactly where samples are crowded; the adversary sees only the
+    # crowding and, by gradient ascent on the weighted loss, learns to up-weight it.
+    adv = Adversary(
+        embedding_dim=4,
+        n_clusters=1,
+        hidden=0,
+        use_embedding=False,
+        use_cluster=False,
+        use_crowding=True,
+    )
+    crowding = torch.from_numpy(rng.uniform(0, 1, 64)).float()
+    loss = 1.0 + 3.0 * (crowding > 0.7).float()
+    opt = torch.optim.Adagrad(adv.parameters(), lr=0.5)
+    zeros = torch.zeros(64, dtype=torch.long)
+    for _ in range(30):
+        opt.zero_grad()
+        (-(arl_weights(adv(torch.zeros(64, 4), zeros, crowding)) * loss).mean()).backward()
+        opt.step()
+    w = arl_weights(adv(torch.zeros(64, 4), zeros, crowding)).detach()
+    assert float(adv.net[0].weight[0, 0].detach()) > 0
+    assert float(w[crowding > 0.7].mean()) > 1.5 * float(w[crowding <= 0.7].mean())
+
+
 # ---- the cap --------------------------------------------------------------------------------
 
 
@@ -355,6 +408,14 @@ def test_fine_tuning_with_warmup_zero_starts_the_adversary_at_once_every_kth_ste
             "adversary.weight_ema=0.9",
         ),
         ("adversary.formulation=groupdro", "adversary.dro_step_size=0.5"),
+        (
+            "adversary.formulation=pw",
+            "adversary.hidden=0",
+            "adversary.optimizer=adagrad",
+            "adversary.max_weight=3.0",
+            "adversary.use_crowding=true",
+            "adversary.crowding_k=2",
+        ),
     ],
 )
 def test_stabilised_runs_resume_exactly_and_log_the_monitors(tiny_manifests, tmp_path, extra):
@@ -366,7 +427,8 @@ def test_stabilised_runs_resume_exactly_and_log_the_monitors(tiny_manifests, tmp
         "train.log_every=2",
         *extra,
     ]
-    full = loop.fit(tiny_config(tmp_path / "full", tiny_manifests[0], *args), progress=False)
+    full_cfg = tiny_config(tmp_path / "full", tiny_manifests[0], *args)
+    full = loop.fit(full_cfg, progress=False)
     cfg = tiny_config(tmp_path / "cut", tiny_manifests[0], *args)
     loop.fit(cfg, progress=False, stop_after=5)
     second = loop.fit(cfg, resume=True, progress=False)
@@ -382,8 +444,12 @@ def test_stabilised_runs_resume_exactly_and_log_the_monitors(tiny_manifests, tmp
         assert float(q.sum()) == pytest.approx(1.0) and not torch.allclose(
             q, torch.full_like(q, q.mean())
         )
-    else:
+    elif "adversary.weight_ema=0.9" in extra:
         assert a["weight_ema"] is not None
+    if "adversary.use_crowding=true" in extra:  # one input more than D + C, and it moved
+        weight = a["adversary"]["net.0.weight"]
+        assert weight.shape[1] == full_cfg.model.embedding_dim + full_cfg.adversary.n_clusters + 1
+        assert float(weight[0, -1]) != 0.0
     records = [json.loads(line) for line in (tmp_path / "full" / "history.jsonl").open()]
     late = [r for r in records if r["step"] > 2]
     assert late and all("weight_ess" in r and r["weight_max"] <= 8.0 for r in late)

@@ -64,6 +64,31 @@ def group_dro_sample_weights(q: Tensor, cluster_ids: Tensor) -> Tensor:
     return total * q[cluster_ids] / counts[cluster_ids] / present_mass
 
 
+def batch_crowding(embeddings: Tensor, labels: Tensor, k: int = 5) -> Tensor:
+    """Each sample's crowding: mean cosine to its ``k`` most similar other-speaker samples.
+
+    The label-free signal of a crowded region of voice space (docs/benchmark.md): a
+    speaker whose neighbours are close is hard to tell apart. Computed within the batch
+    (under DDP each rank's local batch, which holds whole speakers); fewer than ``k``
+    other-speaker samples: the mean over those there are; none: 0. Detached.
+
+    Shape:
+        embeddings (B, D), labels (B,) -> (B,).
+    """
+    e = F.normalize(embeddings.detach().float(), dim=1)
+    cosine = e @ e.T
+    other = labels.view(-1, 1) != labels.view(1, -1)
+    n_other = other.sum(dim=1)
+    kk = int(min(k, int(n_other.max()))) if other.any() else 0
+    if kk == 0:
+        return torch.zeros(e.shape[0], device=e.device)
+    top = cosine.masked_fill(~other, float("-inf")).topk(kk, dim=1).values
+    used = torch.clamp(n_other, max=kk)
+    valid = torch.arange(kk, device=e.device).view(1, -1) < used.view(-1, 1)
+    total = torch.where(valid, top, torch.zeros_like(top)).sum(dim=1)
+    return torch.where(used > 0, total / used.clamp(min=1), torch.zeros_like(total))
+
+
 class Adversary(nn.Module):
     """MLP (or linear, ``hidden=0``, as in ARL) over [embedding, cluster one-hot] -> sigmoid.
 
@@ -78,9 +103,11 @@ class Adversary(nn.Module):
         use_embedding: feed the embedding.
         use_cluster: feed the cluster one-hot.
         temperature: T in ``sigmoid(logit / T)``; larger T flattens the weights.
+        use_crowding: also feed each sample's :func:`batch_crowding` (one more input).
+        crowding_k: the ``k`` of that crowding.
 
     Shape:
-        forward: embedding (B, D), cluster_ids (B,) long -> scores (B,) in (0, 1).
+        forward: embedding (B, D), cluster_ids (B,) long, crowding (B,) -> scores (B,) in (0, 1).
     """
 
     def __init__(
@@ -92,13 +119,15 @@ class Adversary(nn.Module):
         use_embedding: bool = True,
         use_cluster: bool = True,
         temperature: float = 1.0,
+        use_crowding: bool = False,
+        crowding_k: int = 5,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
-        if not (use_embedding or use_cluster):
-            raise ValueError("the adversary needs use_embedding or use_cluster")
+        if not (use_embedding or use_cluster or use_crowding):
+            raise ValueError("the adversary needs use_embedding, use_cluster or use_crowding")
         if use_cluster and n_clusters < 1:
             raise ValueError(f"use_cluster needs n_clusters >= 1, got {n_clusters}")
         if hidden < 0:
@@ -107,7 +136,11 @@ class Adversary(nn.Module):
         self.n_clusters = n_clusters
         self.use_embedding = use_embedding
         self.use_cluster = use_cluster
-        in_features = embedding_dim * use_embedding + n_clusters * use_cluster
+        if crowding_k < 1:
+            raise ValueError(f"crowding_k must be >= 1, got {crowding_k}")
+        self.use_crowding = use_crowding
+        self.crowding_k = crowding_k
+        in_features = embedding_dim * use_embedding + n_clusters * use_cluster + use_crowding
         if hidden > 0:
             self.net = nn.Sequential(
                 nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, 1)
@@ -117,14 +150,24 @@ class Adversary(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, embedding: Tensor, cluster_ids: Tensor) -> Tensor:
-        """Scores f_i in (0, 1). Shape: embedding (B, D), cluster_ids (B,) -> (B,)."""
+    def forward(
+        self, embedding: Tensor, cluster_ids: Tensor, crowding: Tensor | None = None
+    ) -> Tensor:
+        """Scores f_i in (0, 1). Shape: embedding (B, D), cluster_ids (B,), crowding (B,) -> (B,).
+
+        Raises:
+            ValueError: ``use_crowding`` and no ``crowding`` given.
+        """
         dtype = self.net[0].weight.dtype
         features = []
         if self.use_embedding:
             features.append(F.normalize(embedding.detach().to(dtype), dim=1))
         if self.use_cluster:
             features.append(F.one_hot(cluster_ids.detach(), self.n_clusters).to(dtype))
+        if self.use_crowding:
+            if crowding is None:
+                raise ValueError("this adversary reads the crowding (use_crowding): pass it")
+            features.append(crowding.detach().to(dtype).view(-1, 1))
         logits = tempered_logits(self.net(torch.cat(features, dim=1)), self.temperature)
         return torch.sigmoid(logits).squeeze(1)
 
@@ -152,7 +195,9 @@ class ClusterWeights(nn.Module):
         self.temperature = temperature
         self.logits = nn.Parameter(torch.zeros(n_clusters))
 
-    def forward(self, embedding: Tensor | None, cluster_ids: Tensor) -> Tensor:
+    def forward(
+        self, embedding: Tensor | None, cluster_ids: Tensor, crowding: Tensor | None = None
+    ) -> Tensor:
         """Scores of each sample's cluster. Shape: cluster_ids (B,) -> (B,)."""
         return torch.sigmoid(tempered_logits(self.logits, self.temperature)[cluster_ids.detach()])
 
@@ -177,7 +222,9 @@ class GroupDROWeights(nn.Module):
         self.step_size = step_size
         self.register_buffer("q", torch.full((n_clusters,), 1.0 / n_clusters))
 
-    def forward(self, embedding: Tensor | None, cluster_ids: Tensor) -> Tensor:
+    def forward(
+        self, embedding: Tensor | None, cluster_ids: Tensor, crowding: Tensor | None = None
+    ) -> Tensor:
         """Sample weights (sum B) of :func:`group_dro_sample_weights`."""
         return group_dro_sample_weights(self.q, cluster_ids.detach())
 
@@ -219,6 +266,8 @@ def build_adversary(
     use_cluster: bool = True,
     temperature: float = 1.0,
     dro_step_size: float = 0.01,
+    use_crowding: bool = False,
+    crowding_k: int = 5,
 ) -> nn.Module | None:
     """The adversary for a formulation; None for "erm" (adversary off).
 
@@ -236,6 +285,11 @@ def build_adversary(
         use_cluster: feed the one-hot of the k-means cluster.
         temperature: T in ``sigmoid(logit / T)`` ("aps", "pw", "pl").
         dro_step_size: eta of GroupDRO's update ("groupdro").
+        use_crowding: also feed the batch crowding ("aps", "pw" only).
+        crowding_k: its number of neighbours.
+
+    Raises:
+        ValueError: an unknown formulation, or ``use_crowding`` for one without inputs.
 
     Example:
         >>> adv = build_adversary("pw", embedding_dim=192, n_clusters=32)
@@ -249,6 +303,12 @@ def build_adversary(
     factory = ADVERSARIES[formulation]
     if factory is None:
         return None
+    if use_crowding and factory is not _mlp:
+        raise ValueError(
+            f"adversary.use_crowding: the {formulation!r} adversary has no inputs to add it to "
+            "(only 'aps' and 'pw' do)"
+        )
+    extra = {"use_crowding": True, "crowding_k": crowding_k} if use_crowding else {}
     return factory(
         embedding_dim=embedding_dim,
         n_clusters=n_clusters,
@@ -257,6 +317,7 @@ def build_adversary(
         use_cluster=use_cluster,
         temperature=temperature,
         dro_step_size=dro_step_size,
+        **extra,
     )
 
 
@@ -284,6 +345,8 @@ def build_adversary_from_config(
             use_cluster=adversary.use_cluster,
             temperature=adversary.temperature,
             dro_step_size=adversary.dro_step_size,
+            use_crowding=adversary.use_crowding,
+            crowding_k=adversary.crowding_k,
         )
 
     if seed is None:

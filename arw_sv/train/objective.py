@@ -129,18 +129,20 @@ def adversary_weights(
     embeddings: torch.Tensor,
     cluster_ids: torch.Tensor,
     objective: Objective | AdversaryConfig,
+    crowding: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """lambda_i from the adversary: ARL's normalisation, capped at ``max_weight`` if set;
     GroupDRO's ``q``-derived weights for "groupdro". Carries the adversary's gradient.
 
     ``objective`` may be the ``adversary`` config section: only ``max_weight`` is read.
+    ``crowding``: each sample's batch crowding, for an adversary with ``use_crowding``.
 
     Shape:
-        embeddings (B, D), cluster_ids (B,) -> (B,).
+        embeddings (B, D), cluster_ids (B,), crowding (B,) -> (B,).
     """
     if isinstance(adversary, GroupDROWeights):
         return adversary(embeddings, cluster_ids)
-    scores = adversary(embeddings, cluster_ids)
+    scores = adversary(embeddings, cluster_ids, crowding)
     if objective.max_weight > 0:
         return capped_arl_weights(scores, objective.max_weight)
     return arl_weights(scores)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from arw_sv.clusters import ClusterIndex
-from arw_sv.models.adversary import GroupDROWeights
+from arw_sv.models.adversary import GroupDROWeights, batch_crowding
 from arw_sv.models.pair_loss import PairTerms
 from arw_sv.robust import WeightEMA, group_sums, weight_statistics
 from arw_sv.train.distributed import all_ranks_true, average_gradients
@@ -49,6 +49,7 @@ class Detached:
     pairs: tuple[PairTerms, ...]  # one per chunk, (B/C, B/C) fields
     cluster_ids: torch.Tensor  # (B,)
     weights: torch.Tensor | None = None  # (B,) what the learner used; None without adversary
+    crowding: torch.Tensor | None = None  # (B,) batch crowding, for use_crowding adversaries
 
 
 @dataclass(frozen=True)
@@ -219,10 +220,12 @@ def learner_step(
         embeddings, sample_loss, pairs = learner(waveforms, labels, chunks)
     emb = embeddings.detach().float()
     cluster_ids = clusters.assign(emb) if clusters is not None else torch.zeros_like(labels)
-    weights = None
+    weights = crowding = None
     if adversary is not None:
         with torch.no_grad():
-            weights = adversary_weights(adversary, emb, cluster_ids, objective)
+            if getattr(adversary, "use_crowding", False):
+                crowding = batch_crowding(emb, labels, adversary.crowding_k)
+            weights = adversary_weights(adversary, emb, cluster_ids, objective, crowding)
             if weight_ema is not None:
                 weights = weight_ema(weights, cluster_ids)
     loss = objective(sample_loss, pairs, weights)
@@ -243,7 +246,9 @@ def learner_step(
         **({} if weights is None else _monitors(weights, objective, sample_loss, pairs)),
     )
     detached = tuple(p.detach() for p in pairs)
-    return stats, Detached(emb, sample_loss.detach().float(), detached, cluster_ids, weights)
+    return stats, Detached(
+        emb, sample_loss.detach().float(), detached, cluster_ids, weights, crowding
+    )
 
 
 def _monitors(weights, objective, sample_loss, pairs) -> dict[str, float | None]:
@@ -285,7 +290,9 @@ def adversary_step(
             value = (q[present] * group_loss[present]).sum() / q[present].sum()
             adversary.update(group_loss)
         return AdversaryStats(objective=float(value), grad_norm=0.0)
-    weights = adversary_weights(adversary, batch.embeddings, batch.cluster_ids, objective)
+    weights = adversary_weights(
+        adversary, batch.embeddings, batch.cluster_ids, objective, batch.crowding
+    )
     value = objective(batch.sample_loss, batch.pairs, weights)
     grad_norm = backward_and_step(
         -objective.adversary_target(value, weights),
