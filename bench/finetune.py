@@ -142,6 +142,20 @@ def available_methods(names: tuple[str, ...], extra: dict) -> dict[str, tuple[st
     return out
 
 
+#: The attribute the label oracle balances on, per mechanism: the planted group's.
+ORACLE_KEY = {"gender": "gender"}
+
+
+def mechanism_overrides(config: str, mechanism: str) -> tuple[str, ...]:
+    """What a method needs on a mechanism: the label oracle (group-balanced sampling)
+    balances the attribute the mechanism plants its disparity on (nationality, or gender
+    for ``gender``, whose nationalities are balanced already)."""
+    key = ORACLE_KEY.get(mechanism)
+    if key is None or config != FINETUNE_METHODS["erm_balanced"][0]:
+        return ()
+    return (f"data.balance_key={key}",)
+
+
 def _finetune_overrides(protocol: Protocol, init: Path) -> tuple[str, ...]:
     from arw_sv.finetune import finetune_overrides
 
@@ -259,7 +273,11 @@ def run_finetune_benchmark(
                         config=config,
                         seed=seed,
                         run_dir=str(folder / "runs" / name / f"seed{seed}"),
-                        overrides=(*_finetune_overrides(protocol, init), *extra),
+                        overrides=(
+                            *_finetune_overrides(protocol, init),
+                            *mechanism_overrides(config, mechanism),
+                            *extra,
+                        ),
                         threads=threads,
                         bootstrap=protocol.bootstrap,
                         analysis_utterances=protocol.analysis_utterances,

@@ -95,3 +95,22 @@ def test_no_validation_seeds_skips_the_validation_corpus(tmp_path, recorded):
     assert corpora == {"corpus0", "corpus1"}
     assert not (tmp_path / "crowding" / "corpus100").exists()
     assert all(p.parent.parent.name != "corpus100" for p, _ in recorded["pretrain"])
+
+
+def test_the_oracle_balances_the_mechanisms_planted_attribute(tmp_path, recorded):
+    from arw_sv.config import load_config
+    from bench.common import config_path
+
+    protocol = _protocol(
+        mechanisms=("crowding", "gender"), val_seeds=(), seeds=(0,),
+        methods=("erm", "erm_balanced"),
+    )  # fmt: skip
+    finetune.run_finetune_benchmark(tmp_path, protocol)
+    keys = {}
+    for task in recorded["tasks"]:
+        mechanism = Path(task.run_dir).parents[3].name
+        cfg = load_config(config_path(task.config), list(task.overrides))
+        keys[(mechanism, task.method)] = (cfg.data.sampling, cfg.data.balance_key)
+    assert keys[("crowding", "erm_balanced")] == ("group_balanced", "nationality")
+    assert keys[("gender", "erm_balanced")] == ("group_balanced", "gender")
+    assert keys[("gender", "erm")][0] != "group_balanced"
