@@ -77,13 +77,13 @@ _BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 def _packed_speakers(columns: Sequence[Sequence[str]]):
     """Each id's speaker as one uint64 (its bytes, zero-padded), or None if that can't be.
 
-    One join of all ids; newlines and slashes found by numpy; each speaker's (at most 8)
-    bytes read as one unaligned little-endian word. Needs ASCII ids without a newline or
+    One join of all ids; the newlines found by numpy; each id's first 8 bytes read as one
+    unaligned little-endian word, and the speaker cut at the first '/' or newline in it. Needs ASCII ids without a newline or
     NUL (so that distinct speakers get distinct words) and speakers of at most 8 bytes.
 
     Returns:
         ``(keys, names)``: keys of shape (N,) over all columns in order, and a function
-        from indices into the keys' distinct values (as given) to speaker names.
+        giving the speaker name of each key in an array of keys.
     """
     n = sum(len(c) for c in columns)
     if n == 0:
