@@ -46,15 +46,15 @@ def _key(p: float) -> str:
     return f"{p:g}"
 
 
-def _clipped_probit(counts: np.ndarray, total: float, rates: np.ndarray) -> np.ndarray:
-    """``probit(clip(rates))``, ``rates = counts / total``, by one probit per possible count.
+def _clipped_probit(counts: np.ndarray, total: float) -> np.ndarray:
+    """``probit(clip(counts / total))`` by one probit per possible count.
 
     Unweighted counts take at most ``total + 1`` values, about half as many as there are
     operating points on the two axes together; ``arange / total`` are the same floats as
     ``counts / total``, so the result is bit for bit the direct one.
     """
-    if counts.dtype.kind not in "iu" or total + 1 > rates.size:
-        return probit(np.clip(rates, 1e-5, 1 - 1e-5))
+    if counts.dtype.kind not in "iu" or total + 1 > counts.size:
+        return probit(np.clip(counts / total, 1e-5, 1 - 1e-5))
     table = probit(np.clip(np.arange(int(total) + 1) / total, 1e-5, 1 - 1e-5))
     return table[counts]
 
@@ -62,8 +62,8 @@ def _clipped_probit(counts: np.ndarray, total: float, rates: np.ndarray) -> np.n
 def det_summary(points: OperatingPoints, n_points: int = 100) -> dict:
     """A DET curve thinned to about ``n_points`` points evenly spaced along it (probit axes)."""
     far, frr = points.far, points.frr
-    x = _clipped_probit(points.false_alarms, points.n_nontarget, far)
-    y = _clipped_probit(points.misses, points.n_target, frr)
+    x = _clipped_probit(points.false_alarms, points.n_nontarget)
+    y = _clipped_probit(points.misses, points.n_target)
     arc = np.concatenate(([0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))))
     picks = np.unique(np.searchsorted(arc, np.linspace(0, arc[-1], n_points), side="left"))
     picks = np.minimum(picks, far.size - 1)

@@ -83,10 +83,9 @@ def batch_crowding(embeddings: Tensor, labels: Tensor, k: int = 5) -> Tensor:
     if kk == 0:
         return torch.zeros(e.shape[0], device=e.device)
     top = cosine.masked_fill(~other, float("-inf")).topk(kk, dim=1).values
-    used = torch.clamp(n_other, max=kk)
-    valid = torch.arange(kk, device=e.device).view(1, -1) < used.view(-1, 1)
-    total = torch.where(valid, top, torch.zeros_like(top)).sum(dim=1)
-    return torch.where(used > 0, total / used.clamp(min=1), torch.zeros_like(total))
+    # A row with fewer than kk other-speaker samples has -inf in its tail: count only the rest.
+    total = torch.where(torch.isfinite(top), top, torch.zeros_like(top)).sum(dim=1)
+    return total / torch.clamp(n_other, min=1, max=kk)
 
 
 class Adversary(nn.Module):
