@@ -204,6 +204,8 @@ def finetune_protocol(args: argparse.Namespace):
         config, base_extra = FINETUNE_METHODS[base]
         extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
     changes["extra"] = extra
+    if args.test_corpora is not None or args.val_corpus is not None:
+        changes["primary"] = ()  # corpora asked for by name: every mechanism gets them
     changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
     changes["overrides"] = (*protocol.overrides, *args.overrides)
     changes["bootstrap"] = args.bootstrap if args.bootstrap is not None else protocol.bootstrap
@@ -282,7 +284,9 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-corpus", type=int, default=None, help="finetune: validation corpus seed")
     p.add_argument("--test-corpora", type=int, nargs="*", default=None,
                    help="finetune: held-out corpus seeds (reported; none: the validation "
-                   "corpus only)")  # fmt: skip
+                   "corpus only). Default: 0 1 for crowding and acoustics, 0 for the others "
+                   "(no validation corpus either); given, or with --val-corpus, every "
+                   "mechanism gets these")  # fmt: skip
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--finetune-steps", type=int, default=None)
     p.add_argument("--val-seeds", type=int, nargs="*", default=None,

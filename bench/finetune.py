@@ -72,10 +72,22 @@ class Protocol:
     analysis_utterances: int = 500
     methods: tuple[str, ...] = tuple(FINETUNE_METHODS)
     extra: dict = field(default_factory=dict)  # variant name -> (config, overrides)
+    #: The mechanisms of the success criterion: a validation corpus and every held-out
+    #: corpus. The others get the first held-out corpus only and no validation corpus (they
+    #: take the settings chosen on these); empty: every mechanism gets every corpus.
+    primary: tuple[str, ...] = ("crowding", "acoustics")
+
+    def corpora(self, mechanism: str) -> list[tuple[int, bool]]:
+        """``(corpus seed, is validation)`` for each corpus ``mechanism`` is run on."""
+        if self.primary and mechanism not in self.primary:
+            return [(c, False) for c in self.test_corpora[:1]]
+        validation = [(self.val_corpus, True)] if self.val_seeds else []
+        return validation + [(c, False) for c in self.test_corpora]
 
 
-#: Full mode: ~4 h of the 2-core machine (estimate in docs/benchmark.md). Narrower model,
-#: shorter crops, half the test speakers of `bench`.
+#: Full mode: about 6 h of the 2-core machine (measured per stage in docs/benchmark.md).
+#: Narrower model, shorter crops, half the test speakers of `bench`. Held-out corpora 0 and 1
+#: and validation corpus 100 for crowding and acoustics, corpus 0 for the other two.
 FULL = Protocol(
     synth_overrides=("test_speakers_per_cell=50",),
     overrides=("model.channels=[96,96,96,96,288]", "data.crop_seconds=1.5"),
@@ -253,10 +265,8 @@ def run_finetune_benchmark(
     summary = {}
     for mechanism in protocol.mechanisms:
         heldout: list[dict] = []
-        for corpus_seed in (protocol.val_corpus, *protocol.test_corpora):
-            validation = corpus_seed == protocol.val_corpus
-            if validation and not protocol.val_seeds:
-                continue
+        corpora = protocol.corpora(mechanism)
+        for corpus_seed, validation in corpora:
             folder = out / mechanism / f"corpus{corpus_seed}"
             folder.mkdir(parents=True, exist_ok=True)
             synth = [*protocol.synth_overrides, f"seed={corpus_seed}"]
@@ -305,7 +315,7 @@ def run_finetune_benchmark(
                 heldout += [{**r, "seed": 1000 * corpus_seed + r["seed"]} for r in results]
         if heldout:
             setup = {"command": command, "protocol": "finetune", "mechanism": mechanism,
-                     "role": "held-out corpora pooled", "corpora": list(protocol.test_corpora),
+                     "role": "held-out corpora pooled", "corpora": [c for c, v in corpora if not v],
                      "budget": _budget(protocol),
                      "seeds": sorted({r["seed"] for r in heldout}),
                      "methods": {n: {"config": c} for n, (c, _) in methods.items()}}  # fmt: skip

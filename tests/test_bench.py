@@ -310,3 +310,31 @@ def test_finetune_cli_builds_the_protocol_asked_for():
     assert full.overrides == FULL.overrides and full.bootstrap == 50
     with pytest.raises(ValueError, match="--variant"):
         finetune_protocol(parser.parse_args(["--protocol", "finetune", "--variant", "x=nope:a=1"]))
+
+
+def test_full_protocol_runs_the_corpora_the_issue_states():
+    """Crowding and acoustics: validation corpus and two held-out corpora; the mechanisms
+    outside the success criterion: one held-out corpus and no validation corpus. Corpora
+    asked for by name apply to every mechanism."""
+    import argparse
+
+    from bench.fairness import add_fairness_arguments, finetune_protocol
+
+    parser = argparse.ArgumentParser()
+    add_fairness_arguments(parser)
+    full = finetune_protocol(parser.parse_args(["--protocol", "finetune"]))
+    assert set(full.mechanisms) == {"crowding", "acoustics", "underrep", "gender"}
+    for mechanism in ("crowding", "acoustics"):
+        assert full.corpora(mechanism) == [(100, True), (0, False), (1, False)]
+    for mechanism in ("underrep", "gender"):
+        assert full.corpora(mechanism) == [(0, False)]
+    no_val = finetune_protocol(parser.parse_args(["--protocol", "finetune", "--val-seeds"]))
+    assert no_val.corpora("crowding") == [(0, False), (1, False)]
+    named = finetune_protocol(
+        parser.parse_args(["--protocol", "finetune", "--test-corpora", "0", "1"])
+    )
+    assert named.corpora("gender") == [(100, True), (0, False), (1, False)]
+    named_val = finetune_protocol(
+        parser.parse_args(["--protocol", "finetune", "--val-corpus", "5", "--val-seeds", "0"])
+    )
+    assert named_val.corpora("underrep") == [(5, True), (0, False), (1, False)]
