@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from arw_sv.atomic import atomic_write_text
 
@@ -70,6 +73,14 @@ def read_runs(corpus_dir: Path) -> dict[tuple[str, int], dict]:
     return runs
 
 
+def _relative(value: float, base: float) -> float:
+    """``value / base - 1``; against a zero base (a tiny test set can have a zero EER or
+    spread): 0 when equal, else +-inf."""
+    if value == base:
+        return 0.0
+    return value / base - 1.0 if base else math.copysign(math.inf, value - base)
+
+
 def check_corpus(runs: dict[tuple[str, int], dict], corpus: int, mechanism: str) -> list[SeedCheck]:
     """Every method's per-seed check against ERM on the seeds both have finished."""
     checks = []
@@ -84,8 +95,8 @@ def check_corpus(runs: dict[tuple[str, int], dict], corpus: int, mechanism: str)
                 corpus=corpus,
                 seed=seed,
                 method=method,
-                worst_change=worst / base_worst - 1.0,
-                spread_change=spread / base_spread - 1.0,
+                worst_change=_relative(worst, base_worst),
+                spread_change=_relative(spread, base_spread),
                 overall_change=metrics["eer"] - base["eer"],
             )
         )
@@ -130,6 +141,111 @@ def render(mechanism: str, checks: list[SeedCheck], verdict: dict, min_seeds: in
     return "\n".join(lines)
 
 
+def overview(checks: dict[str, list[SeedCheck]], min_seeds: int = 2) -> dict:
+    """method -> mechanism -> the means over its (corpus, seed) checks: the worst group's
+    and the spread's relative change, the overall change in points, how many seeds were
+    better on the worst group, how many met the criterion, and whether it works there."""
+    table: dict[str, dict] = {}
+    for mechanism, rows in checks.items():
+        works = verdicts(rows, min_seeds)
+        for method in sorted({c.method for c in rows}):
+            mine = [c for c in rows if c.method == method]
+            table.setdefault(method, {})[mechanism] = {
+                "worst_change": float(np.mean([c.worst_change for c in mine])),
+                "spread_change": float(np.mean([c.spread_change for c in mine])),
+                "overall_change": float(np.mean([c.overall_change for c in mine])),
+                "better": sum(c.worst_change < 0 for c in mine),
+                "met": sum(c.met for c in mine),
+                "seeds": len(mine),
+                "corpora": sorted({c.corpus for c in mine}),
+                "works": works[method]["works"],
+            }
+    return table
+
+
+def render_overview(table: dict, mechanisms: list[str]) -> str:
+    """The method x mechanism table, as markdown."""
+    lines = [
+        "Mean over held-out (corpus, seed) pairs against ERM on the same start: the worst "
+        "group's EER (worst nationality; the worse gender for `gender`), relative; the "
+        "overall EER in points; seeds better on the worst group; seeds meeting the criterion.",
+        "",
+        "| method | " + " | ".join(mechanisms) + " |",
+        "|---|" + "---|" * len(mechanisms),
+    ]
+    for method, row in table.items():
+        cells = []
+        for m in mechanisms:
+            e = row.get(m)
+            cells.append(
+                "not run"
+                if e is None
+                else f"{100 * e['worst_change']:+.1f}%, {100 * e['overall_change']:+.2f} pt, "
+                f"better {e['better']}/{e['seeds']}, met {e['met']}/{e['seeds']}"
+            )
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_overview(table: dict, mechanisms: list[str], path: Path) -> Path:
+    """A heat map of the worst group's mean relative change (blue: better than ERM), each
+    cell annotated with the seeds that met the criterion."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(table)
+    values = np.array(
+        [[100 * table[r][m]["worst_change"] if m in table[r] else np.nan for m in mechanisms]
+         for r in methods]
+    )  # fmt: skip
+    # The colour scale reaches at least the criterion's -10%, so a cell as dark as the
+    # legend's end is a change the criterion would count.
+    finite = values[np.isfinite(values)]
+    bound = max(100 * WORST_DROP, float(np.abs(finite).max()) if finite.size else 0.0)
+    fig, ax = plt.subplots(figsize=(3.5 + 1.7 * len(mechanisms), 1.4 + 0.45 * len(methods)))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    for i, r in enumerate(methods):
+        for j, m in enumerate(mechanisms):
+            e = table[r].get(m)
+            text = "not run" if e is None else f"{values[i, j]:+.1f}%\n{e['met']}/{e['seeds']} met"
+            dark = e is not None and abs(values[i, j]) > 0.6 * bound
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")  # fmt: skip
+    ax.set_xticks(range(len(mechanisms)), mechanisms)
+    ax.set_yticks(range(len(methods)), methods)
+    fig.colorbar(image, ax=ax, label="worst-group EER Δ vs ERM (%)")
+    ax.set_title("Held-out corpora: worst-group EER change,\nseeds meeting the criterion",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_overview(out: Path, corpora: dict[str, list[int]], min_seeds: int = 2) -> dict:
+    """``overview.md``, ``overview.json`` and ``overview.png`` in ``out`` from the finished
+    runs of each mechanism's held-out corpora (``out/<mechanism>/corpus<c>``); mechanisms
+    with no finished run are left out."""
+    checks = {}
+    for mechanism, seeds in corpora.items():
+        rows = []
+        for corpus in seeds:
+            folder = out / mechanism / f"corpus{corpus}"
+            if folder.is_dir():
+                rows += check_corpus(read_runs(folder), corpus, mechanism)
+        if rows:
+            checks[mechanism] = rows
+    table = overview(checks, min_seeds)
+    mechanisms = list(checks)
+    atomic_write_text(out / "overview.md", render_overview(table, mechanisms))
+    atomic_write_text(out / "overview.json", json.dumps(table, indent=1))
+    if table:
+        plot_overview(table, mechanisms, out / "overview.png")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.criterion``."""
     p = argparse.ArgumentParser(prog="python -m bench.criterion", description=__doc__,
@@ -138,8 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mechanisms", nargs="+", default=["crowding", "acoustics"])
     p.add_argument("--corpora", type=int, nargs="+", default=[0, 1], help="held-out corpus seeds")
     p.add_argument("--min-seeds", type=int, default=2)
+    p.add_argument("--overview", action="store_true",
+                   help="also write overview.md/.json/.png: the method x mechanism table "
+                   "over these corpora")  # fmt: skip
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.overview:
+        write_overview(out, {m: list(args.corpora) for m in args.mechanisms}, args.min_seeds)
     sections, record = [], {}
     for mechanism in args.mechanisms:
         checks = []

@@ -227,6 +227,8 @@ def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
     for mechanism in summary:
         print(f"== {mechanism} (held-out corpora) ==")
         print((Path(args.out) / mechanism / "heldout" / "results.md").read_text())
+    print("== every method x mechanism (overview.md, overview.png) ==")
+    print((Path(args.out) / "overview.md").read_text())
     return 0
 
 

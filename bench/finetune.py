@@ -257,6 +257,7 @@ def run_finetune_benchmark(
     command: str = "",
 ) -> dict:
     """Run (or finish) the fine-tuning benchmark; returns {mechanism: held-out results}."""
+    from bench.criterion import write_overview
     from bench.runs import RunTask, prepare_data, run_one
     from bench.summary import write_results
 
@@ -321,6 +322,10 @@ def run_finetune_benchmark(
                      "methods": {n: {"config": c} for n, (c, _) in methods.items()}}  # fmt: skip
             summary[mechanism] = write_results(out / mechanism / "heldout", setup, heldout)
     atomic_write_text(out / "protocol.json", json.dumps({"budget": _budget(protocol)}, indent=1))
+    # Every mechanism finished under `out`, not only this call's: two processes that share
+    # `out` (one per pair of mechanisms) each leave the whole table.
+    held_out = {m: [c for c, v in protocol.corpora(m) if not v] for m in MECHANISMS}
+    write_overview(out, held_out)
     return summary
 
 

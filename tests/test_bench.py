@@ -273,6 +273,11 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
     assert (corpus / "runs" / "jtt" / "seed0" / "train" / "sampling_prepass.json").is_file()
     assert set(summary) == {"crowding"}
     assert summary["crowding"]["setup"]["role"] == "held-out corpora pooled"
+    overview = json.loads((tmp_path / "overview.json").read_text())  # held-out corpus 8 only
+    assert set(overview) == methods - {"erm"}
+    assert all(
+        set(row) == {"crowding"} and row["crowding"]["seeds"] == 1 for row in overview.values()
+    )
     # Resumable: a second call trains nothing (the pre-training is not redone either).
     import arw_sv.inference
     import arw_sv.synth.corpus

@@ -81,3 +81,50 @@ def test_gender_mechanism_uses_the_worse_gender_and_the_gap(tmp_path):
 def test_missing_folder_is_one_clear_line(tmp_path, capsys):
     assert criterion.main(["--out", str(tmp_path), "--mechanisms", "crowding"]) == 2
     assert "corpus0: no such benchmark folder" in capsys.readouterr().err
+
+
+def test_overview_is_the_mean_over_corpora_and_seeds_per_mechanism(tmp_path):
+    """The method x mechanism table: means over every (corpus, seed), counts of seeds better
+    and meeting the rule, by hand; a mechanism with no runs is left out."""
+    erm = _metrics(0.07, 0.12, 0.020)
+    for corpus in (0, 1):
+        for seed in (0, 1):
+            _write(tmp_path, "crowding", corpus, "erm", seed, erm)
+    # "a": meets on corpus 0 (both seeds), worse everywhere on corpus 1
+    _write(tmp_path, "crowding", 0, "a", 0, _metrics(0.069, 0.09, 0.010))  # -25%, -50%, -0.1
+    _write(tmp_path, "crowding", 0, "a", 1, _metrics(0.070, 0.096, 0.015))  # -20%, -25%, 0
+    _write(tmp_path, "crowding", 1, "a", 0, _metrics(0.072, 0.132, 0.022))  # +10%, +10%, +0.2
+    _write(tmp_path, "crowding", 1, "a", 1, _metrics(0.071, 0.126, 0.020))  # +5%, 0, +0.1
+    g = dict(female=0.11, male=0.07, gap=0.04)
+    _write(tmp_path, "gender", 0, "erm", 0, _metrics(0.08, 0.2, 0.05, **g))
+    _write(tmp_path, "gender", 0, "a", 0, _metrics(0.081, 0.2, 0.05, female=0.121, male=0.07,
+                                                    gap=0.051))  # fmt: skip
+    table = criterion.write_overview(
+        tmp_path, {"crowding": [0, 1], "gender": [0], "acoustics": [0]}
+    )
+    row = table["a"]["crowding"]
+    assert row["worst_change"] == pytest.approx((-0.25 - 0.20 + 0.10 + 0.05) / 4)
+    assert row["spread_change"] == pytest.approx((-0.50 - 0.25 + 0.10 + 0.0) / 4)
+    assert row["overall_change"] == pytest.approx((-0.001 + 0.0 + 0.002 + 0.001) / 4)
+    assert (row["better"], row["met"], row["seeds"], row["corpora"]) == (2, 2, 4, [0, 1])
+    assert row["works"] is False  # 0 of 2 seeds on corpus 1
+    assert table["a"]["gender"]["worst_change"] == pytest.approx(0.121 / 0.11 - 1)
+    assert table["a"]["gender"]["better"] == 0
+    assert set(table) == {"a"} and set(table["a"]) == {"crowding", "gender"}
+    text = (tmp_path / "overview.md").read_text()
+    assert "| method | crowding | gender |" in text
+    assert "-7.5%, +0.05 pt, better 2/4, met 2/4" in text
+    assert (tmp_path / "overview.png").stat().st_size > 0
+    assert json.loads((tmp_path / "overview.json").read_text())["a"]["gender"]["seeds"] == 1
+
+
+def test_a_zero_baseline_gives_no_division_error(tmp_path):
+    """A tiny test set can leave ERM with a zero spread: equal is no change, more is +inf."""
+    _write(tmp_path, "crowding", 0, "erm", 0, _metrics(0.05, 0.10, 0.0))
+    _write(tmp_path, "crowding", 0, "same", 0, _metrics(0.05, 0.10, 0.0))
+    _write(tmp_path, "crowding", 0, "wider", 0, _metrics(0.05, 0.10, 0.01))
+    checks = criterion.check_corpus(criterion.read_runs(tmp_path / "crowding" / "corpus0"), 0,
+                                    "crowding")  # fmt: skip
+    by = {c.method: c for c in checks}
+    assert by["same"].spread_change == 0.0 and not by["same"].met
+    assert by["wider"].spread_change == float("inf")
