@@ -85,7 +85,8 @@ class Protocol:
         return validation + [(c, False) for c in self.test_corpora]
 
 
-#: Full mode: about 6 h of the 2-core machine (measured per stage in docs/benchmark.md).
+#: Full mode: about 3 h (second machine) to 6 h (first) of the 2-core machine (measured per
+#: stage in docs/benchmark.md).
 #: Narrower model, shorter crops, half the test speakers of `bench`. Held-out corpora 0 and 1
 #: and validation corpus 100 for crowding and acoustics, corpus 0 for the other two.
 FULL = Protocol(
