@@ -229,9 +229,9 @@ def write_overview(out: Path, corpora: dict[str, list[int]], min_seeds: int = 2)
     runs of each mechanism's held-out corpora (``out/<mechanism>/corpus<c>``); mechanisms
     with no finished run are left out."""
     checks = {}
-    for mechanism, seeds in corpora.items():
+    for mechanism, corpus_seeds in corpora.items():
         rows = []
-        for corpus in seeds:
+        for corpus in corpus_seeds:
             folder = out / mechanism / f"corpus{corpus}"
             if folder.is_dir():
                 rows += check_corpus(read_runs(folder), corpus, mechanism)
