@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.step_time``."""
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
              f"train.compile={'true' if args.compile else 'false'}", *args.overrides],
         )  # fmt: skip
         loop.fit(cfg, progress=False)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = np.diff(stamps).tolist()
     if len(gaps) < 12:
         print(f"--steps {args.steps}: at least 13 steps are needed", file=sys.stderr)
         return 2
