@@ -1,5 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then ``os.replace``.
 
+A folder of several files (a SpeechBrain export) is written the same way as a whole: into a
+temporary sibling folder, moved into place only once complete (:func:`atomic_folder`).
+
 A crash or a full disk never leaves a half-written checkpoint, report or score file behind.
 The temporary file's name carries the writer's pid (``.<name>.<pid>.<random>.tmp``), so
 one a killed writer left behind is recognised (its pid is gone) and removed by the next
@@ -14,6 +17,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +43,10 @@ def _remove_orphans(path: Path) -> None:
         match = pattern.match(candidate.name)
         if match and not _pid_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
-                candidate.unlink()
+                if candidate.is_dir() and not candidate.is_symlink():
+                    shutil.rmtree(candidate)
+                else:
+                    candidate.unlink()
                 log.info("removed %s, left by an interrupted write", candidate)
 
 
@@ -51,8 +58,14 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success move it over ``path``."""
+    """Yield a temporary path in the target's folder; on success move it over ``path``.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder (named; before anything is written).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
     fd, tmp = tempfile.mkstemp(
@@ -86,3 +99,48 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it becomes ``path`` as a whole.
+
+    A kill or an error inside the block leaves ``path`` as it was (the temporary folder is
+    removed, or by the next write if the process died). Over an existing folder the old one
+    is moved aside, the new one moved in, the old one deleted: two renames apart, never a
+    mix of old and new files.
+
+    Args:
+        path: the folder to write.
+        force: replace a non-empty ``path``; refused otherwise, before anything is written.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a non-empty folder without ``force``.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise FileExistsError(
+            f"{path}: folder is not empty; choose another --out, or pass --force to replace it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    )
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.is_dir() and any(path.iterdir()):
+            old = path.parent / f".{path.name}.{os.getpid()}.old"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if path.is_dir():
+                path.rmdir()
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -98,10 +98,13 @@ class ModelConfig:
     preset: str = "c512"
     channels: tuple[int, ...] = ()
     embedding_dim: int = 192
-    attention_channels: int = 128
+    attention_channels: int = 128  # at most channels[-1] (as configs have always built it)
+    se_channels: int = 0  # 0: min(128, channels[0]); a SpeechBrain folder may need 128
+    res2net_scale: int = 0  # 0: 8 (4 below 64 channels)
 
     def __post_init__(self) -> None:
         _at_least("model", self, 1, "embedding_dim", "attention_channels")
+        _at_least("model", self, 0, "se_channels", "res2net_scale")
         if any(c < 1 for c in self.channels):
             raise ConfigError(f"model.channels: positive widths, got {list(self.channels)}")
 

@@ -60,6 +60,7 @@ from arw_sv.runtime import (  # noqa: F401 (re-exported)
 )
 
 FORMATS = ("onnx", "torchscript", "speechbrain")
+PARITY_COSINE = 0.9999  # the least cosine an export must reach against the PyTorch model
 
 
 def export_torchscript(extractor: EcapaTdnn, path: str | Path) -> Path:
@@ -171,13 +172,19 @@ class ExportResult:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, fmt: str, out: str | Path | None = None
+    checkpoint: str | Path, fmt: str, out: str | Path | None = None, *, force: bool = False
 ) -> ExportResult:
     """Export a training checkpoint's extractor as ``fmt`` (one of ``FORMATS``) and check it.
 
     ``out`` defaults to beside the checkpoint (``.onnx``, ``.ts.pt``, ``.speechbrain/``).
     The parity check runs the written file (SpeechBrain's own ``EncoderClassifier`` for a
-    SpeechBrain folder) against the PyTorch extractor.
+    SpeechBrain folder) against the PyTorch extractor. A SpeechBrain folder is written as a
+    whole and moved into place only once it loads and passes the check; a non-empty
+    ``out`` folder is refused unless ``force``.
+
+    Raises:
+        FileExistsError: ``out`` is a non-empty folder and not ``force``.
+        ValueError: the SpeechBrain folder fails the parity check (nothing is written).
     """
     from arw_sv.checkpoint import load_extractor
 
@@ -187,17 +194,27 @@ def export_checkpoint(
     if fmt == "speechbrain":
         from arw_sv.speechbrain_folder import write_folder
 
+        found: dict[str, float] = {}
+
+        def check(folder: Path) -> None:
+            found["cosine"] = parity(extractor, SpeechBrainRunner(folder))
+            found["size"] = sum(p.stat().st_size for p in folder.iterdir())
+            if found["cosine"] < PARITY_COSINE:
+                raise ValueError(
+                    f"{out}: SpeechBrain's EncoderClassifier on the export disagrees with "
+                    f"arw-sv (min cosine {found['cosine']:.6f} < {PARITY_COSINE}); not written"
+                )
+
         # The AAM head goes along as SpeechBrain's classifier, its speakers as labels.
         write_folder(
             extractor,
             out,
             speakers=list(state.get("speakers", [])),
             class_vectors=state["learner"]["aam.weight"],
+            force=force,
+            check=check,
         )
-        runner: GroupedRunner = SpeechBrainRunner(out)
-        size = sum(p.stat().st_size for p in out.iterdir())
-    else:
-        export(extractor, out, fmt)
-        runner = load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out)
-        size = out.stat().st_size
-    return ExportResult(out, size, parity(extractor, runner))
+        return ExportResult(out, int(found["size"]), found["cosine"])
+    export(extractor, out, fmt)
+    runner = load_exported(out) if fmt == "onnx" else TorchScriptEncoder(out)
+    return ExportResult(out, out.stat().st_size, parity(extractor, runner))

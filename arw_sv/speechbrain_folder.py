@@ -21,79 +21,44 @@ from __future__ import annotations
 
 import ast
 import logging
-import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from arw_sv.atomic import atomic_path, atomic_write_text
+from arw_sv.atomic import atomic_folder
 from arw_sv.models.ecapa import EcapaTdnn
+from arw_sv.speechbrain_hparams import (
+    SpeechBrainFolderError,
+    SpeechBrainHparams,
+    read_hparams,
+    read_text,
+)
+
+__all__ = [
+    "SpeechBrainFolderError",
+    "SpeechBrainHparams",
+    "head_for",
+    "load_extractor",
+    "read_classifier",
+    "read_hparams",
+    "read_labels",
+    "resolve",
+    "split_spec",
+    "write_folder",
+]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "speechbrain:"
 FILES = ("hyperparams.yaml", "embedding_model.ckpt")
-# Fbank arguments arw-sv's FbankFrontend reproduces, and their SpeechBrain defaults.
-_FBANK_DEFAULTS: dict[str, Any] = {
-    "deltas": False,
-    "context": False,
-    "requires_grad": False,
-    "f_min": 0,
-    "f_max": None,
-    "filter_shape": "triangular",
-    "param_change_factor": 1.0,
-    "param_rand_factor": 0.0,
-    "left_frames": 5,
-    "right_frames": 5,
-}
-
-
-class SpeechBrainFolderError(ValueError):
-    """A SpeechBrain folder is missing, unreadable or describes a model arw-sv cannot run."""
 
 
 def split_spec(spec: str | Path) -> str | None:
     """The folder or hub id of a ``speechbrain:FOLDER`` spec, None for anything else."""
     spec = str(spec)
     return spec[len(PREFIX) :] if spec.startswith(PREFIX) else None
-
-
-@dataclass(frozen=True)
-class SpeechBrainHparams:
-    """What ``hyperparams.yaml`` says about the extractor (SpeechBrain's names)."""
-
-    channels: tuple[int, ...]
-    kernel_sizes: tuple[int, ...]
-    dilations: tuple[int, ...]
-    attention_channels: int
-    res2net_scale: int
-    se_channels: int
-    global_context: bool
-    lin_neurons: int
-    n_mels: int
-    sample_rate: int
-    win_length_ms: float
-    hop_length_ms: float
-
-    def build(self) -> EcapaTdnn:
-        """An (untrained) extractor of this architecture."""
-        return EcapaTdnn(
-            channels=self.channels,
-            embedding_dim=self.lin_neurons,
-            attention_channels=self.attention_channels,
-            sample_rate=self.sample_rate,
-            n_mels=self.n_mels,
-            win_length_ms=self.win_length_ms,
-            hop_length_ms=self.hop_length_ms,
-            kernel_sizes=self.kernel_sizes,
-            dilations=self.dilations,
-            res2net_scale=self.res2net_scale,
-            se_channels=self.se_channels,
-            global_context=self.global_context,
-        )
 
 
 def resolve(folder_or_hub_id: str | Path) -> Path:
@@ -116,134 +81,6 @@ def resolve(folder_or_hub_id: str | Path) -> Path:
         ) from None
 
 
-# ---- reading hyperparams.yaml without running it ----------------------------------------
-
-
-class _Ref(str):
-    """A ``!ref <key>`` value, resolved after loading."""
-
-
-class _Tolerant(yaml.SafeLoader):
-    """Parses HyperPyYAML tags as data: ``!new:cls {args}`` -> ``{"__tag__": ..., **args}``."""
-
-
-def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if suffix == "ref":
-        return _Ref(loader.construct_scalar(node))
-    if isinstance(node, yaml.MappingNode):
-        value: Any = loader.construct_mapping(node, deep=True)
-    elif isinstance(node, yaml.SequenceNode):
-        value = {"__args__": loader.construct_sequence(node, deep=True)}
-    else:
-        value = {"__args__": loader.construct_scalar(node)}
-    return {"__tag__": suffix, **value}
-
-
-_Tolerant.add_multi_constructor("!", _tagged)
-_REF = re.compile(r"<([^<>]+)>")
-
-
-def _lookup(tree: dict[str, Any], key: str) -> Any:
-    value: Any = tree
-    for part in re.split(r"[.\[\]]+", key.strip()):
-        if part:
-            value = value[part]
-    return value
-
-
-def _resolve(value: Any, tree: dict[str, Any], depth: int = 0) -> Any:
-    if depth > 20:
-        raise SpeechBrainFolderError("hyperparams.yaml: !ref chain too deep (a cycle?)")
-    if isinstance(value, _Ref):
-        whole = _REF.fullmatch(value.strip())
-        if whole:
-            return _resolve(_lookup(tree, whole.group(1)), tree, depth + 1)
-        text = _REF.sub(lambda m: str(_resolve(_lookup(tree, m.group(1)), tree, depth + 1)), value)
-        try:  # HyperPyYAML allows arithmetic such as `!ref <n_mels> * 2`
-            return ast.literal_eval(text) if not re.search(r"[*/+-]", text) else _arith(text)
-        except (ValueError, SyntaxError):
-            return text
-    if isinstance(value, dict):
-        return {k: _resolve(v, tree, depth) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, tree, depth) for v in value]
-    return value
-
-
-def _arith(text: str) -> Any:
-    node = ast.parse(text, mode="eval").body
-    ops = {ast.Add: float.__add__, ast.Sub: float.__sub__, ast.Mult: float.__mul__}
-    ops[ast.Div] = float.__truediv__
-
-    def ev(n: ast.AST) -> float:
-        if isinstance(n, ast.Constant) and isinstance(n.value, int | float):
-            return float(n.value)
-        if isinstance(n, ast.BinOp) and type(n.op) in ops:
-            return ops[type(n.op)](ev(n.left), ev(n.right))
-        raise ValueError(text)
-
-    result = ev(node)
-    return int(result) if result.is_integer() else result
-
-
-def _module(tree: dict[str, Any], key: str, cls: str, path: Path) -> dict[str, Any]:
-    """The arguments of the object ``key`` (top level, or under ``modules``)."""
-    entry = tree.get(key, tree.get("modules", {}).get(key))
-    if not isinstance(entry, dict) or not str(entry.get("__tag__", "")).endswith(cls):
-        raise SpeechBrainFolderError(f"{path}: {key!r} is not a SpeechBrain {cls}")
-    return _resolve(entry, tree)
-
-
-def read_hparams(folder: str | Path) -> SpeechBrainHparams:
-    """The extractor settings of ``folder/hyperparams.yaml`` (read as data, not run).
-
-    Raises:
-        SpeechBrainFolderError: missing file, or a setting arw-sv cannot reproduce (named).
-    """
-    path = Path(folder) / "hyperparams.yaml"
-    if not path.is_file():
-        raise SpeechBrainFolderError(f"{folder}: no hyperparams.yaml (not a SpeechBrain folder)")
-    try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_Tolerant)
-    except yaml.YAMLError as exc:
-        raise SpeechBrainFolderError(f"{path}: cannot parse ({exc})") from None
-    try:
-        ecapa = _module(tree, "embedding_model", "ECAPA_TDNN", path)
-        fbank = _module(tree, "compute_features", "Fbank", path)
-        norm = _module(tree, "mean_var_norm", "InputNormalization", path)
-    except (KeyError, TypeError) as exc:
-        raise SpeechBrainFolderError(f"{path}: unresolved !ref ({exc})") from None
-    if norm.get("norm_type", "global") != "sentence" or norm.get("std_norm", True):
-        raise SpeechBrainFolderError(
-            f"{path}: mean_var_norm must be sentence mean normalisation "
-            f"(norm_type: sentence, std_norm: False), got {norm}"
-        )
-    changed = {k: fbank[k] for k, v in _FBANK_DEFAULTS.items() if k in fbank and fbank[k] != v}
-    if changed:
-        raise SpeechBrainFolderError(f"{path}: Fbank settings arw-sv does not support: {changed}")
-    rate = int(fbank.get("sample_rate", 16000))
-    win, hop = float(fbank.get("win_length", 25)), float(fbank.get("hop_length", 10))
-    if int(fbank.get("n_fft", 400)) != int(round(rate * win / 1000)):
-        raise SpeechBrainFolderError(f"{path}: Fbank n_fft must equal the window length")
-    if ecapa.get("activation") not in (None, "torch.nn.ReLU") or ecapa.get("groups", 1) != 1:
-        raise SpeechBrainFolderError(f"{path}: ECAPA_TDNN activation/groups not supported")
-    channels = tuple(int(c) for c in ecapa.get("channels", [512, 512, 512, 512, 1536]))
-    return SpeechBrainHparams(
-        channels=channels,
-        kernel_sizes=tuple(int(k) for k in ecapa.get("kernel_sizes", [5, 3, 3, 3, 1])),
-        dilations=tuple(int(d) for d in ecapa.get("dilations", [1, 2, 3, 4, 1])),
-        attention_channels=int(ecapa.get("attention_channels", 128)),
-        res2net_scale=int(ecapa.get("res2net_scale", 8)),
-        se_channels=int(ecapa.get("se_channels", 128)),
-        global_context=bool(ecapa.get("global_context", True)),
-        lin_neurons=int(ecapa.get("lin_neurons", 192)),
-        n_mels=int(fbank.get("n_mels", 40)),  # Fbank's own default
-        sample_rate=rate,
-        win_length_ms=win,
-        hop_length_ms=hop,
-    )
-
-
 # ---- weights -----------------------------------------------------------------------------
 
 
@@ -252,8 +89,70 @@ def _load(path: Path) -> Any:
         raise SpeechBrainFolderError(f"{path}: missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SpeechBrainFolderError(f"{path}: not a readable checkpoint ({exc})") from None
+    except Exception as exc:  # pickle, zip, weights-only refusals: first line only
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SpeechBrainFolderError(
+            f"{path}: not a readable checkpoint ({first.strip()[:200]})"
+        ) from None
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint that must hold a state dict: names to tensors."""
+    state = _load(path)
+    if not isinstance(state, Mapping):
+        raise SpeechBrainFolderError(
+            f"{path}: expected a state dict (parameter names to tensors), got "
+            f"{type(state).__name__}"
+        )
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise SpeechBrainFolderError(
+                f"{path}: entry {str(key)[:60]!r} is a {type(value).__name__}, not a tensor"
+            )
+    return dict(state)
+
+
+def _check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """One line on how ``state`` differs from ``model``'s own (missing, extra, shapes)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shapes = [k for k in want if k in state and state[k].shape != want[k].shape]
+    if not (missing or extra or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(
+            f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+            f"{tuple(want[k].shape)} from hyperparams.yaml)"
+        )
+    raise SpeechBrainFolderError(f"{path} does not fit hyperparams.yaml: {'; '.join(parts)}")
+
+
+def check_complete(folder: str | Path) -> None:
+    """Refuse a folder that lacks a file its ``hyperparams.yaml``'s pretrainer loads (what
+    an interrupted copy or export leaves): SpeechBrain itself would fail on it.
+    """
+    folder = Path(folder)
+    text = read_text(folder / "hyperparams.yaml")
+    if "pretrainer" not in text:
+        return
+    for name in ("embedding_model", "mean_var_norm_emb", "classifier", "label_encoder"):
+        if f"{name}:" not in text.split("pretrainer", 1)[1]:
+            continue
+        candidates = [folder / f"{name}.ckpt"] + (
+            [folder / "label_encoder.txt"] if name == "label_encoder" else []
+        )
+        if not any(c.is_file() for c in candidates):
+            raise SpeechBrainFolderError(
+                f"{folder}: incomplete SpeechBrain folder: its pretrainer loads {name} but "
+                f"{candidates[-1].name} is missing"
+            )
 
 
 def load_extractor(folder: str | Path) -> EcapaTdnn:
@@ -261,46 +160,88 @@ def load_extractor(folder: str | Path) -> EcapaTdnn:
 
     Every ECAPA weight and batch-norm statistic must be in ``embedding_model.ckpt``
     (SpeechBrain itself loads it with ``strict=False``; a missing key here is an error).
+
+    Raises:
+        SpeechBrainFolderError: one line naming the file and what is wrong with it.
     """
     folder = Path(folder)
-    extractor = read_hparams(folder).build()
-    state = _load(folder / "embedding_model.ckpt")
+    hparams = read_hparams(folder)
+    check_complete(folder)
+    path = folder / "embedding_model.ckpt"
+    state = _state_dict(path)
     try:
-        extractor.ecapa.load_state_dict(state)
-    except RuntimeError as exc:
-        raise SpeechBrainFolderError(
-            f"{folder}/embedding_model.ckpt does not fit hyperparams.yaml ({exc})"
-        ) from None
+        extractor = hparams.build()
+    except (ValueError, RuntimeError) as exc:
+        raise SpeechBrainFolderError(f"{folder}/hyperparams.yaml: {exc}") from None
+    _check_fits(state, extractor.ecapa, path)
+    extractor.ecapa.load_state_dict(state)
     return extractor.eval()
 
 
 def read_labels(folder: str | Path) -> list[str] | None:
-    """Speaker names by classifier row, from ``label_encoder.txt`` (None if absent)."""
+    """Speaker names by classifier row, from ``label_encoder.txt`` (None if absent).
+
+    Raises:
+        SpeechBrainFolderError: a line that is not ``'<label>' => <row>``, a row given
+            twice, or rows that are not 0..C-1 (naming file and line).
+    """
     path = Path(folder) / "label_encoder.txt"
     if not path.is_file():
         return None
     rows: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if line.startswith("====="):
             break
+        if not line.strip():
+            continue
         label, sep, index = line.rpartition(" => ")
-        if sep:
-            rows[int(index)] = str(ast.literal_eval(label))
-    return [rows[i] for i in sorted(rows)]
+        where = f"{path}:{number}"
+        if not sep or not index.strip().isdecimal() or len(index.strip()) > 9:
+            raise SpeechBrainFolderError(
+                f"{where}: expected '<label>' => <row>, got {line[:80]!r}"
+            )
+        try:
+            name = str(ast.literal_eval(label.strip()))
+        except (ValueError, SyntaxError, RecursionError, MemoryError, TypeError):
+            raise SpeechBrainFolderError(
+                f"{where}: label {label[:60]!r} is not a quoted Python literal"
+            ) from None
+        row = int(index)
+        if row in rows:
+            raise SpeechBrainFolderError(f"{where}: row {row} is given twice")
+        rows[row] = name
+    if sorted(rows) != list(range(len(rows))):
+        raise SpeechBrainFolderError(f"{path}: rows are not 0..{len(rows) - 1} without gaps")
+    return [rows[i] for i in range(len(rows))]
 
 
-def read_classifier(folder: str | Path) -> torch.Tensor | None:
+def read_classifier(folder: str | Path, dim: int | None = None) -> torch.Tensor | None:
     """The cosine classifier's class vectors (C, D), or None when absent or not plain
     (``lin_blocks > 0`` puts layers before it that an AAM head cannot take).
+
+    Raises:
+        SpeechBrainFolderError: not a state dict, or ``weight`` not a (C, ``dim``) float
+            tensor.
     """
     path = Path(folder) / "classifier.ckpt"
     if not path.is_file():
         return None
-    state = _load(path)
+    state = _state_dict(path)
+    weight = state.get("weight")
+    if weight is None or weight.dim() != 2 or not weight.is_floating_point():
+        raise SpeechBrainFolderError(
+            f"{path}: weight must be a (classes, embedding dim) float tensor, got "
+            f"{'none' if weight is None else f'{weight.dtype} {tuple(weight.shape)}'}"
+        )
     if set(state) != {"weight"}:
         log.info("%s: classifier has hidden blocks; not usable as an AAM head", path)
         return None
-    return state["weight"].float()
+    if dim is not None and weight.shape[1] != dim:
+        raise SpeechBrainFolderError(
+            f"{path}: weight is {tuple(weight.shape)}: {weight.shape[1]} wide, the embeddings "
+            f"{dim}"
+        )
+    return weight.float()
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -387,17 +328,28 @@ def architecture(extractor: EcapaTdnn) -> dict[str, Any]:
     }
 
 
-def head_for(folder: str | Path, speakers: list[str], n_classes: int) -> torch.Tensor | None:
+def head_for(
+    folder: str | Path, speakers: list[str], n_classes: int, dim: int | None = None
+) -> torch.Tensor | None:
     """The folder's classifier as AAM class vectors for ``speakers`` (row i: speaker i,
     tiled to ``n_classes`` for speed-perturbed copies), or None when some speaker is not
     in its label encoder (or it has no plain classifier): then the head starts fresh.
 
+    Raises:
+        SpeechBrainFolderError: a classifier whose rows or width do not match the label
+            encoder or ``dim``.
+
     Shape:
         -> (n_classes, D)
     """
-    labels, vectors = read_labels(folder), read_classifier(folder)
-    if labels is None or vectors is None or len(labels) != vectors.shape[0]:
+    labels, vectors = read_labels(folder), read_classifier(folder, dim)
+    if labels is None or vectors is None:
         return None
+    if len(labels) != vectors.shape[0]:
+        raise SpeechBrainFolderError(
+            f"{folder}: classifier.ckpt has {vectors.shape[0]} rows, label_encoder.txt "
+            f"{len(labels)} labels"
+        )
     row = {label: i for i, label in enumerate(labels)}
     if not speakers or any(s not in row for s in speakers) or n_classes % len(speakers):
         return None
@@ -410,6 +362,8 @@ def write_folder(
     *,
     speakers: list[str] | None = None,
     class_vectors: torch.Tensor | None = None,
+    force: bool = False,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``extractor`` as a SpeechBrain folder ``EncoderClassifier`` loads.
 
@@ -417,9 +371,15 @@ def write_folder(
     is speaker i; rows past ``len(speakers)``, e.g. speed-perturbed copies, are named
     ``<speaker>@<k>``). ``mean_var_norm_emb.ckpt`` holds zero statistics: arw-sv has no
     embedding normalisation, so ``encode_batch(normalize=True)`` changes nothing.
+
+    The folder is written as a whole (:func:`~arw_sv.atomic.atomic_folder`): into a
+    temporary sibling, read back by arw-sv's own loader (and ``check``, if given, e.g. a
+    parity run of SpeechBrain on it), and only then moved into place. A non-empty
+    ``folder`` is refused unless ``force``.
+
+    Raises:
+        FileExistsError: ``folder`` is not empty and not ``force``.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     dim = extractor.embedding_dim
     if class_vectors is None:
         class_vectors = torch.zeros(1, dim)
@@ -432,23 +392,25 @@ def write_folder(
         for i in range(classes)
     ]
     settings = {**architecture(extractor), "classes": classes}
-    atomic_write_text(folder / "hyperparams.yaml", _HPARAMS.format(**settings))
-    _save(extractor.ecapa.state_dict(), folder / "embedding_model.ckpt")
-    _save({"weight": class_vectors.detach().float().cpu().clone()}, folder / "classifier.ckpt")
-    from speechbrain.processing.features import InputNormalization
+    with atomic_folder(folder, force=force) as tmp:
+        (tmp / "hyperparams.yaml").write_text(_HPARAMS.format(**settings), encoding="utf-8")
+        torch.save(extractor.ecapa.state_dict(), tmp / "embedding_model.ckpt")
+        weight = class_vectors.detach().float().cpu().clone()
+        torch.save({"weight": weight}, tmp / "classifier.ckpt")
+        from speechbrain.processing.features import InputNormalization
 
-    identity = InputNormalization(norm_type="global", std_norm=False)
-    identity.count, identity.glob_mean, identity.glob_std = 1, torch.zeros(dim), torch.ones(dim)
-    with atomic_path(folder / "mean_var_norm_emb.ckpt") as tmp:
-        identity._save(tmp)  # SpeechBrain's own format, whatever its version
-    text = "".join(f"{label!r} => {i}\n" for i, label in enumerate(labels))
-    text += "================\n'starting_index' => 0\n"
-    atomic_write_text(folder / "label_encoder.txt", text)
-    # What Pretrainer fetches without `paths` (<name>.ckpt); the same text.
-    atomic_write_text(folder / "label_encoder.ckpt", text)
-    return folder
-
-
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        identity = InputNormalization(norm_type="global", std_norm=False)
+        identity.count, identity.glob_mean = 1, torch.zeros(dim)
+        identity.glob_std = torch.ones(dim)
+        identity._save(tmp / "mean_var_norm_emb.ckpt")  # SpeechBrain's own format
+        text = "".join(f"{label!r} => {i}\n" for i, label in enumerate(labels))
+        text += "================\n'starting_index' => 0\n"
+        (tmp / "label_encoder.txt").write_text(text, encoding="utf-8")
+        # What Pretrainer fetches without `paths` (<name>.ckpt); the same text.
+        (tmp / "label_encoder.ckpt").write_text(text, encoding="utf-8")
+        load_extractor(tmp)  # reads back: complete, and every tensor fits
+        if read_labels(tmp) != labels or read_classifier(tmp, dim) is None:
+            raise SpeechBrainFolderError(f"{folder}: the written labels or classifier differ")
+        if check is not None:
+            check(tmp)
+    return Path(folder)

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     """``arw-sv export CHECKPOINT --format onnx|torchscript|speechbrain --out PATH``."""
     from arw_sv.export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, force=getattr(args, "force", False))
     fmt, cosine = args.format, result.cosine
     reference = "SpeechBrain's EncoderClassifier" if fmt == "speechbrain" else fmt
     print(
@@ -49,6 +49,11 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--out",
         help="output file or folder (default: beside the checkpoint, .onnx / .ts.pt / "
         ".speechbrain/)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="speechbrain: replace a non-empty --out folder (refused otherwise)",
     )
     p.set_defaults(func=run)
     return p

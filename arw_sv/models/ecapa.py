@@ -67,7 +67,7 @@ class EcapaTdnn(nn.Module):
             channels=list(channels),
             kernel_sizes=list(kernel_sizes),
             dilations=list(dilations),
-            attention_channels=min(attention_channels, channels[-1]),
+            attention_channels=attention_channels,
             res2net_scale=scale,
             se_channels=se_channels or min(128, channels[0]),
             global_context=global_context,
@@ -104,18 +104,29 @@ def build_extractor(
     n_mels: int = 80,
     win_length_ms: float = 25.0,
     hop_length_ms: float = 10.0,
+    se_channels: int = 0,
+    res2net_scale: int = 0,
 ) -> EcapaTdnn:
-    """Build an ECAPA-TDNN from a preset name (or explicit channel widths)."""
+    """Build an ECAPA-TDNN from a preset name (or explicit channel widths).
+
+    As configs have always built it, the attention width is at most the last channel width
+    (``min(attention_channels, channels[-1])``); 0 for ``se_channels`` means
+    ``min(128, channels[0])`` and for ``res2net_scale`` 8 (4 below 64 channels). A
+    SpeechBrain folder's own values go to :class:`EcapaTdnn` unchanged.
+    """
     if preset not in PRESETS:
         raise ValueError(f"model.preset {preset!r} is not one of {', '.join(PRESETS)}")
+    widths = tuple(channels) or PRESETS[preset]
     return EcapaTdnn(
-        channels=tuple(channels) or PRESETS[preset],
+        channels=widths,
         embedding_dim=embedding_dim,
-        attention_channels=attention_channels,
+        attention_channels=min(attention_channels, widths[-1]),
         sample_rate=sample_rate,
         n_mels=n_mels,
         win_length_ms=win_length_ms,
         hop_length_ms=hop_length_ms,
+        se_channels=se_channels or None,
+        res2net_scale=res2net_scale or None,
     )
 
 
@@ -126,6 +137,8 @@ def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaT
         channels=model.channels,
         embedding_dim=model.embedding_dim,
         attention_channels=model.attention_channels,
+        se_channels=model.se_channels,
+        res2net_scale=model.res2net_scale,
         sample_rate=features.sample_rate,
         n_mels=features.n_mels,
         win_length_ms=features.win_length_ms,
