@@ -30,6 +30,13 @@ class ConfigError(ValueError):
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``:LINE: invalid YAML (problem)``, one line, from a PyYAML error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{f':{mark.line + 1}' if mark is not None else ''}: invalid YAML ({problem})"
+
+
 def _at_least(section: str, owner: Any, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)
@@ -378,7 +385,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override '{item}': cannot parse value: {exc}") from None
+            raise ConfigError(f"override '{item}'{_yaml_problem(exc)}") from None
         nested.setdefault(parts[0], {})[parts[1]] = value
     return nested
 
@@ -414,11 +421,15 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+            raise ConfigError(f"{path}{_yaml_problem(exc)}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):

@@ -197,9 +197,7 @@ def read_labels(folder: str | Path) -> list[str] | None:
         label, sep, index = line.rpartition(" => ")
         where = f"{path}:{number}"
         if not sep or not index.strip().isdecimal() or len(index.strip()) > 9:
-            raise SpeechBrainFolderError(
-                f"{where}: expected '<label>' => <row>, got {line[:80]!r}"
-            )
+            raise SpeechBrainFolderError(f"{where}: expected '<label>' => <row>, got {line[:80]!r}")
         try:
             name = str(ast.literal_eval(label.strip()))
         except (ValueError, SyntaxError, RecursionError, MemoryError, TypeError):
@@ -238,8 +236,7 @@ def read_classifier(folder: str | Path, dim: int | None = None) -> torch.Tensor 
         return None
     if dim is not None and weight.shape[1] != dim:
         raise SpeechBrainFolderError(
-            f"{path}: weight is {tuple(weight.shape)}: {weight.shape[1]} wide, the embeddings "
-            f"{dim}"
+            f"{path}: weight is {tuple(weight.shape)}: {weight.shape[1]} wide, the embeddings {dim}"
         )
     return weight.float()
 

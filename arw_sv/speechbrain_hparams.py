@@ -280,9 +280,7 @@ def _arith(text: str, where: str) -> Any:
 
 def _number(value: Any, key: str, where: str, integer: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpeechBrainFolderError(
-            f"{where}: {key} must be a number, got {_short(value)}"
-        )
+        raise SpeechBrainFolderError(f"{where}: {key} must be a number, got {_short(value)}")
     if not math.isfinite(value):
         raise SpeechBrainFolderError(f"{where}: {key} must be finite, got {value}")
     if integer and value != int(value):
@@ -311,9 +309,7 @@ def _ints(entry: dict[str, Any], name: str, default: list[int], where: str, sect
         raise SpeechBrainFolderError(
             f"{where}: {section}.{name} must be a list of whole numbers, got {_short(values)}"
         )
-    return tuple(
-        int(_number(v, f"{section}.{name}", where, integer=True)) for v in values
-    )
+    return tuple(int(_number(v, f"{section}.{name}", where, integer=True)) for v in values)
 
 
 def _module(tree: dict[str, Any], key: str, cls: str, where: str) -> dict[str, Any]:
@@ -352,7 +348,7 @@ def read_text(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpeechBrainFolderError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})"
+            f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start : exc.start + 1]!r})"
         ) from None
 
 

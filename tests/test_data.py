@@ -87,7 +87,7 @@ def test_manifest_round_trip_and_relative_paths(tiny_corpus, tmp_path):
     assert again[0].duration == pytest.approx(manifest[0].duration, abs=1e-3)
     # A relative path is resolved against the manifest's folder.
     rel = tmp_path / "rel.csv"
-    rel.write_text(",".join(COLUMNS) + "\nu1,audio/a.wav,spk,1.0,m,USA,dev\n")
+    rel.write_text(",".join(COLUMNS) + "\nspk/u1,audio/a.wav,spk,1.0,m,USA,dev\n")
     assert read_manifest(rel)[0].path == str(tmp_path / "audio" / "a.wav")
 
 

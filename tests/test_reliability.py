@@ -249,9 +249,11 @@ def test_non_finite_or_negative_durations_are_refused_with_file_and_line(
 
 
 def test_a_duplicate_utt_id_is_refused_naming_both_lines(tmp_path):
-    row = ["u1", "a.wav", "s", "1.0", "m", "X", "dev"]
-    path = _manifest_with(tmp_path, [row, ["u2", "b.wav", "s", "1.0", "m", "X", "dev"], row])
-    with pytest.raises(ManifestError, match=r"m\.csv:4: duplicate utt_id 'u1' \(first on line 2\)"):
+    row = ["s/u1", "a.wav", "s", "1.0", "m", "X", "dev"]
+    path = _manifest_with(tmp_path, [row, ["s/u2", "b.wav", "s", "1.0", "m", "X", "dev"], row])
+    with pytest.raises(
+        ManifestError, match=r"m\.csv:4: duplicate utt_id 's/u1' \(first on line 2\)"
+    ):
         read_manifest(path)
 
 

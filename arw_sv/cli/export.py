@@ -21,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
     """``arw-sv export CHECKPOINT --format onnx|torchscript|speechbrain --out PATH``."""
     from arw_sv.export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, force=getattr(args, "force", False))
+    result = export_checkpoint(
+        args.checkpoint, args.format, args.out, force=getattr(args, "force", False)
+    )
     fmt, cosine = args.format, result.cosine
     reference = "SpeechBrain's EncoderClassifier" if fmt == "speechbrain" else fmt
     print(

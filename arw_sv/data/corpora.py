@@ -28,13 +28,25 @@ Any format takes a speaker-attribute table (``speakers``: CSV with ``speaker`` a
 from __future__ import annotations
 
 import csv
+import io
+import math
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from arw_sv.data.manifest import AUDIO_SUFFIXES, Manifest, ManifestError, Utterance
+from arw_sv.atomic import atomic_path
+from arw_sv.data.manifest import (
+    AUDIO_SUFFIXES,
+    Manifest,
+    ManifestError,
+    Utterance,
+    validate_utterances,
+)
+from arw_sv.data.tables import csv_header, csv_rows
 
 FORMATS = ("voxceleb", "kaldi", "librispeech", "csv")
+# Kaldi segment ends may overshoot their file by rounding; beyond this much it is an error.
+_SEGMENT_SLACK = 0.05
 _GENDERS = {"m": "m", "male": "m", "f": "f", "female": "f"}
 
 
@@ -47,11 +59,33 @@ def _gender(value: str, where: str) -> str:
     return _GENDERS[value]
 
 
-def _seconds(value: str, where: str) -> float:
+def _seconds(value: str, where: str, what: str = "duration") -> float:
+    """A finite number of seconds >= 0 (a duration, a segment's start or end)."""
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        raise ManifestError(f"{where}: duration {value!r} is not a number") from None
+        raise ManifestError(f"{where}: {what} {value!r} is not a number") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ManifestError(f"{where}: {what} {value!r} must be a finite number >= 0")
+    return seconds
+
+
+def _decode(path: Path, what: str = "") -> str:
+    """A text file's content; a missing, unreadable or non-UTF-8 file is one line naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ManifestError(f"cannot read {what}{path}: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def _checked(utts: list[Utterance], source: Path | str, lines: Sequence[int] | None = None):
+    """``utts`` as a Manifest once :func:`validate_utterances` accepts them."""
+    validate_utterances(utts, source, lines)
+    return Manifest(utts)
 
 
 def _utt_id(speaker: str, name: str) -> str:
@@ -73,10 +107,7 @@ def read_table(path: Path, n_fields: int | None = 2) -> list[tuple[int, list[str
     Raises:
         ManifestError: unreadable file, or a line with the wrong number of fields.
     """
-    try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()
-    except OSError as err:
-        raise ManifestError(f"cannot read {path}: {err}") from None
+    lines = _decode(path).splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -103,12 +134,9 @@ def _csv_rows(path: Path, required: tuple[str, ...], what: str = "") -> csv.Dict
     """Rows of a CSV (BOM allowed) keyed by lower-cased column names; refuses a file that
     lacks a ``required`` column, naming it.
     """
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as err:
-        raise ManifestError(f"cannot read {what}{path}: {err}") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip().lower() for h in reader.fieldnames or []]
+    text = _decode(path, what)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.lower() for h in csv_header(reader, path, ManifestError)]
     missing = [c for c in required if c not in header]
     if missing:
         raise ManifestError(f"{path}:1: missing column(s) {', '.join(missing)}; header {header}")
@@ -116,17 +144,32 @@ def _csv_rows(path: Path, required: tuple[str, ...], what: str = "") -> csv.Dict
     return reader
 
 
+def _numbered(reader: csv.DictReader, path: Path):
+    """``(line, row)`` of a CSV's rows (``line`` where the row starts)."""
+    line = 2
+    for row in csv_rows(reader, path, ManifestError):
+        yield line, row
+        line = reader.line_num + 1
+
+
 def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
     """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
     path = Path(path)
     reader = _csv_rows(path, ("speaker",), "speaker table ")
     table: dict[str, dict[str, str]] = {}
-    for number, row in enumerate(reader, start=2):
+    first: dict[str, int] = {}
+    for number, row in _numbered(reader, path):
         if None in row or any(v is None for v in row.values()):
             raise ManifestError(f"{path}:{number}: expected {len(reader.fieldnames)} fields")
         speaker = row["speaker"].strip()
         if not speaker:
             raise ManifestError(f"{path}:{number}: empty speaker")
+        if speaker in first:
+            raise ManifestError(
+                f"{path}:{number}: speaker {speaker} is listed twice (first on line "
+                f"{first[speaker]})"
+            )
+        first[speaker] = number
         values = {}
         for column in ("gender", "nationality", "split"):
             if row.get(column, "").strip():
@@ -139,20 +182,35 @@ def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
 def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manifest:
     """``utts`` with the speaker table's values (``read_speaker_table``) replacing theirs."""
     if path is None:
-        return Manifest(utts)
+        return Manifest(utts)  # each reader has validated its own
     from dataclasses import replace
 
     table = read_speaker_table(path)
-    return Manifest(replace(u, **table.get(u.speaker, {})) for u in utts)
+    return _checked([replace(u, **table.get(u.speaker, {})) for u in utts], path)
+
+
+def _pipe_target(pipe_root: Path, rec: str, where: str) -> Path:
+    """Where recording ``rec``'s piped audio goes: ``<pipe_root>/<rec>.wav``, refusing an id
+    that would put it anywhere else (a separator, ``..``, an absolute path).
+    """
+    if not rec or any(c in rec for c in "/\\\0") or rec in (".", "..") or rec.startswith("-"):
+        raise ManifestError(
+            f"{where}: recording id {rec!r} cannot name a file in the pipe folder (no path "
+            "separators, '..' or leading '-'); rename the recording"
+        )
+    target = pipe_root / f"{rec}.wav"
+    if target.resolve().parent != pipe_root.resolve():
+        raise ManifestError(f"{where}: recording id {rec!r} leaves the pipe folder {pipe_root}")
+    return target
 
 
 def _run_pipe(command: str, out: Path, where: str) -> str:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as handle:
+    """Run a ``wav.scp`` pipe into ``out``, atomically: a failing command leaves nothing."""
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         done = subprocess.run(command, shell=True, stdout=handle, stderr=subprocess.PIPE)
-    if done.returncode:
-        message = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        raise ManifestError(f"{where}: command failed ({done.returncode}): {message[0]}")
+        if done.returncode:
+            message = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise ManifestError(f"{where}: command failed ({done.returncode}): {message[0]}")
     return str(out.resolve())
 
 
@@ -195,7 +253,7 @@ def read_kaldi(
                     "only: convert the recordings to wav/flac, or pass --allow-pipes to run "
                     "the commands"
                 )
-            path = _run_pipe(target[:-1], pipe_root / f"{rec}.wav", where)
+            path = _run_pipe(target[:-1], _pipe_target(pipe_root, rec, where), where)
         else:
             # Kaldi recipes write paths relative to the recipe folder (the working
             # directory); fall back to the data directory for self-contained copies.
@@ -213,19 +271,35 @@ def read_kaldi(
     durations = _mapping(root / "utt2dur", _seconds) if (root / "utt2dur").is_file() else {}
     segments: dict[str, tuple[str, float, float, str]] = {}
     if (root / "segments").is_file():
+        lengths: dict[str, float] = {}  # recording -> seconds, read once each
         for number, fields in read_table(root / "segments", n_fields=4):
             where = f"{root / 'segments'}:{number}"
             utt, rec = fields[0], fields[1]
-            try:
-                begin, end = float(fields[2]), float(fields[3])
-            except ValueError:
-                raise ManifestError(f"{where}: start/end {fields[2:]} are not numbers") from None
+            if utt in segments:
+                raise ManifestError(
+                    f"{where}: utterance {utt} appears twice (first at {segments[utt][3]})"
+                )
             if rec not in recordings:
                 raise ManifestError(f"{where}: recording {rec} is not in wav.scp")
-            if begin < 0 or (end >= 0 and end <= begin):
+            begin = _seconds(fields[2], where, "segment start")
+            try:
+                to_the_end = float(fields[3]) == -1.0  # Kaldi's "until the end of the file"
+            except ValueError:
+                to_the_end = False
+            end = -1.0 if to_the_end else _seconds(fields[3], where, "segment end")
+            if end != -1.0 and end <= begin:
                 raise ManifestError(f"{where}: segment {begin}..{end} is empty or negative")
+            if rec not in lengths:
+                lengths[rec] = _duration(recordings[rec][0])
+            length = lengths[rec]
+            if begin >= length or end > length + _SEGMENT_SLACK:
+                raise ManifestError(
+                    f"{where}: segment {fields[2]}..{fields[3]} lies outside recording {rec} "
+                    f"({length:.3f} s)"
+                )
+            end = length if end == -1.0 else min(end, length)
             segments[utt] = (rec, begin, end, where)
-    utts = []
+    utts, lines = [], []
     for number, (utt, speaker) in read_table(root / "utt2spk"):
         where = f"{root / 'utt2spk'}:{number}"
         if len(speaker.split()) != 1:
@@ -241,7 +315,7 @@ def read_kaldi(
         path = recordings[rec][0]
         if utt in durations:
             duration = durations[utt]
-        elif end >= 0:
+        elif segments:
             duration = end - begin
         else:
             duration = _duration(path, begin)
@@ -258,8 +332,10 @@ def read_kaldi(
                 start=begin,
             )
         )
+        lines.append(number)
     if not utts:
         raise ManifestError(f"{root / 'utt2spk'}: no utterances")
+    _checked(utts, root / "utt2spk", lines)
     return apply_speaker_table(utts, speakers)
 
 
@@ -273,16 +349,23 @@ def _speakers_txt(root: Path) -> Path | None:
 
 def read_librispeech_speakers(path: Path) -> dict[str, tuple[str, str]]:
     """``SPEAKERS.TXT``: speaker -> (gender, subset); ``;`` lines are comments."""
-    out = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    out: dict[str, tuple[str, str]] = {}
+    first: dict[str, int] = {}
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith(";"):
             continue
         fields = [f.strip() for f in line.split("|")]
-        if len(fields) < 3:
+        if len(fields) < 3 or not fields[0]:
             raise ManifestError(
-                f"{path}:{number}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line!r}"
+                f"{path}:{number}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line[:80]!r}"
             )
-        out[fields[0]] = (_gender(fields[1], f"{path}:{number}"), fields[2])
+        entry = (_gender(fields[1], f"{path}:{number}"), fields[2])
+        if fields[0] in out and out[fields[0]] != entry:
+            raise ManifestError(
+                f"{path}:{number}: speaker {fields[0]} is {'/'.join(entry)} here but "
+                f"{'/'.join(out[fields[0]])} on line {first[fields[0]]}"
+            )
+        out[fields[0]], first[fields[0]] = entry, number
     return out
 
 
@@ -339,6 +422,7 @@ def read_librispeech(
                 session=chapter,
             )
         )
+    _checked(utts, root)
     return apply_speaker_table(utts, speakers)
 
 
@@ -353,8 +437,8 @@ def read_corpus_csv(
     """
     path = Path(path)
     reader = _csv_rows(path, ("path", "speaker"))
-    utts, seen = [], {}
-    for number, row in enumerate(reader, start=2):
+    utts, seen, lines = [], {}, []
+    for number, row in _numbered(reader, path):
         where = f"{path}:{number}"
         if None in row or any(v is None for v in row.values()):
             raise ManifestError(f"{where}: expected {len(reader.fieldnames)} fields")
@@ -375,10 +459,7 @@ def read_corpus_csv(
                 f"{where}: utterance id {utt_id} repeats line {seen[utt_id]}; add a utt_id column"
             )
         seen[utt_id] = number
-        try:
-            duration = float(row["duration"]) if row.get("duration") else None
-        except ValueError:
-            raise ManifestError(f"{where}: duration {row['duration']!r} is not a number") from None
+        duration = _seconds(row["duration"], where) if row.get("duration") else None
         utts.append(
             Utterance(
                 utt_id=utt_id,
@@ -391,8 +472,10 @@ def read_corpus_csv(
                 session=row.get("session", ""),
             )
         )
+        lines.append(number)
     if not utts:
         raise ManifestError(f"{path}: no utterances")
+    _checked(utts, path, lines)
     return apply_speaker_table(utts, speakers)
 
 

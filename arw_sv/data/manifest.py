@@ -15,6 +15,7 @@ Other corpus layouts (Kaldi, LibriSpeech, a plain CSV) become manifests in
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arw_sv.atomic import atomic_open
+from arw_sv.data import tables
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,77 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 
 class ManifestError(ValueError):
     """A manifest (or the folder it is built from) is invalid; names the file and line."""
+
+
+def _bad_id(value: str) -> str | None:
+    """Why ``value`` cannot be a speaker id, or None."""
+    if not value:
+        return "is empty"
+    if any(c in value for c in "/\\"):
+        return "contains a path separator"
+    if any(c.isspace() for c in value):
+        return "contains white space"
+    return None
+
+
+def _place(utts: Sequence[Utterance], lines: Sequence[int] | None, i: int) -> str:
+    return f"line {lines[i]}" if lines is not None else f"utterance {utts[i].utt_id!r}"
+
+
+def validate_utterances(
+    utts: Sequence[Utterance], source: str | Path, lines: Sequence[int] | None = None
+) -> None:
+    """Check what every manifest must satisfy, whatever reader produced it.
+
+    Each utterance: a speaker id without path separators or white space; an ``utt_id``
+    without white space whose first ``/`` component is its speaker (trial lists and
+    ``arw-sv eval`` take the speaker from it); a finite duration and start >= 0; ids
+    unique. Each speaker: one gender and one nationality over all its utterances.
+
+    Args:
+        utts: the utterances.
+        source: the file (or folder) they come from, for the message.
+        lines: each utterance's line in ``source``, when known.
+
+    Raises:
+        ManifestError: the first violation, naming ``source`` and the line or utterance.
+    """
+    first: dict[str, int] = {}
+    attributes: dict[str, tuple[int, str, str]] = {}
+
+    def where(i: int) -> str:
+        return f"{source}:{lines[i]}" if lines is not None else f"{source}: {utts[i].utt_id!r}"
+
+    for i, u in enumerate(utts):
+        why = _bad_id(u.speaker)
+        if why:
+            raise ManifestError(f"{where(i)}: speaker id {u.speaker!r} {why}")
+        if not u.utt_id or any(c.isspace() for c in u.utt_id):
+            raise ManifestError(
+                f"{where(i)}: utterance id {u.utt_id!r} is empty or contains white space "
+                "(trial lists are space-separated)"
+            )
+        if u.utt_id.split("/", 1)[0] != u.speaker:
+            raise ManifestError(
+                f"{where(i)}: utterance id {u.utt_id!r} must start with its speaker "
+                f"{u.speaker!r} and a '/'"
+            )
+        if not (math.isfinite(u.duration) and u.duration >= 0):
+            raise ManifestError(f"{where(i)}: duration {u.duration} must be finite and >= 0")
+        if not (math.isfinite(u.start) and u.start >= 0):
+            raise ManifestError(f"{where(i)}: start {u.start} must be finite and >= 0")
+        if u.utt_id in first:
+            j = first[u.utt_id]
+            raise ManifestError(
+                f"{where(i)}: duplicate utt_id {u.utt_id!r} (first on {_place(utts, lines, j)})"
+            )
+        first[u.utt_id] = i
+        seen = attributes.setdefault(u.speaker, (i, u.gender, u.nationality))
+        if seen[1:] != (u.gender, u.nationality):
+            raise ManifestError(
+                f"{where(i)}: speaker {u.speaker!r} is {u.gender}/{u.nationality} here but "
+                f"{seen[1]}/{seen[2]} at {_place(utts, lines, seen[0])}"
+            )
 
 
 @dataclass(frozen=True)
@@ -80,77 +153,71 @@ class Manifest(Sequence[Utterance]):
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read a manifest CSV, checking columns and values.
+    """Read a manifest CSV, checking columns and values (:func:`validate_utterances`).
 
     Raises:
         ManifestError: missing file or column, or a malformed row, naming file and line.
     """
     path = Path(path)
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {path}") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        header = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(
-                f"{path}: missing column(s) {', '.join(missing)}; a manifest needs "
-                f"{', '.join(COLUMNS)}"
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = tables.csv_header(reader, path, ManifestError)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ManifestError(
+            f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(COLUMNS)}"
+        )
+    reader.fieldnames = header
+    rows, lines = [], []
+    for line, row in enumerate(tables.csv_rows(reader, path, ManifestError), start=2):
+        if None in row or any(row[c] is None for c in COLUMNS):
+            raise ManifestError(f"{path}:{line}: expected {len(header)} fields")
+        duration = _number(row["duration"], "duration", f"{path}:{line}")
+        start = _number(row.get("start") or "0", "start", f"{path}:{line}")
+        if any(row[c] in (None, "") for c in ("utt_id", "path", "speaker")):
+            raise ManifestError(f"{path}:{line}: empty utt_id, path or speaker")
+        audio = Path(row["path"])
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        rows.append(
+            Utterance(
+                utt_id=row["utt_id"],
+                path=str(audio),
+                speaker=row["speaker"],
+                duration=duration,
+                gender=row["gender"] or "unknown",
+                nationality=row["nationality"] or "unknown",
+                split=row["split"] or "unknown",
+                session=row.get("session") or "",
+                start=start,
             )
-        reader.fieldnames = header
-        rows = []
-        first_line: dict[str, int] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                duration = float(row["duration"])
-            except (TypeError, ValueError):
-                raise ManifestError(
-                    f"{path}:{line}: duration {row['duration']!r} is not a number"
-                ) from None
-            if not (math.isfinite(duration) and duration >= 0):
-                raise ManifestError(
-                    f"{path}:{line}: duration {row['duration']!r} must be a finite number >= 0"
-                )
-            if any(row[c] in (None, "") for c in ("utt_id", "path", "speaker")):
-                raise ManifestError(f"{path}:{line}: empty utt_id, path or speaker")
-            if row["utt_id"] in first_line:
-                raise ManifestError(
-                    f"{path}:{line}: duplicate utt_id {row['utt_id']!r} "
-                    f"(first on line {first_line[row['utt_id']]})"
-                )
-            first_line[row["utt_id"]] = line
-            try:
-                start = float(row.get("start") or 0.0)
-            except ValueError:
-                raise ManifestError(
-                    f"{path}:{line}: start {row['start']!r} is not a number"
-                ) from None
-            audio = Path(row["path"])
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            rows.append(
-                Utterance(
-                    utt_id=row["utt_id"],
-                    path=str(audio),
-                    speaker=row["speaker"],
-                    duration=duration,
-                    gender=row["gender"] or "unknown",
-                    nationality=row["nationality"] or "unknown",
-                    split=row["split"] or "unknown",
-                    session=row.get("session") or "",
-                    start=start,
-                )
-            )
+        )
+        lines.append(line)
     if not rows:
         raise ManifestError(f"{path}: no utterances")
+    validate_utterances(rows, path, lines)
     return Manifest(rows)
+
+
+def _number(text: str | None, name: str, where: str) -> float:
+    try:
+        value = float(text or "")
+    except ValueError:
+        raise ManifestError(f"{where}: {name} {text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ManifestError(f"{where}: {name} {text!r} must be a finite number >= 0")
+    return value
 
 
 def write_manifest(manifest: Iterable[Utterance], path: str | Path) -> None:
     """Write a manifest CSV atomically (``start`` only when some utterance is a segment)."""
     manifest = list(manifest)
+    validate_utterances(manifest, f"refusing to write {path}")
     segments = any(u.start for u in manifest)
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -212,4 +279,5 @@ def build_manifest(
             )
         )
     log.info("manifest: %d utterances of %d files under %s", len(utts), len(files), wav_root)
+    validate_utterances(utts, wav_root)
     return Manifest(utts)

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from arw_sv.data.tables import csv_rows
+
 SPEAKER_COLUMNS = ("voxceleb1 id", "voxceleb2 id", "speaker", "speaker_id")
 MISSING_VALUES = {"", "unknown", "n/a", "na", "none", "?"}
 OTHERS = "others"
@@ -80,7 +82,7 @@ def read_speaker_meta(path: str | Path) -> dict[str, SpeakerInfo]:
     if first is None:
         raise MetadataError(f"{path}: empty file")
     delimiter = "\t" if "\t" in lines[first] else ","
-    rows = csv.reader(lines[first:], delimiter=delimiter)
+    rows = csv_rows(csv.reader(lines[first:], delimiter=delimiter), path, MetadataError)
     header = [h.strip().lower() for h in next(rows)]
     speaker_col = next((header.index(c) for c in SPEAKER_COLUMNS if c in header), None)
     if speaker_col is None:

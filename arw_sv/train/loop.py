@@ -481,9 +481,7 @@ def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str
             f"config's (folder, config): {differ}; set model.* / features.* to match"
         )
     learner.extractor.load_state_dict(imported.state_dict())
-    head = head_for(
-        folder, speakers, learner.aam.weight.shape[0], learner.extractor.embedding_dim
-    )
+    head = head_for(folder, speakers, learner.aam.weight.shape[0], learner.extractor.embedding_dim)
     if head is None:
         log.info("init from %s: speakers not all in its classifier, the head starts fresh", name)
     else:
