@@ -28,7 +28,9 @@ def _outcome(reader, path):
 def test_written_scores_take_the_fast_path_and_round_trip(tmp_path, rng, monkeypatch):
     n = 500
     ids = [f"id{rng.integers(10000, 10100)}/v{k % 7:04d}/{k:05d}.wav" for k in range(n)]
-    trials = Trials(rng.integers(0, 2, n).astype(np.int8), ids, ids[::-1])
+    labels = rng.integers(0, 2, n).astype(np.int8)
+    # Pair k is pair n-1-k reversed: one label for both (a pair labelled both ways is refused).
+    trials = Trials(np.minimum(labels, labels[::-1]), ids, ids[::-1])
     scores = rng.normal(size=n) * 10.0 ** rng.integers(-8, 3, n)
     path = tmp_path / "scores.txt"
     write_scores(path, trials, scores)

@@ -148,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
                     )
         else:
             raise ValueError("give --scores, or --embeddings with --trials")
+        if trials.duplicates:
+            source = args.trials if args.trials is not None else args.scores
+            print(
+                f"arw-sv eval: warning: {trials.duplicates} trials of {source} repeat an "
+                "earlier line exactly; each is counted as often as it appears",
+                file=sys.stderr,
+            )
         mapping = dict(item.split("=", 1) for item in args.nationality_map)
         meta = read_speaker_meta(args.meta) if args.meta else None
         report = evaluate_scores(
@@ -172,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             trials=None if args.trials is None else str(args.trials),
             meta=None if args.meta is None else str(args.meta),
             skipped_missing=skipped,
+            duplicate_trials=trials.duplicates,
         )
         args.out.mkdir(parents=True, exist_ok=True)
         if args.embeddings is not None:

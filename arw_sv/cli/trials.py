@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate and write the trial list described by parsed ``trials`` arguments."""
     from arw_sv.atomic import atomic_write_text
     from arw_sv.data.manifest import ManifestError, read_manifest
-    from arw_sv.data.trial_gen import TrialPlan, format_summary, manifest_trials
+    from arw_sv.data.trial_gen import TrialPlan, format_summary, manifest_trials, quota_notes
 
     manifest = read_manifest(args.manifest)
     if args.split:
@@ -46,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
         if not len(manifest):
             raise ManifestError(f"{args.manifest}: no utterances in split {args.split!r}")
     plan = TrialPlan(args.targets, args.within, args.across, args.max_per_speaker)
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name")
     trials, summary = manifest_trials(manifest, plan, seed=args.seed)
     atomic_write_text(args.out, "".join(f"{lab} {a} {b}\n" for lab, a, b in trials))
     print(format_summary(summary))
+    for note in quota_notes(manifest, plan):
+        print(f"note: {note}")
     print(f"{len(trials)} trials -> {args.out}")
     return 0

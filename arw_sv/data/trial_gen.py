@@ -31,6 +31,13 @@ class TrialPlan:
     across: int = 10
     max_per_speaker: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("targets", "within", "across"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_per_speaker is not None and self.max_per_speaker < 0:
+            raise ValueError(f"--max-per-speaker must be >= 0, got {self.max_per_speaker}")
+
     def cap(self) -> int | None:
         """The most trials that may name one speaker; ``None`` when there is no cap."""
         if self.max_per_speaker is None:
@@ -98,7 +105,9 @@ def build_trials(
         same = [o for o in groups[spk.group] if o is not spk]
         other = [o for o in speakers if o.group != spk.group]
         for pool, n in ((same, plan.within), (other, plan.across)):
-            for _ in range(n if pool else 0):
+            # Never more draws than distinct pairs: a quota past the supply cannot loop on.
+            n = min(n, len(utts) * sum(len(o.utterances) for o in pool))
+            for _ in range(n):
                 if cap is not None:
                     pool = [o for o in pool if count[o.name] < cap]
                     if not pool or count[spk.name] >= cap:
@@ -153,6 +162,39 @@ def manifest_trials(
     summary = dict(sorted(summary.items()))
     summary["total"] = total
     return trials, summary
+
+
+def supply(manifest: Manifest) -> dict[str, int]:
+    """The most trials of each kind one speaker of ``manifest`` can have (distinct pairs):
+    ``target``, ``within`` (its group) and ``across`` (other groups).
+    """
+    by_speaker: dict[str, list] = {}
+    for u in manifest:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    group_utts: Counter[tuple[str, str]] = Counter()
+    for utts in by_speaker.values():
+        group_utts[(utts[0].gender, utts[0].nationality)] += len(utts)
+    total = sum(group_utts.values())
+    most = dict.fromkeys(("target", "within", "across"), 0)
+    for utts in by_speaker.values():
+        n, group = len(utts), (utts[0].gender, utts[0].nationality)
+        most["target"] = max(most["target"], n * (n - 1) // 2)
+        most["within"] = max(most["within"], n * (group_utts[group] - n))
+        most["across"] = max(most["across"], n * (total - group_utts[group]))
+    return most
+
+
+def quota_notes(manifest: Manifest, plan: TrialPlan) -> list[str]:
+    """One line for each quota of ``plan`` that no speaker of ``manifest`` can fill."""
+    most = supply(manifest)
+    asked = {"target": plan.targets, "within": plan.within, "across": plan.across}
+    flags = {"target": "--targets", "within": "--within", "across": "--across"}
+    return [
+        f"{flags[k]} {asked[k]} capped at {most[k]} per speaker: the manifest has no more "
+        f"distinct {k} pairs"
+        for k in asked
+        if asked[k] > most[k]
+    ]
 
 
 def format_summary(summary: dict) -> str:

@@ -24,6 +24,7 @@ Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embeddi
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,28 @@ class Trials:
             before its key is applied). Shape: (N,) int8.
         enroll: enrolment utterance ids, length N.
         test: test utterance ids, length N.
+        duplicates: how many trials of the file they were read from repeat an earlier one
+            exactly (same enrolment, test and label); they are kept, and counted as often as
+            they appear.
     """
 
     labels: np.ndarray
     enroll: list[str]
     test: list[str]
+    duplicates: int = 0
 
     def __len__(self) -> int:
         return int(self.labels.size)
 
     def subset(self, keep: np.ndarray) -> Trials:
-        """The trials where ``keep`` is true. Shape: keep (N,) bool."""
+        """The trials where ``keep`` is true (``duplicates`` as read). Shape: keep (N,) bool."""
         idx = np.flatnonzero(keep)
-        return Trials(self.labels[idx], [self.enroll[i] for i in idx], [self.test[i] for i in idx])
+        return Trials(
+            self.labels[idx],
+            [self.enroll[i] for i in idx],
+            [self.test[i] for i in idx],
+            self.duplicates,
+        )
 
 
 def speaker_of(utt_id: str) -> str:
@@ -167,18 +177,65 @@ def _kaldi_labels(path: Path, numbers: list[int], values: list[str]) -> np.ndarr
     return labels
 
 
+def _checked_pairs(path: Path, numbers: Sequence[int], trials: Trials) -> Trials:
+    """``trials`` with its exact-duplicate count, once no pair is labelled both ways.
+
+    A pair and its reverse are the same comparison (cosine is symmetric), so they must not
+    disagree; but VoxCeleb1-O itself lists 337 pairs both ways round with one label, so
+    only same-order repeats count as duplicates. Python's string hashes find the candidate
+    pairs at numpy speed; only those are compared as strings.
+
+    Raises:
+        TrialsError: a pair labelled target on one line and non-target on another (both
+            lines named).
+    """
+    n = len(trials)
+    if n < 2:
+        return trials
+    enroll = np.fromiter(map(hash, trials.enroll), np.int64, n)
+    test = np.fromiter(map(hash, trials.test), np.int64, n)
+    with np.errstate(over="ignore"):
+        key = np.minimum(enroll, test) * np.int64(1_000_003) ^ np.maximum(enroll, test)
+    order = np.argsort(key)
+    same = key[order][1:] == key[order][:-1]
+    if not same.any():
+        return trials
+    candidate = np.zeros(n, dtype=bool)
+    candidate[1:] |= same
+    candidate[:-1] |= same
+    first: dict[tuple[str, str], int] = {}
+    exact: set[tuple[str, str, int]] = set()
+    duplicates = 0
+    for i in np.sort(order[candidate]).tolist():
+        a, b, label = trials.enroll[i], trials.test[i], int(trials.labels[i])
+        pair = (a, b) if a <= b else (b, a)
+        j = first.setdefault(pair, i)
+        if label >= 0 and int(trials.labels[j]) >= 0 and label != int(trials.labels[j]):
+            raise TrialsError(
+                f"{path}:{numbers[i]}: trial {a} {b} is labelled "
+                f"{'target' if label else 'non-target'} here and "
+                f"{'target' if trials.labels[j] else 'non-target'} on line {numbers[j]}"
+            )
+        if (a, b, label) in exact:
+            duplicates += 1
+        exact.add((a, b, label))
+    return Trials(trials.labels, trials.enroll, trials.test, duplicates)
+
+
 def read_trials(path: str | Path) -> Trials:
     """Read a trial list ``<1|0> <enroll> <test>`` or a Kaldi key ``<enroll> <test> <target|nontarget>``.
 
     Raises:
-        TrialsError: a line without exactly three fields or with a bad label, naming
-            ``file:line``.
+        TrialsError: a line without exactly three fields or with a bad label, or a pair
+            labelled both target and non-target, naming ``file:line``.
     """
     path = Path(path)
     numbers, (first, second, third) = _parse(path, 3, "<1|0> <enroll> <test>")
     if third[0] in _KALDI_LABELS and first[0] not in ("0", "1"):
-        return Trials(_kaldi_labels(path, numbers, third), first, second)
-    return Trials(_labels(path, numbers, first), second, third)
+        trials = Trials(_kaldi_labels(path, numbers, third), first, second)
+    else:
+        trials = Trials(_labels(path, numbers, first), second, third)
+    return _checked_pairs(path, numbers, trials)
 
 
 _SCORE_LAYOUTS = {  # format -> (fields, expected line, enroll/test/score columns)
@@ -271,7 +328,7 @@ def read_scores(path: str | Path, fmt: str | None = None) -> tuple[Trials, np.nd
             f"{path}:{numbers[i]}: score is {values[i]!r}; scores must be finite"
             + (f" ({bad.size} such lines)" if bad.size > 1 else "")
         )
-    return Trials(labels, columns[ce], columns[ct]), scores
+    return _checked_pairs(path, numbers, Trials(labels, columns[ce], columns[ct])), scores
 
 
 def write_scores(path: str | Path, trials: Trials, scores: np.ndarray, fmt: str = "arw") -> None:
@@ -308,16 +365,21 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         ``(ids, matrix)``. Shape: matrix (U, D).
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        names = set(npz.files)
-        if {"ids", "embeddings"} <= names:
-            ids = [str(x) for x in npz["ids"]]
-            matrix = np.asarray(npz["embeddings"])
-        else:
-            ids = list(npz.files)
-            matrix = (
-                np.stack([np.asarray(npz[k]).reshape(-1) for k in ids]) if ids else np.empty((0, 0))
-            )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            if {"ids", "embeddings"} <= names:
+                ids = [str(x) for x in npz["ids"]]
+                matrix = np.asarray(npz["embeddings"])
+            else:
+                ids = list(npz.files)
+                vectors = [np.asarray(npz[k]).reshape(-1) for k in ids]
+                matrix = np.stack(vectors) if ids else np.empty((0, 0))
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        first = next(iter(str(exc).splitlines()), type(exc).__name__)
+        raise TrialsError(f"{path}: not a readable embeddings .npz ({first[:200]})") from None
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise ValueError(f"{path}: expected one embedding vector per id, got shape {matrix.shape}")
     return ids, matrix
