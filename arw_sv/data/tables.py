@@ -19,7 +19,7 @@ def csv_rows(reader, path: str | Path, error: type[ValueError]) -> Iterator:
     try:
         yield from reader
     except csv.Error as exc:
-        raise error(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+        raise error(f"{path}:{reader.line_num + 1}: not valid CSV ({exc})") from None
 
 
 def csv_header(reader: csv.DictReader, path: str | Path, error: type[ValueError]) -> list[str]:
@@ -27,4 +27,4 @@ def csv_header(reader: csv.DictReader, path: str | Path, error: type[ValueError]
     try:
         return [c.strip() for c in (reader.fieldnames or [])]
     except csv.Error as exc:
-        raise error(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+        raise error(f"{path}:{reader.line_num + 1}: not valid CSV ({exc})") from None
