@@ -5,7 +5,6 @@ pipe outputs that are whole or absent. Each expected failure is one line and exi
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
