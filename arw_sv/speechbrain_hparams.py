@@ -162,8 +162,9 @@ def parse_yaml(text: str, where: str) -> Any:
         SpeechBrainFolderError: unparsable YAML (one line, with its line number), or more
             than :data:`MAX_NODES` nodes once aliases are expanded.
     """
-    loader = _Tolerant(text)
+    loader = None
     try:
+        loader = _Tolerant(text)  # reads (and checks) the characters already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -182,7 +183,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except RecursionError:
         raise SpeechBrainFolderError(f"{where}: YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # ---- !ref resolution ---------------------------------------------------------------------

@@ -28,6 +28,7 @@ Any format takes a speaker-attribute table (``speakers``: CSV with ``speaker`` a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import subprocess
@@ -112,6 +113,8 @@ def read_table(path: Path, n_fields: int | None = 2) -> list[tuple[int, list[str
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if "\0" in line:
+            raise ManifestError(f"{path}:{number}: contains a NUL byte")
         fields = line.split(None, 1) if n_fields == 2 else line.split()
         if n_fields is not None and len(fields) != n_fields:
             raise ManifestError(
@@ -190,15 +193,20 @@ def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manif
 
 
 def _pipe_target(pipe_root: Path, rec: str, where: str) -> Path:
-    """Where recording ``rec``'s piped audio goes: ``<pipe_root>/<rec>.wav``, refusing an id
-    that would put it anywhere else (a separator, ``..``, an absolute path).
+    """Where recording ``rec``'s piped audio goes: ``<pipe_root>/<rec>.wav`` (a long id
+    shortened and made unique with a digest), refusing an id that would put it anywhere
+    else (a separator, ``..``, an absolute path).
     """
     if not rec or any(c in rec for c in "/\\\0") or rec in (".", "..") or rec.startswith("-"):
         raise ManifestError(
             f"{where}: recording id {rec!r} cannot name a file in the pipe folder (no path "
             "separators, '..' or leading '-'); rename the recording"
         )
-    target = pipe_root / f"{rec}.wav"
+    name = rec
+    if len(rec.encode("utf-8", "surrogatepass")) > 100:  # file names stop at 255 bytes
+        digest = hashlib.sha1(rec.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        name = f"{rec[:40]}-{digest}"
+    target = pipe_root / f"{name}.wav"
     if target.resolve().parent != pipe_root.resolve():
         raise ManifestError(f"{where}: recording id {rec!r} leaves the pipe folder {pipe_root}")
     return target
