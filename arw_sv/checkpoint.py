@@ -66,8 +66,26 @@ def load_extractor(path: str | Path, map_location: str | torch.device = "cpu"):
     state = load_checkpoint(path, map_location)
     cfg = config_from_dict(state["config"])
     extractor = extractor_from_config(cfg.model, cfg.features)
-    extractor.load_state_dict(state["extractor"])
+    load_weights(extractor, state["extractor"], path)
     return extractor.eval(), cfg, state
+
+
+def load_weights(module: torch.nn.Module, weights: Any, source: str | Path) -> None:
+    """``module.load_state_dict(weights)``; a mismatch is one line naming ``source`` and the
+    first key torch names (its message has one line per key), not a traceback.
+
+    Raises:
+        CheckpointError: the weights do not fit ``module``.
+    """
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 else lines[0])[:200] if lines else repr(exc)
+        more = f"; {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise CheckpointError(
+            f"{source}: its weights do not fit the model ({first}{more})"
+        ) from None
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:

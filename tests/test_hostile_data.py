@@ -357,3 +357,23 @@ def test_a_bad_config_yaml_is_one_line(tmp_path, tiny_manifests, capsys):
     _one_line_exit_2(["train", str(config)], capsys, "c.yaml:")
     config.write_bytes(b"train:\n  lr: \xff\n")
     _one_line_exit_2(["train", str(config)], capsys, "c.yaml", "UTF-8")
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(
+    checkpoint, tmp_path, tiny_manifests, capsys
+):
+    state = torch.load(checkpoint, weights_only=True)
+    state["extractor"] = {k: v[..., :1] if v.dim() else v for k, v in state["extractor"].items()}
+    broken = tmp_path / "step_1.pt"
+    torch.save(state, broken)
+    argv = [
+        "embed",
+        str(broken),
+        "--manifest",
+        str(tiny_manifests[1]),
+        "--out",
+        str(tmp_path / "x.npz"),
+        "--quiet",
+    ]
+    err = _one_line_exit_2(argv, capsys, "step_1.pt", "do not fit")
+    assert "more" in err

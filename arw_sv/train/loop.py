@@ -28,6 +28,7 @@ from arw_sv.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
+    load_weights,
     prune_checkpoints,
     save_checkpoint,
 )
@@ -462,7 +463,7 @@ def _initialise_from(
                 raise CheckpointError(f"{path}: AAM head of {have} classes, {want} expected")
             plain = weights["aam.weight"][:n]  # classes 0..n-1 are the unperturbed speakers
             weights["aam.weight"] = plain.repeat(want // n, 1)
-    learner.load_state_dict(weights)
+    load_weights(learner, weights, path)
     log.info("initialised from %s (step %s)", path, state.get("step"))
     same = state.get("config", {}).get("adversary", {}).get("formulation")
     if state.get("adversary") is not None and same == cfg.adversary.formulation:
