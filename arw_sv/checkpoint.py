@@ -101,3 +101,19 @@ def prune_checkpoints(folder: str | Path, keep: int) -> None:
         return
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """16 hex digits of SHA-256 over the module's state (names, shapes, dtypes, values):
+    equal for the same weights, however they were loaded.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(
+            t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]

@@ -376,10 +376,25 @@ def embed_utterances(
     progress: bool,
     backend: str = "auto",
 ) -> Path:
-    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically."""
+    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically, and beside
+    it ``<out>.model.json`` (the model's weight fingerprint, dimension and source), which
+    calibration checks against.
+    """
+    import json
+
+    from arw_sv.atomic import atomic_write_text
+    from arw_sv.checkpoint import model_fingerprint
+    from arw_sv.data.trials import model_sidecar
+
     encoder = SpeakerEncoder.load(checkpoint, backend=backend)  # or speechbrain:FOLDER
     vectors = encoder.embed_files(paths, progress=progress)
     out = Path(out)
+    model = {
+        "fingerprint": model_fingerprint(encoder._extractor),
+        "dim": int(encoder.dim),
+        "source": str(checkpoint),
+    }
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **{utt: vec for utt, vec in zip(ids, vectors, strict=True)})
+    atomic_write_text(model_sidecar(out), json.dumps(model) + "\n")
     return out

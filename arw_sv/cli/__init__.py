@@ -34,6 +34,10 @@ _MODULE_COMMANDS = {
     ),
     "train": ("arw_sv.cli.train", "train an extractor (ERM or ARW) from a YAML config"),
     "embed": ("arw_sv.cli.embed", "embed a manifest or folder into one .npz"),
+    "calibrate": (
+        "arw_sv.cli.calibrate",
+        "fit a score calibrator (global, FSN, FairCal, softcal) on calibration speakers",
+    ),
     "score": ("arw_sv.cli.score", "cosine-score a trial list against embeddings"),
     "eval": ("arw_sv.cli.eval", "EER, minDCF and fairness report"),
     "export": (
@@ -134,6 +138,7 @@ _ERRORS = {
     "arw_sv.data.manifest": "ManifestError",
     "arw_sv.checkpoint": "CheckpointError",
     "arw_sv.train.step": "NonFiniteError",  # the NaN stop
+    "arw_sv.calibration.methods": "CalibrationError",
 }
 
 

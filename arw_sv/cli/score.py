@@ -23,6 +23,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         action="store_true",
         help="skip (and count) trials naming utterances without an embedding",
     )
+    p.add_argument(
+        "--calibration",
+        help="a calibrator from `arw-sv calibrate`: write calibrated LLRs instead of cosines",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -31,10 +35,16 @@ def run(args: argparse.Namespace) -> int:
     """Score and write the trials named by parsed ``score`` arguments."""
     from arw_sv.data.trials import read_embeddings, read_trials, score_trial_list, write_scores
 
-    scored = score_trial_list(
-        read_trials(args.trials), read_embeddings(args.embeddings), args.allow_missing
-    )
-    write_scores(args.out, scored.trials, scored.scores, args.format)
+    embeddings = read_embeddings(args.embeddings)
+    scored = score_trial_list(read_trials(args.trials), embeddings, args.allow_missing)
+    scores = scored.scores
+    if args.calibration:
+        from arw_sv.calibration import calibrate_trials
+
+        scores = calibrate_trials(
+            args.calibration, args.embeddings, scored.trials, scores, embeddings
+        )
+    write_scores(args.out, scored.trials, scores, args.format)
     skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
     print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")
     return 0

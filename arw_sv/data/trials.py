@@ -358,6 +358,31 @@ def write_scores(path: str | Path, trials: Trials, scores: np.ndarray, fmt: str 
     atomic_write_text(path, text)
 
 
+def model_sidecar(embeddings: str | Path) -> Path:
+    """``<embeddings>.model.json``: what ``arw-sv embed`` records about the model."""
+    embeddings = Path(embeddings)
+    return embeddings.with_name(embeddings.name + ".model.json")
+
+
+def read_embedding_model(path: str | Path) -> dict | None:
+    """The sidecar of an ``.npz`` written by ``arw-sv embed`` (``fingerprint``, ``dim``,
+    ``source``), or None when there is none or it is unreadable.
+    """
+    import json
+
+    try:
+        info = json.loads(model_sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def utterance_rows(names: Sequence[str], ids: Sequence[str]) -> np.ndarray:
+    """Row of each name in ``ids`` (-1 where absent). Shape: (N,)."""
+    index = {u: i for i, u in enumerate(ids)}
+    return np.fromiter((index.get(u, -1) for u in names), dtype=np.int64, count=len(names))
+
+
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Read utterance embeddings from ``.npz`` (either layout, see module docstring).
 

@@ -193,6 +193,31 @@ class SpeakerBootstrap:
         """R, the number of bootstrap resamples."""
         return self.mult_t.shape[1]
 
+    def rates_at(self, positions: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """FMR and FNMR of one subset at a fixed threshold (accept iff score >= threshold)
+        under every resample: weighted counts of the false accepts over the non-targets and
+        of the misses over the targets.
+
+        Returns:
+            ``(fmr, fnmr)``; NaN where a resample leaves no non-target (or no target).
+
+        Shape:
+            positions: (n,) indices into the sorted arrays; outputs: (R,), (R,).
+        """
+        scores, labels = self.scores[positions], self.labels[positions]
+        enroll, test = self.enroll[positions], self.test[positions]
+        accepted = scores >= threshold
+
+        def count(mask: np.ndarray) -> np.ndarray:
+            if not mask.any():
+                return np.zeros(self.n_resamples)
+            return _weighted_count(self.mult_tf, enroll[mask], test[mask])
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fmr = count(~labels & accepted) / count(~labels)
+            fnmr = count(labels & ~accepted) / count(labels)
+        return fmr, fnmr
+
     def evaluate(self, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """EER and normalised minDCF of one subset of trials under every resample.
 

@@ -171,6 +171,8 @@ def rate_disparity(
             "garbe": None,
             "fmr_gap": None,
             "fnmr_gap": None,
+            "fmr_ratio": None,
+            "fnmr_ratio": None,
             "gini_fmr": None,
             "gini_fnmr": None,
         }
@@ -181,6 +183,16 @@ def rate_disparity(
         "garbe": garbe(fmr, fnmr, alpha),
         "fmr_gap": float(np.ptp(fmr)),
         "fnmr_gap": float(np.ptp(fnmr)),
+        "fmr_ratio": max_min_ratio(fmr),
+        "fnmr_ratio": max_min_ratio(fnmr),
         "gini_fmr": gini(fmr),
         "gini_fnmr": gini(fnmr),
     }
+
+
+def max_min_ratio(values: Sequence[float]) -> float | None:
+    """Max / min of rates across groups (NIST FRVT's demographic differential); None when
+    the smallest is 0 (a group without a single error: the ratio is unbounded).
+    """
+    low = min(values)
+    return float(max(values) / low) if low > 0 else None

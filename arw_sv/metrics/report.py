@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from arw_sv.metrics.bootstrap import SpeakerBootstrap, percentile_interval, speaker_multiplicities
+from arw_sv.metrics.cllr import calibration_summary
 from arw_sv.metrics.groups import (
     CROSS_GROUP,
     UNASSIGNED,
@@ -100,6 +101,8 @@ class _SortedTrials:
             at[name] = {
                 "fnmr": misses / n_tar if n_tar else None,
                 "fmr": accepted_non / n_non if n_non else None,
+                "misses": misses,  # of n_target
+                "false_accepts": accepted_non,  # of n_nontarget
             }
         return at
 
@@ -143,6 +146,7 @@ class _SortedTrials:
                 }
             out["det"] = det_summary(points, det_points) if det_points else None
         out["at_threshold"] = at
+        out.update(calibration_summary(scores, labels))
         return out
 
 
@@ -154,6 +158,47 @@ def _boot_intervals(
     for i, p in enumerate(p_targets):
         ci[f"min_dcf_{_key(p)}"] = percentile_interval(dcfs[:, i], confidence)
     return ci, eers
+
+
+def _rate_intervals(
+    boot: SpeakerBootstrap,
+    groups: list[dict],
+    positions,
+    grouping: Grouping,
+    disparity: dict,
+    thresholds: dict[str, float],
+    confidence: float,
+) -> None:
+    """Speaker-bootstrap intervals of each group's FMR and FNMR at each global threshold
+    (``group["at_threshold"][name]["ci"]``), and of their max/min ratios across the groups
+    in the disparity measures (``disparity["at_threshold"][name]["ci"]``).
+    """
+    for name, threshold in thresholds.items():
+        fmrs, fnmrs = [], []
+        for gid, entry in enumerate(groups):
+            pos = positions(gid)
+            if not pos.size:
+                continue
+            fmr, fnmr = boot.rates_at(pos, threshold)
+            entry["at_threshold"][name]["ci"] = {
+                "fmr": percentile_interval(fmr, confidence),
+                "fnmr": percentile_interval(fnmr, confidence),
+            }
+            if entry["in_disparity"]:
+                fmrs.append(fmr)
+                fnmrs.append(fnmr)
+        if len(fmrs) >= 2:
+            disparity["at_threshold"][name]["ci"] = {
+                "fmr_ratio": percentile_interval(_ratio(np.stack(fmrs, axis=1)), confidence),
+                "fnmr_ratio": percentile_interval(_ratio(np.stack(fnmrs, axis=1)), confidence),
+            }
+
+
+def _ratio(rates: np.ndarray) -> np.ndarray:
+    """Max / min across groups per resample; NaN where undefined. Shape: (R, G) -> (R,)."""
+    high, low = np.nanmax(rates, axis=1), np.nanmin(rates, axis=1)
+    complete = np.isfinite(rates).all(axis=1) & (low > 0)
+    return np.where(complete, high / np.where(low > 0, low, 1.0), np.nan)
 
 
 def _disparity_intervals(eers: np.ndarray, confidence: float) -> dict:
@@ -223,6 +268,8 @@ def _evaluate_grouping(
         )
         for name, threshold in thresholds.items()
     }
+    if boot is not None and thresholds:
+        _rate_intervals(boot, groups, positions, grouping, disparity, thresholds, confidence)
     if boot is not None and len(boot_eers) >= 2:
         disparity["ci"] = _disparity_intervals(np.stack(boot_eers, axis=1), confidence)
 
@@ -258,7 +305,7 @@ def fairness_report(
     group_rule: str = "both",
     min_speakers: int = 5,
     p_targets: Sequence[float] = (0.01, 0.05),
-    far_target: float = 0.01,
+    far_target: float | Sequence[float] = (0.01, 0.001),
     alpha: float = 0.5,
     bootstrap: int = 0,
     confidence: float = 0.95,
@@ -278,7 +325,8 @@ def fairness_report(
         group_rule: ``"both"`` or ``"enroll"`` (see ``arw_sv.metrics.groups``).
         min_speakers: groups with fewer speakers are reported but left out of disparity.
         p_targets: priors for minDCF (c_miss = c_fa = 1).
-        far_target: the global false-alarm rate whose threshold FaDR/GARBE also use.
+        far_target: the global false-alarm rates whose thresholds every group's FMR and
+            FNMR, FaDR and GARBE are also reported at.
         alpha: weight of FMR against FNMR in FaDR and GARBE.
         bootstrap: number of speaker resamples (0 = no intervals).
         confidence: level of the percentile intervals.
@@ -307,10 +355,9 @@ def fairness_report(
         )
     points = points_from_sorted(trials.scores, trials.labels)  # once, for all that follows
     overall = trials.rates(None, p_targets, {}, det_points, points=points)
-    thresholds = {
-        "global_eer": overall["eer_threshold"],
-        f"global_fmr_{_key(far_target)}": threshold_at_far(points, far_target),
-    }
+    targets = (far_target,) if isinstance(far_target, int | float) else tuple(far_target)
+    thresholds = {"global_eer": overall["eer_threshold"]}
+    thresholds.update({f"global_fmr_{_key(f)}": threshold_at_far(points, f) for f in targets})
     overall["at_threshold"] = trials.at_thresholds(trials.scores, trials.labels, thresholds)
     overall["n_speakers"] = int(
         np.count_nonzero(np.bincount(np.concatenate([trials.enroll, trials.test])))

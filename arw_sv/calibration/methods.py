@@ -1,0 +1,360 @@
+"""Score calibrators: fitted on calibration pairs, they turn cosine scores into LLRs.
+
+Every calibrator is fitted on trials among *calibration speakers* (speaker ids only, no
+group labels), given as indices into a matrix of their utterance embeddings, and applied to
+any trial whose two sides' embeddings are known. Methods (``METHODS``):
+
+- ``global``: one linear logistic map ``LLR = a s + c`` (BOSARIS / NIST SRE practice).
+  Monotone, so no EER or per-group EER changes; the baseline every verifier should have.
+- ``fsn``: Fair Score Normalisation (Terhörst et al., 2020). k-means clusters of the
+  calibration embeddings; cluster c's threshold at ``target_fmr`` over the non-target pairs
+  touching it, minus the global one, is its offset ``d_c``; a trial's score becomes
+  ``s - (d(c_e) + d(c_t)) / 2``, then a global linear map gives the LLR.
+- ``faircal``: FairCal (Salvador et al., ICLR 2022). k-means; per cluster k a beta
+  calibration ``mu_k`` on the pairs with at least one side in k (``S_k``); a trial with
+  sides in k1, k2 gets ``P = theta mu_k1(s) + (1 - theta) mu_k2(s)``,
+  ``theta = |S_k1| / (|S_k1| + |S_k2|)``, and ``LLR = logit(P)`` (the maps are fitted
+  class-balanced, so their posteriors are at prior 1/2).
+- ``softcal`` (ours): FairCal's per-cluster maps, mixed softly: each side weighs its
+  ``top`` nearest centroids by ``softmax(cosine / temperature)``, the two sides equally,
+  and ``P`` is the weighted mean of those clusters' posteriors. No hard boundary between
+  regions, and a trial near two clusters is calibrated by both (after the 2026
+  "Adaptive Calibration" preprint's neighbourhood idea).
+- ``oracle``: FSN with the true groups as the clusters (group labels of calibration and
+  test speakers): each group's threshold at ``target_fmr`` moved onto the global one, so
+  on its own calibration data every group has the same FMR there. The ceiling of what a
+  per-region correction can do for FMR at one threshold; benchmarks only.
+- ``oracle_faircal``: FairCal with the true groups as the clusters (FairCal's own oracle:
+  per-group calibrated probabilities, which need not mean equal FMR).
+
+Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embedding, K clusters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from arw_sv.calibration.logistic import apply_beta, fit_beta, fit_linear
+
+METHODS = ("global", "fsn", "faircal", "softcal", "oracle", "oracle_faircal")
+MIN_TARGETS = 20  # per cluster, for a per-cluster map
+MIN_FALSE_ACCEPTS = 10  # non-targets above a cluster's threshold, for FSN's offset
+
+
+class CalibrationError(ValueError):
+    """Calibration input that cannot give a sound calibrator; the message says why."""
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-15, 1.0 - 1e-15)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def kmeans_centroids(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Unit-norm k-means centroids of unit-normalised embeddings (scikit-learn, 4 starts).
+
+    Shape:
+        embeddings: (U, D) -> (K, D).
+    """
+    from sklearn.cluster import KMeans
+
+    x = _unit(embeddings)
+    if k > len(x):
+        raise CalibrationError(
+            f"{k} clusters need at least {k} calibration utterances, got {len(x)}"
+        )
+    model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
+    return _unit(model.cluster_centers_)
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A fitted calibrator; ``transform`` maps cosine scores to LLRs.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        dim: the embedding dimension it was fitted for.
+        centroids: (K, D) unit-norm cluster centres (empty for ``global`` and ``oracle``).
+        maps: per cluster (or group) beta maps (K, 3); ``fsn``: offsets (K, 1).
+        counts: calibration pairs touching each cluster, ``|S_k|`` (K,).
+        fallback: the global map (``global``/``fsn``: linear (2,); others: beta (3,)),
+            used by the oracle for a group it has no map for.
+        groups: the oracle's group names, in ``maps`` order.
+        settings: the fitting settings (clusters, target FMR, top, temperature, seed).
+        speakers: the calibration speakers (checked against test speakers).
+        fingerprint: the embedding model's fingerprint, when known.
+    """
+
+    method: str
+    dim: int
+    centroids: np.ndarray
+    maps: np.ndarray
+    counts: np.ndarray
+    fallback: np.ndarray
+    groups: tuple[str, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    speakers: tuple[str, ...] = ()
+    fingerprint: str | None = None
+
+    # ---- regions ---------------------------------------------------------------------
+
+    def nearest(self, embeddings: np.ndarray, top: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top`` nearest centroids of each embedding and their cosines.
+
+        Shape:
+            embeddings: (U, D) -> (U, top), (U, top).
+        """
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise CalibrationError(
+                f"the calibrator was fitted on {self.dim}-dim embeddings, got shape "
+                f"{embeddings.shape}: embeddings of another model?"
+            )
+        sims = _unit(embeddings) @ self.centroids.T
+        if top == 1:
+            idx = sims.argmax(axis=1)[:, None]
+        else:
+            idx = np.argsort(-sims, axis=1)[:, :top]
+        return idx, np.take_along_axis(sims, idx, axis=1)
+
+    # ---- applying ----------------------------------------------------------------------
+
+    def transform(
+        self,
+        scores: np.ndarray,
+        enroll_embeddings: np.ndarray,
+        test_embeddings: np.ndarray,
+        *,
+        enroll_groups: np.ndarray | None = None,
+        test_groups: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """LLRs of trials from their scores and their two sides' embeddings.
+
+        ``enroll_groups`` / ``test_groups`` (group names) are the oracle's only.
+
+        Shape:
+            scores: (N,); enroll_embeddings, test_embeddings: (N, D) -> (N,).
+        """
+        return self.transform_indexed(
+            scores,
+            np.arange(len(scores)),
+            np.arange(len(scores), 2 * len(scores)),
+            np.concatenate([enroll_embeddings, test_embeddings]),
+            groups=None
+            if enroll_groups is None
+            else np.concatenate([np.asarray(enroll_groups), np.asarray(test_groups)]),
+        )
+
+    def transform_indexed(
+        self,
+        scores: np.ndarray,
+        enroll: np.ndarray,
+        test: np.ndarray,
+        embeddings: np.ndarray,
+        groups: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:meth:`transform` with the sides as rows of one utterance matrix (each
+        utterance's region found once, however many trials name it).
+
+        Shape:
+            scores, enroll, test: (N,); embeddings: (U, D); groups: (U,) -> (N,).
+        """
+        s = np.asarray(scores, dtype=np.float64)
+        enroll, test = np.asarray(enroll), np.asarray(test)
+        if self.method == "global":
+            return self.fallback[0] * s + self.fallback[1]
+        if self.method.startswith("oracle"):
+            if groups is None:
+                raise CalibrationError("the oracle calibrator needs each side's group")
+            index = {g: i for i, g in enumerate(self.groups)}
+            region = np.array([index.get(str(g), -1) for g in groups])
+            if self.method == "oracle":  # an unknown group (-1) gets no offset
+                offsets = np.append(self.maps[:, 0], 0.0)
+                shifted = s - 0.5 * (offsets[region[enroll]] + offsets[region[test]])
+                return self.fallback[0] * shifted + self.fallback[1]
+            return self._mix_two(s, region[enroll], region[test])
+        if self.method == "softcal":
+            top = int(self.settings["top"])
+            idx, sims = self.nearest(embeddings, top)
+            weights = np.exp((sims - sims[:, :1]) / float(self.settings["temperature"]))
+            weights /= weights.sum(axis=1, keepdims=True)
+            posterior = np.zeros_like(s)
+            for side in (enroll, test):
+                for j in range(top):
+                    llr = apply_beta(self.maps[idx[side, j]], s)
+                    posterior += 0.5 * weights[side, j] * _sigmoid(llr)
+            return _logit(posterior)
+        region = self.nearest(embeddings)[0][:, 0]
+        if self.method == "fsn":
+            shifted = s - 0.5 * (self.maps[region[enroll], 0] + self.maps[region[test], 0])
+            return self.fallback[0] * shifted + self.fallback[1]
+        return self._mix_two(s, region[enroll], region[test])
+
+    def _mix_two(self, s: np.ndarray, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
+        """FairCal's pair-count-weighted mix of the two sides' maps (-1: the global map)."""
+        counts = np.append(self.counts, 1.0).astype(np.float64)  # index -1: fallback
+        maps = np.vstack([self.maps, self.fallback[None, :]])
+        na, nb = counts[ka], counts[kb]
+        theta = na / (na + nb)
+        posterior = theta * _sigmoid(apply_beta(maps[ka], s))
+        posterior += (1.0 - theta) * _sigmoid(apply_beta(maps[kb], s))
+        return _logit(posterior)
+
+
+# ---- fitting ---------------------------------------------------------------------------
+
+
+def _touching(k: int, enroll_region: np.ndarray, test_region: np.ndarray) -> list[np.ndarray]:
+    """For each cluster, the pairs with at least one side in it (``S_k``)."""
+    out = []
+    for c in range(k):
+        out.append(np.flatnonzero((enroll_region == c) | (test_region == c)))
+    return out
+
+
+def fit_calibrator(
+    method: str,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    enroll: np.ndarray,
+    test: np.ndarray,
+    embeddings: np.ndarray,
+    *,
+    clusters: int = 16,
+    target_fmr: float = 0.01,
+    top: int = 4,
+    temperature: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+    speakers: tuple[str, ...] = (),
+    fingerprint: str | None = None,
+) -> Calibrator:
+    """Fit a calibrator on calibration pairs.
+
+    Args:
+        method: one of :data:`METHODS`.
+        scores: the pairs' cosine scores.
+        labels: 1 same speaker, 0 not.
+        enroll, test: each pair's two utterances, as rows of ``embeddings``.
+        embeddings: the calibration utterances' embeddings (k-means runs on them).
+        clusters: K for ``fsn``, ``faircal``, ``softcal``.
+        target_fmr: the false-match rate FSN's thresholds are set at.
+        top, temperature: ``softcal``'s neighbours and softmax temperature.
+        seed: k-means seed.
+        groups: each utterance's group (``oracle`` only).
+        speakers: the calibration speakers, recorded for the overlap check.
+        fingerprint: the embedding model's fingerprint, recorded for the model check.
+
+    Raises:
+        CalibrationError: an unknown method, or too few pairs for a cluster (named, with
+            its counts and what to change).
+
+    Shape:
+        scores, labels, enroll, test: (N,); embeddings: (U, D); groups: (U,).
+    """
+    if method not in METHODS:
+        raise CalibrationError(
+            f"unknown calibration method {method!r}; one of {', '.join(METHODS)}"
+        )
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    enroll, test = np.asarray(enroll), np.asarray(test)
+    embeddings = np.asarray(embeddings)
+    if not (y.any() and (~y).any()):
+        raise CalibrationError(
+            "calibration pairs need both same-speaker and different-speaker pairs"
+        )
+    settings: dict[str, Any] = {"seed": seed}
+    common = dict(dim=int(embeddings.shape[1]), speakers=tuple(speakers), fingerprint=fingerprint)
+    empty = np.zeros((0, embeddings.shape[1]))
+    if method == "global":
+        return Calibrator(
+            method, centroids=empty, maps=np.zeros((0, 3)), counts=np.zeros(0),
+            fallback=fit_linear(s, y), settings=settings, **common,
+        )  # fmt: skip
+    if method.startswith("oracle"):
+        if groups is None:
+            raise CalibrationError("the oracle needs the calibration utterances' groups")
+        names, region = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+        ka, kb = region[enroll], region[test]
+        if method == "oracle":
+            settings.update(target_fmr=target_fmr)
+            offsets, counts = _fsn_offsets(s, y, ka, kb, len(names), target_fmr, names)
+            shifted = s - 0.5 * (offsets[ka] + offsets[kb])
+            maps, fallback = offsets[:, None], fit_linear(shifted, y)
+        else:
+            maps, counts = _per_region_beta(s, y, ka, kb, len(names), "group", names)
+            fallback = fit_beta(s, y)
+        return Calibrator(
+            method, centroids=empty, maps=maps, counts=counts, fallback=fallback,
+            groups=tuple(names.tolist()), settings=settings, **common,
+        )  # fmt: skip
+    settings.update(clusters=clusters)
+    centroids = kmeans_centroids(embeddings, clusters, seed)
+    probe = Calibrator(method, centroids=centroids, maps=np.zeros((clusters, 3)),
+                       counts=np.zeros(clusters), fallback=np.zeros(3), **common)  # fmt: skip
+    region = probe.nearest(embeddings)[0][:, 0]
+    if method == "fsn":
+        settings.update(target_fmr=target_fmr)
+        offsets, counts = _fsn_offsets(s, y, region[enroll], region[test], clusters, target_fmr)
+        shifted = s - 0.5 * (offsets[region[enroll]] + offsets[region[test]])
+        return Calibrator(
+            method, centroids=centroids, maps=offsets[:, None], counts=counts,
+            fallback=fit_linear(shifted, y), settings=settings, **common,
+        )  # fmt: skip
+    maps, counts = _per_region_beta(s, y, region[enroll], region[test], clusters, "cluster")
+    if method == "softcal":
+        settings.update(top=min(top, clusters), temperature=temperature)
+    return Calibrator(
+        method, centroids=centroids, maps=maps, counts=counts, fallback=fit_beta(s, y),
+        settings=settings, **common,
+    )  # fmt: skip
+
+
+def _per_region_beta(s, y, ka, kb, k, what, names=None) -> tuple[np.ndarray, np.ndarray]:
+    maps, counts = np.zeros((k, 3)), np.zeros(k)
+    for c, pairs in enumerate(_touching(k, ka, kb)):
+        n_tar = int(y[pairs].sum())
+        n_non = pairs.size - n_tar
+        if n_tar < MIN_TARGETS or n_non < MIN_TARGETS:
+            label = f"{what} {names[c] if names is not None else c}"
+            raise CalibrationError(
+                f"too few calibration pairs for {label}: {n_tar} same-speaker and {n_non} "
+                f"different-speaker (at least {MIN_TARGETS} of each); use fewer clusters "
+                "or more calibration speakers"
+            )
+        maps[c] = fit_beta(s[pairs], y[pairs])
+        counts[c] = pairs.size
+    return maps, counts
+
+
+def _fsn_offsets(s, y, ka, kb, k, target_fmr, names=None) -> tuple[np.ndarray, np.ndarray]:
+    nontarget = ~y
+    need = math.ceil(MIN_FALSE_ACCEPTS / target_fmr)
+    global_thr = np.quantile(s[nontarget], 1.0 - target_fmr)
+    offsets, counts = np.zeros(k), np.zeros(k)
+    for c, pairs in enumerate(_touching(k, ka, kb)):
+        non = s[pairs][nontarget[pairs]]
+        if non.size < need:
+            label = f"group {names[c]}" if names is not None else f"cluster {c}"
+            raise CalibrationError(
+                f"too few calibration pairs for {label}: {non.size} different-speaker "
+                f"pairs, FSN at FMR {target_fmr:g} needs {need}; use fewer clusters, a "
+                "larger FMR or more calibration pairs"
+            )
+        offsets[c] = np.quantile(non, 1.0 - target_fmr) - global_thr
+        counts[c] = pairs.size
+    return offsets, counts

@@ -1,0 +1,272 @@
+"""Score calibration (issue #19): the maps, each method against a hand computation, the
+metrics that judge them (Cllr, minCllr, per-group rates at one threshold), the file format
+and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from arw_sv.calibration import (
+    CalibrationError,
+    cosine_scores,
+    fit_calibrator,
+    load_calibrator,
+    sample_pairs,
+    save_calibrator,
+)
+from arw_sv.calibration.logistic import apply_beta, beta_features, fit_beta, fit_linear
+from arw_sv.metrics import Grouping, fairness_report
+from arw_sv.metrics.cllr import cllr, min_cllr, pav_blocks
+
+
+def _population(rng, n_speakers=240, per=8, dim=24, crowded_share=0.25):
+    """Speakers in two groups; group 1 crowded (its speakers close together), so its
+    impostor scores are higher: a calibration disparity."""
+    group = (np.arange(n_speakers) < crowded_share * n_speakers).astype(int)
+    centres = rng.normal(size=(n_speakers, dim))
+    shared = rng.normal(size=dim) * 0.6
+    centres[group == 1] = 0.85 * centres[group == 1] + shared
+    speaker = np.repeat(np.arange(n_speakers), per)
+    emb = centres[speaker] + 0.6 * rng.normal(size=(speaker.size, dim))
+    return emb, speaker, group[speaker]
+
+
+@pytest.fixture(scope="module")
+def calibration_set():
+    rng = np.random.default_rng(0)
+    emb, speaker, group = _population(rng)
+    enroll, test, labels = sample_pairs([f"s{s}" for s in speaker], max_pairs=120_000, seed=0)
+    scores = cosine_scores(emb, enroll, test)
+    return emb, speaker, group, enroll, test, labels, scores
+
+
+# ---- maps --------------------------------------------------------------------------------
+
+
+def test_linear_and_beta_maps_equal_scikit_learns_balanced_logistic_regression(rng):
+    from sklearn.linear_model import LogisticRegression
+
+    labels = rng.integers(0, 2, 5000)
+    scores = np.tanh(0.3 * rng.normal(size=5000) + 0.5 * labels)
+    reference = LogisticRegression(C=1e12, class_weight="balanced", tol=1e-12, max_iter=10_000)
+    reference.fit(scores[:, None], labels)
+    assert np.allclose(
+        fit_linear(scores, labels), [reference.coef_[0, 0], reference.intercept_[0]], atol=1e-4
+    )
+    x = beta_features(scores)
+    reference = LogisticRegression(
+        C=1e12, class_weight="balanced", tol=1e-12, max_iter=10_000, fit_intercept=False
+    ).fit(x, labels)
+    assert np.allclose(fit_beta(scores, labels), reference.coef_[0], atol=1e-4)
+
+
+def test_beta_maps_stay_monotone(rng):
+    labels = rng.integers(0, 2, 4000)
+    scores = np.where(labels == 1, rng.uniform(-0.2, 0.2, 4000), rng.choice([-0.9, 0.9], 4000))
+    coef = fit_beta(scores, labels)  # a U-shaped optimum: one slope must be dropped
+    assert coef[0] >= 0 and coef[1] >= 0
+    grid = np.linspace(-0.99, 0.99, 200)
+    assert (np.diff(apply_beta(coef, grid)) >= -1e-12).all()
+
+
+# ---- Cllr and minCllr ------------------------------------------------------------------------
+
+
+def test_cllr_by_hand():
+    llr, labels = np.array([2.0, -1.0, 0.5, -3.0]), np.array([1, 1, 0, 0])
+    by_hand = 0.5 * (
+        (math.log2(1 + math.exp(-2.0)) + math.log2(1 + math.exp(1.0))) / 2
+        + (math.log2(1 + math.exp(0.5)) + math.log2(1 + math.exp(-3.0))) / 2
+    )
+    assert cllr(llr, labels) == pytest.approx(by_hand, rel=1e-12)
+    assert cllr(np.zeros(4), labels) == pytest.approx(1.0)
+
+
+def test_min_cllr_equals_cllr_after_scikit_learns_isotonic_regression(rng):
+    from sklearn.isotonic import IsotonicRegression
+
+    for _ in range(5):
+        n = int(rng.integers(50, 3000))
+        labels = rng.integers(0, 2, n)
+        scores = np.round(rng.normal(size=n) + labels * rng.uniform(0, 3), 2)  # with ties
+        order = np.argsort(scores, kind="stable")
+        scores, labels = scores[order], labels[order]
+        p = IsotonicRegression(out_of_bounds="clip").fit(scores, labels).predict(scores)
+        prior = labels.mean()
+        with np.errstate(divide="ignore"):
+            llr = np.log(p) - np.log1p(-p) - math.log(prior / (1 - prior))
+        assert min_cllr(scores, labels) == pytest.approx(cllr(llr, labels), rel=1e-9)
+        ends, tar, cnt = pav_blocks(scores, labels)
+        assert (np.diff(tar / cnt) > 0).all() and ends[-1] == n
+
+
+def test_min_cllr_is_invariant_to_monotone_maps_and_at_most_cllr(rng):
+    labels = rng.integers(0, 2, 2000)
+    scores = np.sort(rng.normal(size=2000))
+    assert min_cllr(scores, labels) == pytest.approx(min_cllr(np.exp(3 * scores), labels))
+    assert min_cllr(scores, labels) <= cllr(scores, labels) + 1e-12
+
+
+# ---- the methods -------------------------------------------------------------------------------
+
+
+def _report(scores, labels, enroll_spk, test_spk, speaker_group, bootstrap=0):
+    grouping = Grouping.from_values("g", [f"g{g}" for g in speaker_group])
+    return fairness_report(
+        scores,
+        labels,
+        enroll_spk,
+        test_spk,
+        [grouping],
+        min_speakers=1,
+        det_points=0,
+        bootstrap=bootstrap,
+    )
+
+
+def test_global_calibration_leaves_every_eer_unchanged(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    cal = fit_calibrator("global", scores, labels, enroll, test, emb)
+    llr = cal.transform(scores, emb[enroll], emb[test])
+    spk_group = group[np.unique(speaker, return_index=True)[1]]
+    raw = _report(scores, labels, speaker[enroll], speaker[test], spk_group)
+    new = _report(llr, labels, speaker[enroll], speaker[test], spk_group)
+    assert new["overall"]["eer"] == raw["overall"]["eer"]
+    for name, g in raw["groups"]["g"]["groups"].items():
+        assert new["groups"]["g"]["groups"][name]["eer"] == g["eer"]
+    assert new["overall"]["cllr"] < raw["overall"]["cllr"]  # now LLRs
+    assert new["overall"]["min_cllr"] == pytest.approx(raw["overall"]["min_cllr"])
+
+
+def test_fsn_offsets_by_hand(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    cal = fit_calibrator("fsn", scores, labels, enroll, test, emb, clusters=3, target_fmr=0.05)
+    region = cal.nearest(emb)[0][:, 0]
+    non = labels == 0
+    thr_global = np.quantile(scores[non], 0.95)
+    for c in range(3):
+        touching = non & ((region[enroll] == c) | (region[test] == c))
+        assert cal.maps[c, 0] == pytest.approx(np.quantile(scores[touching], 0.95) - thr_global)
+    i = 7
+    shifted = scores[i] - 0.5 * (cal.maps[region[enroll[i]], 0] + cal.maps[region[test[i]], 0])
+    got = cal.transform(scores[i : i + 1], emb[enroll[i : i + 1]], emb[test[i : i + 1]])[0]
+    assert got == pytest.approx(cal.fallback[0] * shifted + cal.fallback[1])
+
+
+def test_faircal_mixture_weights_by_hand(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    cal = fit_calibrator("faircal", scores, labels, enroll, test, emb, clusters=3)
+    region = cal.nearest(emb)[0][:, 0]
+    for c in range(3):
+        assert cal.counts[c] == np.count_nonzero((region[enroll] == c) | (region[test] == c))
+    cross = np.flatnonzero(region[enroll] != region[test])[:5]
+    for i in cross:
+        k1, k2 = region[enroll[i]], region[test[i]]
+        theta = cal.counts[k1] / (cal.counts[k1] + cal.counts[k2])
+        sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+        p = theta * sig(apply_beta(cal.maps[k1], scores[i : i + 1])[0])
+        p += (1 - theta) * sig(apply_beta(cal.maps[k2], scores[i : i + 1])[0])
+        got = cal.transform(scores[i : i + 1], emb[enroll[i : i + 1]], emb[test[i : i + 1]])[0]
+        assert got == pytest.approx(math.log(p / (1 - p)), rel=1e-9)
+
+
+def test_the_oracle_evens_out_fmr_on_its_own_calibration_data(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    spk_group = group[np.unique(speaker, return_index=True)[1]]
+    # Within-group trials only, so each trial has one group.
+    same = group[enroll] == group[test]
+    e, t, y, s = enroll[same], test[same], labels[same], scores[same]
+    raw = _report(s, y, speaker[e], speaker[t], spk_group)
+    cal = fit_calibrator("oracle", s, y, e, t, emb, groups=group)
+    llr = cal.transform(s, emb[e], emb[t], enroll_groups=group[e], test_groups=group[t])
+    new = _report(llr, y, speaker[e], speaker[t], spk_group)
+    at = "global_fmr_0.01"
+    raw_fmr = [g["at_threshold"][at]["fmr"] for g in raw["groups"]["g"]["groups"].values()]
+    new_fmr = [g["at_threshold"][at]["fmr"] for g in new["groups"]["g"]["groups"].values()]
+    assert max(raw_fmr) / min(raw_fmr) > 3  # the planted disparity
+    n_non = min(g["n_nontarget"] for g in new["groups"]["g"]["groups"].values())
+    spread = 4 * math.sqrt(0.01 / n_non) + 0.004  # sampling error of a 1% rate, generous
+    assert max(new_fmr) - min(new_fmr) < spread
+
+
+@pytest.mark.parametrize(
+    "method", ["global", "fsn", "faircal", "softcal", "oracle", "oracle_faircal"]
+)
+def test_a_saved_calibrator_reloads_to_identical_outputs(method, calibration_set, tmp_path):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    kwargs = {"groups": group} if method.startswith("oracle") else {"clusters": 3}
+    cal = fit_calibrator(method, scores, labels, enroll, test, emb, **kwargs)
+    extra = {"groups": group} if method.startswith("oracle") else {}
+    before = cal.transform_indexed(scores, enroll, test, emb, **extra)
+    save_calibrator(cal, tmp_path / "cal.json")
+    after = load_calibrator(tmp_path / "cal.json").transform_indexed(
+        scores, enroll, test, emb, **extra
+    )
+    assert np.array_equal(before, after) and np.isfinite(after).all()
+    json.loads((tmp_path / "cal.json").read_text())  # plain JSON
+
+
+def test_too_few_pairs_per_cluster_are_refused(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    few = np.random.default_rng(0).choice(len(scores), 3000, replace=False)
+    with pytest.raises(CalibrationError, match="too few calibration pairs for cluster"):
+        fit_calibrator(
+            "faircal", scores[few], labels[few], enroll[few], test[few], emb, clusters=60
+        )
+    with pytest.raises(CalibrationError, match="FSN at FMR 0.001 needs 10000"):
+        fit_calibrator("fsn", scores, labels, enroll, test, emb, clusters=40, target_fmr=0.001)
+
+
+def test_sampled_pairs_are_distinct_and_labelled_by_speaker(rng):
+    speakers = [f"s{i // 5}" for i in range(200)]
+    e, t, y = sample_pairs(speakers, max_pairs=3000, seed=1)
+    assert len(e) == 3000 and (e < t).all()
+    assert len({(a, b) for a, b in zip(e.tolist(), t.tolist(), strict=True)}) == 3000
+    same = np.array([speakers[a] == speakers[b] for a, b in zip(e, t, strict=True)])
+    assert np.array_equal(same, y.astype(bool)) and y.sum() == 40 * 10  # every target pair
+    again = sample_pairs(speakers, max_pairs=3000, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((e, t, y), again, strict=True))
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+
+def test_the_report_has_fmr_0_1_percent_ratios_counts_and_cllr(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    spk_group = group[np.unique(speaker, return_index=True)[1]]
+    report = _report(scores, labels, speaker[enroll], speaker[test], spk_group)
+    assert set(report["thresholds"]) == {"global_eer", "global_fmr_0.01", "global_fmr_0.001"}
+    groups = report["groups"]["g"]["groups"]
+    for name in report["thresholds"]:
+        fmr = [g["at_threshold"][name]["fmr"] for g in groups.values()]
+        fnmr = [g["at_threshold"][name]["fnmr"] for g in groups.values()]
+        at = report["groups"]["g"]["disparity"]["at_threshold"][name]
+        assert at["fmr_ratio"] == pytest.approx(max(fmr) / min(fmr))
+        assert at["fnmr_ratio"] == pytest.approx(max(fnmr) / min(fnmr))
+        for g in groups.values():
+            entry = g["at_threshold"][name]
+            assert entry["false_accepts"] == round(entry["fmr"] * g["n_nontarget"])
+            assert entry["misses"] == round(entry["fnmr"] * g["n_target"])
+    assert 0 < report["overall"]["min_cllr"] < 1 and groups["g0"]["cllr"] is not None
+
+
+def test_bootstrap_rates_at_a_threshold_equal_the_weighted_reference(rng):
+    from arw_sv.metrics.bootstrap import SpeakerBootstrap, speaker_multiplicities, trial_weights
+
+    n, p = 3000, 40
+    enroll, test = rng.integers(0, p, n), rng.integers(0, p, n)
+    labels = (enroll == test).astype(np.int8)
+    scores = rng.normal(size=n) + 2 * labels
+    order = np.argsort(scores)
+    mult = speaker_multiplicities(np.zeros(p, dtype=int), 20, rng)
+    boot = SpeakerBootstrap(scores[order], labels[order], enroll[order], test[order], mult)
+    pos = np.arange(n)
+    fmr, fnmr = boot.rates_at(pos, 0.7)
+    w = trial_weights(mult, enroll[order], test[order]).astype(float)
+    acc, y = scores[order] >= 0.7, labels[order].astype(bool)
+    assert np.allclose(fmr, (w * (acc & ~y)).sum(1) / (w * ~y).sum(1))
+    assert np.allclose(fnmr, (w * (~acc & y)).sum(1) / (w * y).sum(1))
