@@ -248,11 +248,13 @@ def fit_calibrator(
         method: one of :data:`METHODS`.
         scores: the pairs' cosine scores.
         labels: 1 same speaker, 0 not.
-        enroll, test: each pair's two utterances, as rows of ``embeddings``.
+        enroll: each pair's first utterance, as a row of ``embeddings``.
+        test: each pair's second utterance, likewise.
         embeddings: the calibration utterances' embeddings (k-means runs on them).
         clusters: K for ``fsn``, ``faircal``, ``softcal``.
         target_fmr: the false-match rate FSN's thresholds are set at.
-        top, temperature: ``softcal``'s neighbours and softmax temperature.
+        top: ``softcal``'s nearest centroids per side.
+        temperature: ``softcal``'s softmax temperature (on cosines).
         seed: k-means seed.
         groups: each utterance's group (``oracle`` only).
         speakers: the calibration speakers, recorded for the overlap check.

@@ -1,9 +1,9 @@
-"""``arw-sv calibrate``: fit a score calibrator on calibration speakers' embeddings.
+r"""``arw-sv calibrate``: fit a score calibrator on calibration speakers' embeddings.
 
 ::
 
     arw-sv embed CKPT --manifest cal.csv --out cal.npz
-    arw-sv calibrate --embeddings cal.npz --method faircal --clusters 16 \\
+    arw-sv calibrate --embeddings cal.npz --method faircal --clusters 16 \
         --exclude train.csv --exclude test_trials.txt --out cal.json
     arw-sv score --embeddings test.npz --trials trials.txt --calibration cal.json --out llr.txt
     arw-sv eval --embeddings test.npz --trials trials.txt --calibration cal.json --out eval/
