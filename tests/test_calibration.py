@@ -270,3 +270,90 @@ def test_bootstrap_rates_at_a_threshold_equal_the_weighted_reference(rng):
     acc, y = scores[order] >= 0.7, labels[order].astype(bool)
     assert np.allclose(fmr, (w * (acc & ~y)).sum(1) / (w * ~y).sum(1))
     assert np.allclose(fnmr, (w * (~acc & y)).sum(1) / (w * y).sum(1))
+
+
+# ---- the command line --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_manifests, tmp_path_factory):
+    """A tiny model's embeddings of the tiny corpus's test speakers, split by speaker into
+    a calibration half and an evaluation half, with a trial list for the evaluation half."""
+    from arw_sv.cli import main
+    from arw_sv.data.manifest import read_manifest, write_manifest
+    from arw_sv.train.loop import fit
+    from tests.conftest import tiny_config
+
+    out = tmp_path_factory.mktemp("cal")
+    fit(tiny_config(out / "run", tiny_manifests[0], "train.steps=2"))
+    test = read_manifest(tiny_manifests[1])
+    speakers = test.speakers
+    cal = [u for u in test if speakers.index(u.speaker) % 2 == 0]
+    ev = [u for u in test if speakers.index(u.speaker) % 2 == 1]
+    write_manifest(cal, out / "cal.csv")
+    write_manifest(ev, out / "eval.csv")
+    ckpt = str(out / "run" / "checkpoints" / "step_2.pt")
+    for name in ("cal", "eval"):
+        argv = ["embed", ckpt, "--manifest", str(out / f"{name}.csv"), "--out",
+                str(out / f"{name}.npz"), "--quiet"]  # fmt: skip
+        assert main(argv) == 0
+    assert main(["trials", str(out / "eval.csv"), "--out", str(out / "trials.txt"),
+                 "--targets", "20", "--within", "20", "--across", "20"]) == 0  # fmt: skip
+    return out
+
+
+def test_cli_calibrate_score_and_eval_side_by_side(embedded, capsys):
+    from arw_sv.cli import main
+    from arw_sv.data.trials import read_scores
+
+    out = embedded
+    assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--method", "global",
+                 "--exclude", str(out / "trials.txt"), "--out", str(out / "cal.json")]) == 0  # fmt: skip
+    assert main(["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
+                 "--calibration", str(out / "cal.json"), "--out", str(out / "llr.txt")]) == 0  # fmt: skip
+    assert main(["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
+                 "--out", str(out / "raw.txt")]) == 0  # fmt: skip
+    (_, llr), (_, raw) = read_scores(out / "llr.txt"), read_scores(out / "raw.txt")
+    cal = load_calibrator(out / "cal.json")
+    assert np.allclose(llr, cal.fallback[0] * raw + cal.fallback[1])
+    assert cal.fingerprint and len(cal.fingerprint) == 16
+    capsys.readouterr()
+    assert main(["eval", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
+                 "--meta", str(out / "eval.csv"), "--calibration", str(out / "cal.json"),
+                 "--no-plots", "--out", str(out / "e")]) == 0  # fmt: skip
+    report = json.loads((out / "e" / "report.json").read_text())
+    assert report["calibrated"]["method"] == "global"
+    assert report["calibrated"]["report"]["overall"]["eer"] == report["overall"]["eer"]
+    assert "Raw cosine against calibrated" in (out / "e" / "report.md").read_text()
+    assert "calibrated (global)" in capsys.readouterr().out
+
+
+def test_cli_refuses_overlapping_speakers_and_another_models_embeddings(embedded, tmp_path, capsys):
+    from arw_sv.cli import main
+
+    out = embedded
+    # Calibration speakers that are also test speakers.
+    argv = ["calibrate", "--embeddings", str(out / "eval.npz"), "--method", "global",
+            "--exclude", str(out / "trials.txt"), "--out", str(tmp_path / "c.json")]  # fmt: skip
+    assert main(argv) == 2
+    assert "calibration speaker(s) are in" in capsys.readouterr().err
+    assert main([*argv[:5], "--out", str(tmp_path / "c.json")]) == 0  # without --exclude
+    score = ["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
+             "--calibration", str(tmp_path / "c.json"), "--out", str(tmp_path / "s.txt")]  # fmt: skip
+    assert main(score) == 2
+    err = capsys.readouterr().err.strip()
+    assert "were calibration speakers" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.txt").exists()
+    # A calibrator of another model: another dimension, another fingerprint.
+    cal = load_calibrator(out / "cal.json")
+    from dataclasses import replace
+
+    save_calibrator(replace(cal, fingerprint="0" * 16), tmp_path / "other.json")
+    score[-3], score[-1] = str(tmp_path / "other.json"), str(tmp_path / "s.txt")
+    assert main(score) == 2 and "from model" in capsys.readouterr().err
+    save_calibrator(replace(cal, dim=cal.dim + 1, centroids=np.zeros((0, cal.dim + 1))),
+                    tmp_path / "other.json")  # fmt: skip
+    assert main(score) == 2 and "-dim embeddings" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    score[-3] = str(tmp_path / "bad.json")
+    assert main(score) == 2 and "not an arw-sv calibration file" in capsys.readouterr().err

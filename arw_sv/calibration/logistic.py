@@ -13,7 +13,7 @@ Solved by Newton's method on at most three parameters: exact, and fast on millio
 trials. ``betacal`` (last release 2021) fits the same model through scikit-learn's
 ``LogisticRegression``; the tests check the solution against scikit-learn.
 
-Shape legend (the package one, :mod:`arw_sv`): N trials, F features.
+Shape legend (the package one, :mod:`arw_sv`): N trials; the features are 2 or 3 columns.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, max_iter: int = 50) -
     the constant 1), by Newton's method with a tiny ridge.
 
     Shape:
-        features: (N, F); labels: (N,) -> (F,).
+        features: (N, 2 or 3); labels: (N,) -> (2 or 3,).
     """
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).astype(np.float64)

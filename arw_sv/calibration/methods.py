@@ -27,7 +27,7 @@ any trial whose two sides' embeddings are known. Methods (``METHODS``):
 - ``oracle_faircal``: FairCal with the true groups as the clusters (FairCal's own oracle:
   per-group calibrated probabilities, which need not mean equal FMR).
 
-Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embedding, K clusters.
+Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embedding, C clusters.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def kmeans_centroids(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Unit-norm k-means centroids of unit-normalised embeddings (scikit-learn, 4 starts).
 
     Shape:
-        embeddings: (U, D) -> (K, D).
+        embeddings: (U, D) -> (C, D).
     """
     from sklearn.cluster import KMeans
 
@@ -87,9 +87,9 @@ class Calibrator:
     Attributes:
         method: one of :data:`METHODS`.
         dim: the embedding dimension it was fitted for.
-        centroids: (K, D) unit-norm cluster centres (empty for ``global`` and ``oracle``).
-        maps: per cluster (or group) beta maps (K, 3); ``fsn``: offsets (K, 1).
-        counts: calibration pairs touching each cluster, ``|S_k|`` (K,).
+        centroids: (C, D) unit-norm cluster centres (empty for ``global`` and ``oracle``).
+        maps: per cluster (or group) beta maps (C, 3); ``fsn``: offsets (C, 1).
+        counts: calibration pairs touching each cluster, ``|S_k|`` (C,).
         fallback: the global map (``global``/``fsn``: linear (2,); others: beta (3,)),
             used by the oracle for a group it has no map for.
         groups: the oracle's group names, in ``maps`` order.

@@ -73,6 +73,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     st.add_argument("--confidence", type=float, default=0.95)
     st.add_argument("--asnorm-cohort", type=Path, help="cohort embeddings (.npz) for AS-norm")
     st.add_argument("--asnorm-top-n", type=int, default=300)
+    st.add_argument(
+        "--calibration",
+        type=Path,
+        help="a calibrator from `arw-sv calibrate`: report raw and calibrated side by side "
+        "(needs --embeddings)",
+    )
     st.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("outputs")
     o.add_argument("--out", type=Path, required=True, help="output folder")
@@ -182,10 +188,39 @@ def run(args: argparse.Namespace) -> int:
             duplicate_trials=trials.duplicates,
         )
         args.out.mkdir(parents=True, exist_ok=True)
+        if args.calibration is not None:
+            if embeddings is None:
+                raise ValueError(
+                    "--calibration needs --embeddings (it reads each side's embedding)"
+                )
+            from arw_sv.calibration import calibrate_trials, load_calibrator
+
+            llr = calibrate_trials(args.calibration, args.embeddings, trials, scores, embeddings)
+            calibrated = evaluate_scores(
+                llr,
+                trials.labels,
+                trials.enroll,
+                trials.test,
+                meta,
+                min_speakers=args.min_speakers,
+                group_rule=args.group_rule,
+                nationality_map=mapping,
+                bootstrap=args.bootstrap,
+                confidence=args.confidence,
+                seed=args.seed,
+            )
+            calibrated.pop("inputs", None)
+            report["calibrated"] = {
+                "file": str(args.calibration),
+                "method": load_calibrator(args.calibration).method,
+                "report": calibrated,
+            }
         if args.embeddings is not None:
             write_scores(args.out / "scores.txt", trials, scores)
+            if args.calibration is not None:
+                write_scores(args.out / "scores_calibrated.txt", trials, llr)
         written = write_report(report, args.out, plots=not args.no_plots)
-    except (TrialsError, ValueError, KeyError, OSError) as err:
+    except (TrialsError, ValueError, KeyError, OSError) as err:  # CalibrationError too
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"arw-sv eval: error: {message}", file=sys.stderr)
         return 2
@@ -195,6 +230,12 @@ def run(args: argparse.Namespace) -> int:
         f"minDCF(0.05) {o['min_dcf']['0.05']['value']:.4f}  on {o['n_trials']} trials"
         + (f" ({skipped} skipped: missing)" if skipped else "")
     )
+    if report.get("calibrated"):
+        c = report["calibrated"]["report"]["overall"]
+        print(
+            f"calibrated ({report['calibrated']['method']}): EER {100 * c['eer']:.3f}%  "
+            f"Cllr {c['cllr']:.3f} (raw {o['cllr']:.3f})  minCllr {c['min_cllr']:.3f}"
+        )
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -126,6 +126,42 @@ def _grouping_md(name: str, section: dict, thresholds: dict, boot: bool) -> list
     return lines + [""]
 
 
+def _calibrated_md(report: dict) -> list[str]:
+    """Raw against calibrated, side by side: overall, then each grouping at each threshold."""
+    cal = report["calibrated"]
+    new = cal["report"]
+    lines = [
+        f"## Raw cosine against calibrated ({cal['method']}, `{cal['file']}`)",
+        "",
+        "Thresholds are set on each score's own overall FMR, so the rows compare like with like.",
+        "",
+    ]
+    rows = []
+    for label, r in (("raw", report), ("calibrated", new)):
+        o = r["overall"]
+        rows.append(
+            [label, _pct(o["eer"], 3), _num(o["min_dcf"]["0.01"]["value"]),
+             _num(o.get("cllr"), 3), _num(o.get("min_cllr"), 3)]
+        )  # fmt: skip
+    lines += _table(["scores", "EER %", "minDCF 0.01", "Cllr", "minCllr"], rows) + [""]
+    for name, section in report["groups"].items():
+        other = new["groups"].get(name)
+        if other is None:
+            continue
+        rows = []
+        for t in report["thresholds"]:
+            a, b = section["disparity"]["at_threshold"][t], other["disparity"]["at_threshold"][t]
+            rows.append(
+                [t, _num(a.get("fmr_ratio"), 2), _num(b.get("fmr_ratio"), 2),
+                 _num(a.get("fnmr_ratio"), 2), _num(b.get("fnmr_ratio"), 2),
+                 _num(a.get("garbe"), 3), _num(b.get("garbe"), 3)]
+            )  # fmt: skip
+        header = ["threshold", "FMR max/min raw", "calibrated", "FNMR max/min raw",
+                  "calibrated", "GARBE raw", "calibrated"]  # fmt: skip
+        lines += [f"### {name}", ""] + _table(header, rows) + [""]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     """The report as Markdown tables."""
     o, inputs = report["overall"], report.get("inputs", {})
@@ -149,15 +185,21 @@ def render_markdown(report: dict) -> str:
             f"{missing_meta['count']} speakers have no metadata (first: {', '.join(missing_meta['first'])})."
         )
     header = (
-        ["EER %"] + (["95% CI"] if boot else []) + ["EER threshold", "minDCF 0.01", "minDCF 0.05"]
+        ["EER %"]
+        + (["95% CI"] if boot else [])
+        + ["EER threshold", "minDCF 0.01", "minDCF 0.05", "Cllr", "minCllr"]
     )
     row = [_pct(o["eer"], 3)] + ([_ci(o, digits=3)] if boot else [])
     row += [
         _num(o["eer_threshold"], 5),
         _num(o["min_dcf"]["0.01"]["value"]),
         _num(o["min_dcf"]["0.05"]["value"]),
+        _num(o.get("cllr"), 3),
+        _num(o.get("min_cllr"), 3),
     ]
     lines += ["", "## Overall", ""] + _table(header, [row]) + [""]
+    if report.get("calibrated"):
+        lines += _calibrated_md(report)
     for name, section in report["groups"].items():
         lines += _grouping_md(name, section, report["thresholds"], boot)
     c = report.get("cohorts")
