@@ -1,7 +1,7 @@
 """Calibration pairs from labelled utterances: every same-speaker pair (or a sample) and a
 sample of different-speaker pairs, both deterministic for a seed.
 
-Shape legend (the package one, :mod:`arw_sv`): U utterances, N pairs, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): U utterances, N trials (here pairs), D embedding.
 """
 
 from __future__ import annotations
