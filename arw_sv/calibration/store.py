@@ -134,7 +134,7 @@ def calibrate_trials(
     calibrator = load_calibrator(calibration)
     ids, matrix = embeddings
     model = read_embedding_model(embeddings_path) or {}
-    test_speakers = {speaker_of(u) for u in (*trials.enroll, *trials.test)}
+    test_speakers = {speaker_of(u) for u in set(trials.enroll).union(trials.test)}
     check_compatible(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers
     )

@@ -1,0 +1,125 @@
+"""Speed of score calibration (a benchmark, not a test): issue 19's two targets.
+
+1. ``arw-sv score --calibration`` with a FairCal calibrator of K = 100 clusters on the
+   550,894 trials of a VoxCeleb1-H-shaped list, against the same ``arw-sv score`` without
+   it (the peer, measured in the same run, interleaved, fresh processes): the calibration
+   may add at most 1 s.
+2. Fitting FairCal (K = 100) and the other methods on 10^6 calibration pairs, in-process:
+   under 30 s each (pair sampling and cosine scoring included).
+
+The embeddings come from ``bench.metrics_speed.synthesise``; the calibration speakers are
+a second draw with their ids renamed, so they are disjoint from the test speakers.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.calibration_speed [--repeat 5] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from arw_sv.calibration import cosine_scores, fit_calibrator, sample_pairs, save_calibrator
+from arw_sv.data.trials import write_scores
+from bench.eval_speed import timed_run
+from bench.metrics_speed import META, synthesise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_embeddings(path: Path, ids: list[str], matrix: np.ndarray) -> None:
+    np.savez(path, ids=np.array(ids), embeddings=matrix)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--clusters", type=int, default=100)
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--plot", type=Path, help="write a bar chart of the timings here")
+    args = parser.parse_args()
+
+    trials, ids, matrix, _ = synthesise(META, seed=0)
+    _, cal_ids, cal_matrix, _ = synthesise(META, seed=1, n_trials=2)
+    cal_ids = [f"cal{u}" for u in cal_ids]  # other speakers: 'calid10001', ...
+    speakers = [u.split("/", 1)[0] for u in cal_ids]
+
+    fits: dict[str, tuple[float, float]] = {}
+    t0 = time.perf_counter()
+    enroll, test, labels = sample_pairs(speakers, args.pairs, seed=0)
+    scores = cosine_scores(cal_matrix, enroll, test)
+    prepare = time.perf_counter() - t0
+    calibrators = {}
+    for method in ("global", "fsn", "faircal", "softcal"):
+        t0 = time.perf_counter()
+        calibrators[method] = fit_calibrator(
+            method, scores, labels, enroll, test, cal_matrix, clusters=args.clusters,
+            speakers=tuple(sorted(set(speakers))),
+        )  # fmt: skip
+        fits[method] = (time.perf_counter() - t0, prepare)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        _write_embeddings(tmp / "test.npz", ids, matrix)
+        write_scores(tmp / "trials.txt", trials, np.zeros(len(trials)))  # labels + ids
+        (tmp / "trials.txt").write_text(
+            "".join(
+                f"{lab} {a} {b}\n"
+                for lab, a, b in zip(trials.labels, trials.enroll, trials.test, strict=True)
+            )
+        )
+        save_calibrator(calibrators["faircal"], tmp / "faircal.json")
+        base = [sys.executable, "-m", "arw_sv", "score", "--embeddings", str(tmp / "test.npz"),
+                "--trials", str(tmp / "trials.txt")]  # fmt: skip
+        commands = {
+            "score": base + ["--out", str(tmp / "raw.txt")],
+            f"score --calibration (FairCal K={args.clusters})": base
+            + ["--calibration", str(tmp / "faircal.json"), "--out", str(tmp / "llr.txt")],
+        }
+        times: dict[str, list[float]] = {k: [] for k in commands}
+        for _ in range(args.repeat):
+            for name, cmd in commands.items():
+                times[name].append(timed_run(cmd, ROOT)[0])
+
+    print(f"{len(trials)} trials, {len(ids)} test utterances; calibration: {len(cal_ids)} "
+          f"utterances of {len(set(speakers))} speakers, {len(scores)} pairs")  # fmt: skip
+    print("\n| command | median s | min s |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} |")
+    names = list(times)
+    added = statistics.median(times[names[1]]) - statistics.median(times[names[0]])
+    print(f"\ncalibration adds {added:.2f} s to `arw-sv score` (median; target <= 1 s): "
+          f"{'met' if added <= 1.0 else 'NOT met'}")  # fmt: skip
+    print(f"\nsampling {len(scores)} pairs and scoring them: {prepare:.2f} s")
+    print("\n| fit on the pairs | seconds | with sampling | target 30 s |\n|---|---|---|---|")
+    for method, (fit, prep) in fits.items():
+        total = fit + prep
+        print(
+            f"| {method} (K={args.clusters}) | {fit:.2f} | {total:.2f} | {'met' if total < 30 else 'NOT met'} |"
+        )
+    if args.plot:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 3))
+        ax = fig.subplots(1, 2)
+        ax[0].bar(["score", "score +\nFairCal"], [statistics.median(v) for v in times.values()])
+        ax[0].set_ylabel("seconds (median)")
+        ax[0].set_title(f"{len(trials)} trials")
+        ax[1].bar(list(fits), [f + p for f, p in fits.values()])
+        ax[1].axhline(30, color="r", linestyle="--", linewidth=1)
+        ax[1].set_title(f"fit on {len(scores)} pairs")
+        fig.tight_layout()
+        fig.savefig(args.plot)
+
+
+if __name__ == "__main__":
+    main()
