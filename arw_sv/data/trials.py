@@ -379,7 +379,7 @@ def read_embedding_model(path: str | Path) -> dict | None:
 
 def utterance_rows(names: Sequence[str], ids: Sequence[str]) -> np.ndarray:
     """Row of each name in ``ids`` (-1 where absent). Shape: (N,)."""
-    index = dict(zip(ids, range(len(ids))))
+    index = dict(zip(ids, range(len(ids)), strict=True))
     try:  # C-speed lookups while every name is there
         return np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
     except KeyError:
