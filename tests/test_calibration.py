@@ -357,3 +357,32 @@ def test_cli_refuses_overlapping_speakers_and_another_models_embeddings(embedded
     (tmp_path / "bad.json").write_text("{}")
     score[-3] = str(tmp_path / "bad.json")
     assert main(score) == 2 and "not an arw-sv calibration file" in capsys.readouterr().err
+
+
+# ---- the synthetic corpus's calibration split ---------------------------------------------
+
+
+def test_the_calibration_split_adds_speakers_and_changes_no_other(tmp_path, tiny_corpus):
+    from arw_sv.data.manifest import build_manifest
+    from arw_sv.synth import generate_corpus, preset
+    from arw_sv.synth.config import apply_overrides
+
+    cfg = apply_overrides(preset("tiny"), ["calibration_speakers_per_cell=2"])
+    info = generate_corpus(tmp_path / "c", cfg, progress=False)
+    plain = build_manifest(tiny_corpus.root, tiny_corpus.meta_path)
+    both = build_manifest(info.root, info.meta_path, splits=("dev", "test", "cal"))
+    cal = [u for u in both if u.split == "cal"]
+    n_cells = 2 * len(cfg.nationalities)
+    assert len({u.speaker for u in cal}) == 2 * n_cells
+    assert {u.speaker for u in cal}.isdisjoint({u.speaker for u in plain})
+    assert {(u.nationality, u.gender) for u in cal} == {
+        (u.nationality, u.gender) for u in plain if u.split == "test"
+    }
+    rest = {u.utt_id: u for u in both if u.split != "cal"}
+    assert set(rest) == {u.utt_id for u in plain}
+    for u in list(plain)[:: max(1, len(plain) // 6)]:  # the same audio, bit for bit
+        assert (info.wav_dir / u.utt_id).read_bytes() == (
+            tiny_corpus.wav_dir / u.utt_id
+        ).read_bytes()
+    assert info.trials_path.read_bytes() == tiny_corpus.trials_path.read_bytes()
+    assert json.loads(info.manifest_path.read_text())["num_calibration_speakers"] == 2 * n_cells

@@ -37,6 +37,9 @@ class SynthConfig:
         dev_female_share: share of women among the dev speakers of each nationality.
         num_dev_speakers: training speakers.
         test_speakers_per_cell: test speakers per (nationality, gender) cell.
+        calibration_speakers_per_cell: speakers per cell of a third split, ``cal``: for
+            fitting score calibration, disjoint from training and test speakers and drawn
+            like the test speakers (0: none; every other speaker is the same either way).
         dev_sessions, test_sessions: sessions (channels) per speaker.
         dev_utterances_per_session, test_utterances_per_session: utterances per session.
         min_duration_s, max_duration_s: utterance length range (uniform).
@@ -66,6 +69,7 @@ class SynthConfig:
     dev_female_share: float = 0.5
     num_dev_speakers: int = 240
     test_speakers_per_cell: int = 20
+    calibration_speakers_per_cell: int = 0
     dev_sessions: int = 3
     dev_utterances_per_session: int = 4
     test_sessions: int = 3
@@ -148,7 +152,15 @@ class SynthConfig:
             _check(getattr(self, key) >= 1, key, getattr(self, key), "at least 1")
         for key in ("nontarget_cell_trials_per_speaker", "nontarget_cross_trials_per_speaker"):
             _check(getattr(self, key) >= 0, key, getattr(self, key), "at least 0")
-        n_speakers = self.num_dev_speakers + 2 * n_nat * self.test_speakers_per_cell
+        _check(
+            self.calibration_speakers_per_cell >= 0,
+            "calibration_speakers_per_cell",
+            self.calibration_speakers_per_cell,
+            "at least 0",
+        )
+        n_speakers = self.num_dev_speakers + 2 * n_nat * (
+            self.test_speakers_per_cell + self.calibration_speakers_per_cell
+        )
         _check(n_speakers <= 89999, "num_dev_speakers", n_speakers, "at most 89999 speakers in all")
         _check(0.1 <= self.min_duration_s, "min_duration_s", self.min_duration_s, "at least 0.1 s")
         _check(
@@ -320,4 +332,7 @@ def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
 
 def config_dict(cfg: SynthConfig) -> dict[str, typing.Any]:
     """The config as plain JSON-ready values (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+    if not out["calibration_speakers_per_cell"]:  # corpora made before the field existed
+        del out["calibration_speakers_per_cell"]
+    return out

@@ -131,10 +131,18 @@ def plan_speakers(cfg: SynthConfig) -> list[Speaker]:
     layout = _rng(cfg, _LAYOUT)
     dev_cells = [dev_cells[i] for i in layout.permutation(len(dev_cells))]
     test_cells = [test_cells[i] for i in layout.permutation(len(test_cells))]
+    cal_cells = [
+        (nat, g)
+        for nat in cfg.nationalities
+        for g in ("m", "f")
+        for _ in range(cfg.calibration_speakers_per_cell)
+    ]  # after all others, from a stream of their own: no other speaker changes
+    cal_cells = [cal_cells[i] for i in _rng(cfg, _LAYOUT, 1).permutation(len(cal_cells))]
 
     speakers = []
-    for index, (nat, gender) in enumerate(dev_cells + test_cells):
-        split = "dev" if index < len(dev_cells) else "test"
+    n_dev, n_test = len(dev_cells), len(test_cells)
+    for index, (nat, gender) in enumerate(dev_cells + test_cells + cal_cells):
+        split = "dev" if index < n_dev else ("test" if index < n_dev + n_test else "cal")
         n_sess = cfg.dev_sessions if split == "dev" else cfg.test_sessions
         n_utt = (
             cfg.dev_utterances_per_session if split == "dev" else cfg.test_utterances_per_session
@@ -222,6 +230,7 @@ def _manifest(cfg: SynthConfig, speakers: list[Speaker], n_trials: int, complete
         "config": config_dict(cfg),
         "num_dev_speakers": sum(s.split == "dev" for s in speakers),
         "num_test_speakers": sum(s.split == "test" for s in speakers),
+        "num_calibration_speakers": sum(s.split == "cal" for s in speakers),
         "num_utterances": sum(len(s.utterances()) for s in speakers),
         "num_trials": n_trials,
         "total_duration_s": round(sum(sum(sum(d) for d in s.durations) for s in speakers), 3),
