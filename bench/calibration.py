@@ -1,0 +1,178 @@
+"""Decision-threshold fairness: every calibration method on one model's embeddings.
+
+Given embeddings of a corpus's test speakers and of its calibration speakers (the synthetic
+corpus's ``cal`` split, or any speakers disjoint from training and test), a trial list over
+the test speakers, and the speakers' groups (for the oracle and for the report only), fit
+each calibration method on the calibration speakers and report, against uncalibrated
+cosine, the per-group FMR and FNMR at the global FMR-1% and FMR-0.1% thresholds, their
+max/min ratios, GARBE, FaDR, overall EER, minDCF and Cllr. A learning curve refits the
+oracle and the label-free methods on growing subsets of calibration speakers.
+
+Usage (after ``arw-sv embed`` of both splits and ``arw-sv trials`` over the test split)::
+
+    python -m bench.calibration --test test.npz --cal cal.npz --trials trials.txt \\
+        --meta all.csv --out runs/cal_probe [--clusters 4 16] [--curve 24 60 120 240]
+
+Writes ``results.json``, ``results.md`` and ``curve.png`` under ``--out``; each cell is
+computed once and kept in ``results.json``, so a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from arw_sv.atomic import atomic_write_text
+from arw_sv.calibration import CalibrationError, cosine_scores, fit_calibrator, sample_pairs
+from arw_sv.data.meta import read_speaker_meta
+from arw_sv.data.trials import read_embeddings, read_trials, speaker_of, utterance_rows
+from arw_sv.evaluate import evaluate_scores
+
+GROUPINGS = ("nationality", "gender")
+THRESHOLDS = ("global_fmr_0.01", "global_fmr_0.001")
+
+
+def summarise(report: dict) -> dict:
+    """The numbers the table shows, from a full report."""
+    out = {
+        "eer": report["overall"]["eer"],
+        "min_dcf": report["overall"]["min_dcf"]["0.01"]["value"],
+        "cllr": report["overall"]["cllr"],
+        "min_cllr": report["overall"]["min_cllr"],
+    }
+    for grouping in GROUPINGS:
+        section = report["groups"].get(grouping)
+        if section is None:
+            continue
+        for t in THRESHOLDS:
+            d = section["disparity"]["at_threshold"][t]
+            key = f"{grouping}@{t[len('global_fmr_'):]}"
+            out[key] = {
+                "fmr_ratio": d["fmr_ratio"],
+                "fnmr_ratio": d["fnmr_ratio"],
+                "garbe": d["garbe"],
+                "fadr": d["fadr"],
+                "fmr": {g: e["at_threshold"][t]["fmr"] for g, e in section["groups"].items()},
+                "n_nontarget": {g: e["n_nontarget"] for g, e in section["groups"].items()},
+            }
+        out[f"{grouping}_eer"] = {g: e["eer"] for g, e in section["groups"].items()}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--test", type=Path, required=True)
+    p.add_argument("--cal", type=Path, required=True)
+    p.add_argument("--trials", type=Path, required=True)
+    p.add_argument("--meta", type=Path, required=True, help="speakers' gender and nationality")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--clusters", type=int, nargs="+", default=[4, 16])
+    p.add_argument("--curve", type=int, nargs="*", default=[], help="calibration speaker counts")
+    p.add_argument("--max-pairs", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    meta = read_speaker_meta(args.meta)
+    trials = read_trials(args.trials)
+    test_ids, test_matrix = read_embeddings(args.test)
+    cal_ids, cal_matrix = read_embeddings(args.cal)
+    cal_speakers = [speaker_of(u) for u in cal_ids]
+    test_speakers = {speaker_of(u) for u in test_ids}
+    if test_speakers & set(cal_speakers):
+        raise SystemExit("calibration and test speakers overlap")
+    e, t = utterance_rows(trials.enroll, test_ids), utterance_rows(trials.test, test_ids)
+    raw = cosine_scores(test_matrix, e, t)
+    group_of = {s: meta[s].nationality for s in meta}
+    test_groups = np.array([group_of[speaker_of(u)] for u in test_ids])
+
+    def evaluate(scores: np.ndarray) -> dict:
+        report = evaluate_scores(scores, trials.labels, trials.enroll, trials.test, meta,
+                                 min_speakers=5, det_points=0)  # fmt: skip
+        return summarise(report)
+
+    def fit_and_score(method: str, keep: np.ndarray, **kw) -> np.ndarray:
+        ids = [cal_ids[i] for i in keep]
+        matrix = cal_matrix[keep]
+        speakers = [cal_speakers[i] for i in keep]
+        pe, pt, labels = sample_pairs(speakers, args.max_pairs, seed=args.seed)
+        scores = cosine_scores(matrix, pe, pt)
+        groups = np.array([group_of[s] for s in speakers])
+        cal = fit_calibrator(method, scores, labels, pe, pt, matrix, seed=args.seed,
+                             groups=groups if method.startswith("oracle") else None, **kw)  # fmt: skip
+        del ids
+        return cal.transform_indexed(raw, e, t, test_matrix,
+                                     groups=test_groups if method.startswith("oracle") else None)  # fmt: skip
+
+    def cell(name: str, compute) -> None:
+        if name in results:
+            return
+        try:
+            results[name] = compute()
+        except CalibrationError as exc:
+            results[name] = {"error": str(exc)}
+        atomic_write_text(results_path, json.dumps(results, indent=1))
+        print(name, json.dumps({k: v for k, v in results[name].items() if not isinstance(v, dict)}))
+
+    everyone = np.arange(len(cal_ids))
+    cell("raw", lambda: evaluate(raw))
+    cell("global", lambda: evaluate(fit_and_score("global", everyone)))
+    for method in ("oracle", "oracle_faircal"):
+        cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
+    for k in args.clusters:
+        for method in ("fsn", "faircal", "softcal"):
+            cell(f"{method}_k{k}", lambda m=method, k=k: evaluate(fit_and_score(m, everyone, clusters=k)))
+    # Learning curve: the first n calibration speakers of a seeded order.
+    order = np.random.default_rng(args.seed).permutation(sorted(set(cal_speakers)))
+    for n in args.curve:
+        chosen = set(order[:n])
+        keep = np.array([i for i, s in enumerate(cal_speakers) if s in chosen])
+        cell(f"curve_oracle_n{n}", lambda keep=keep: evaluate(fit_and_score("oracle", keep)))
+        k = min(args.clusters)
+        cell(f"curve_fsn_k{k}_n{n}", lambda keep=keep, k=k: evaluate(fit_and_score("fsn", keep, clusters=k)))
+
+    lines = [
+        "| method | EER % | minDCF 0.01 | Cllr | nat. FMR max/min @1% | @0.1% | nat. GARBE @1% | gender FMR max/min @1% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def num(x, d=2, scale=1.0):
+        return "n/a" if x is None else f"{scale * x:.{d}f}"
+
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | {r['error'][:80]} | | | | | | |")
+            continue
+        nat1, nat01 = r.get("nationality@0.01", {}), r.get("nationality@0.001", {})
+        gen1 = r.get("gender@0.01", {})
+        lines.append(
+            f"| {name} | {num(r['eer'], 2, 100)} | {num(r['min_dcf'], 3)} | {num(r['cllr'], 3)} | "
+            f"{num(nat1.get('fmr_ratio'))} | {num(nat01.get('fmr_ratio'))} | "
+            f"{num(nat1.get('garbe'), 3)} | {num(gen1.get('fmr_ratio'))} |"
+        )
+    atomic_write_text(args.out / "results.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.curve:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5, 3.2))
+        ax = fig.subplots()
+        for label, prefix in (("oracle", "curve_oracle_n"), (f"FSN k={min(args.clusters)}", f"curve_fsn_k{min(args.clusters)}_n")):
+            xs = [n for n in args.curve if "error" not in results.get(f"{prefix}{n}", {"error": 1})]
+            ys = [results[f"{prefix}{n}"]["nationality@0.01"]["fmr_ratio"] for n in xs]
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.axhline(results["raw"]["nationality@0.01"]["fmr_ratio"], color="k", linestyle="--", label="raw cosine")
+        ax.set_xlabel("calibration speakers")
+        ax.set_ylabel("nationality FMR max/min at FMR 1%")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.out / "curve.png")
+
+
+if __name__ == "__main__":
+    main()
