@@ -163,20 +163,17 @@ def run(args: argparse.Namespace) -> int:
             )
         mapping = dict(item.split("=", 1) for item in args.nationality_map)
         meta = read_speaker_meta(args.meta) if args.meta else None
-        report = evaluate_scores(
-            scores,
-            trials.labels,
-            trials.enroll,
-            trials.test,
-            meta,
+        shared = dict(
             min_speakers=args.min_speakers,
             group_rule=args.group_rule,
             nationality_map=mapping,
             bootstrap=args.bootstrap,
             confidence=args.confidence,
-            embeddings=embeddings,
-            cohorts=args.cohorts,
             seed=args.seed,
+        )
+        sides = (trials.labels, trials.enroll, trials.test, meta)
+        report = evaluate_scores(
+            scores, *sides, embeddings=embeddings, cohorts=args.cohorts, **shared
         )
         report["inputs"].update(
             inputs,
@@ -196,19 +193,7 @@ def run(args: argparse.Namespace) -> int:
             from arw_sv.calibration import calibrate_trials, load_calibrator
 
             llr = calibrate_trials(args.calibration, args.embeddings, trials, scores, embeddings)
-            calibrated = evaluate_scores(
-                llr,
-                trials.labels,
-                trials.enroll,
-                trials.test,
-                meta,
-                min_speakers=args.min_speakers,
-                group_rule=args.group_rule,
-                nationality_map=mapping,
-                bootstrap=args.bootstrap,
-                confidence=args.confidence,
-                seed=args.seed,
-            )
+            calibrated = evaluate_scores(llr, *sides, **shared)
             calibrated.pop("inputs", None)
             report["calibrated"] = {
                 "file": str(args.calibration),
