@@ -59,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     info = generate_corpus(args.out, cfg, progress=not args.quiet, workers=args.workers)
     state = "generated" if info.generated else "already complete, nothing to do"
     print(
-        f"{info.root}: {state}: {info.num_dev_speakers} dev + {info.num_test_speakers} test speakers, "
+        f"{info.root}: {state}: {info.num_dev_speakers} dev + {info.num_test_speakers} test"
+        + (
+            f" + {n_cal} calibration"
+            if (n_cal := cfg.calibration_speakers_per_cell * 2 * len(cfg.nationalities))
+            else ""
+        )
+        + " speakers, "
         f"{info.num_utterances} utterances ({info.total_duration_s / 3600:.2f} h), {info.num_trials} trials"
     )
     return 0
