@@ -49,7 +49,7 @@ def summarise(report: dict) -> dict:
             continue
         for t in THRESHOLDS:
             d = section["disparity"]["at_threshold"][t]
-            key = f"{grouping}@{t[len('global_fmr_'):]}"
+            key = f"{grouping}@{t[len('global_fmr_') :]}"
             out[key] = {
                 "fmr_ratio": d["fmr_ratio"],
                 "fnmr_ratio": d["fnmr_ratio"],
@@ -63,7 +63,9 @@ def summarise(report: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--test", type=Path, required=True)
     p.add_argument("--cal", type=Path, required=True)
     p.add_argument("--trials", type=Path, required=True)
@@ -73,6 +75,14 @@ def main() -> None:
     p.add_argument("--curve", type=int, nargs="*", default=[], help="calibration speaker counts")
     p.add_argument("--max-pairs", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--plot-fmr",
+        nargs="*",
+        default=[],
+        metavar="METHOD",
+        help="also draw per-nationality FMR against the overall FMR, raw and after each METHOD "
+        "(e.g. fsn_k16 oracle), as fmr_vs_threshold.png",
+    )
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -126,7 +136,10 @@ def main() -> None:
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
     for k in args.clusters:
         for method in ("fsn", "faircal", "softcal"):
-            cell(f"{method}_k{k}", lambda m=method, k=k: evaluate(fit_and_score(m, everyone, clusters=k)))
+            cell(
+                f"{method}_k{k}",
+                lambda m=method, k=k: evaluate(fit_and_score(m, everyone, clusters=k)),
+            )
     # Learning curve: the first n calibration speakers of a seeded order.
     order = np.random.default_rng(args.seed).permutation(sorted(set(cal_speakers)))
     for n in args.curve:
@@ -134,7 +147,20 @@ def main() -> None:
         keep = np.array([i for i, s in enumerate(cal_speakers) if s in chosen])
         cell(f"curve_oracle_n{n}", lambda keep=keep: evaluate(fit_and_score("oracle", keep)))
         k = min(args.clusters)
-        cell(f"curve_fsn_k{k}_n{n}", lambda keep=keep, k=k: evaluate(fit_and_score("fsn", keep, clusters=k)))
+        cell(
+            f"curve_fsn_k{k}_n{n}",
+            lambda keep=keep, k=k: evaluate(fit_and_score("fsn", keep, clusters=k)),
+        )
+
+    if args.plot_fmr:
+        curves = {"raw cosine": raw}
+        for name in args.plot_fmr:
+            method, _, k = name.partition("_k")
+            kw = {"clusters": int(k)} if k else {}
+            curves[name] = fit_and_score(method, everyone, **kw)
+        nat = np.array([group_of[speaker_of(u)] for u in trials.enroll])
+        same = nat == np.array([group_of[speaker_of(u)] for u in trials.test])
+        plot_fmr_curves(curves, trials.labels, nat, same, args.out / "fmr_vs_threshold.png")
 
     lines = [
         "| method | EER % | minDCF 0.01 | Cllr | nat. FMR max/min @1% | @0.1% | nat. GARBE @1% | gender FMR max/min @1% |",
@@ -162,16 +188,54 @@ def main() -> None:
 
         fig = Figure(figsize=(5, 3.2))
         ax = fig.subplots()
-        for label, prefix in (("oracle", "curve_oracle_n"), (f"FSN k={min(args.clusters)}", f"curve_fsn_k{min(args.clusters)}_n")):
+        for label, prefix in (
+            ("oracle", "curve_oracle_n"),
+            (f"FSN k={min(args.clusters)}", f"curve_fsn_k{min(args.clusters)}_n"),
+        ):
             xs = [n for n in args.curve if "error" not in results.get(f"{prefix}{n}", {"error": 1})]
             ys = [results[f"{prefix}{n}"]["nationality@0.01"]["fmr_ratio"] for n in xs]
             ax.plot(xs, ys, marker="o", label=label)
-        ax.axhline(results["raw"]["nationality@0.01"]["fmr_ratio"], color="k", linestyle="--", label="raw cosine")
+        ax.axhline(
+            results["raw"]["nationality@0.01"]["fmr_ratio"],
+            color="k",
+            linestyle="--",
+            label="raw cosine",
+        )
         ax.set_xlabel("calibration speakers")
         ax.set_ylabel("nationality FMR max/min at FMR 1%")
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.out / "curve.png")
+
+
+def plot_fmr_curves(curves: dict, labels, group, within, path: Path) -> None:
+    """Per-group FMR against the overall FMR of one shared threshold, one panel per score.
+
+    A shared threshold sweeps the overall FMR (x); each group's FMR at it (y, within-group
+    non-targets) is a line. Equal lines mean equal false accepts at any one threshold.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(curves), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(curves), sharey=True))
+    non = np.asarray(labels) == 0
+    overall_grid = np.logspace(-4, -1, 60)
+    for ax, (name, scores) in zip(axes, curves.items(), strict=True):
+        nons = np.sort(scores[non])[::-1]
+        thresholds = nons[np.minimum((overall_grid * nons.size).astype(int), nons.size - 1)]
+        for g in sorted(set(group)):
+            mine = np.sort(scores[non & within & (group == g)])
+            fmr = 1.0 - np.searchsorted(mine, thresholds, side="left") / mine.size
+            ax.loglog(overall_grid, np.maximum(fmr, 1e-5), label=g)
+        ax.loglog(overall_grid, overall_grid, "k:", linewidth=1, label="overall")
+        for x in (0.01, 0.001):
+            ax.axvline(x, color="grey", linewidth=0.5)
+        ax.set_title(name)
+        ax.set_xlabel("overall FMR at the shared threshold")
+    axes[0].set_ylabel("group FMR (within-group non-targets)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
