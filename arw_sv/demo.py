@@ -183,10 +183,18 @@ def summarise(report: dict) -> dict:
     def pct(value):
         return None if value is None else round(100 * value, 2)
 
+    def interval(entry):
+        ci = (entry.get("ci") or {}).get("eer") or {}
+        if ci.get("low") is None:
+            return None
+        return [pct(ci["low"]), pct(ci["high"])]
+
     out = {"eer_percent": pct(report["overall"]["eer"])}
+    out["eer_ci_percent"] = {"overall": interval(report["overall"])}
     for attribute in ("gender", "nationality"):
         groups = report["groups"][attribute]["groups"]
         out[f"eer_percent_by_{attribute}"] = {name: pct(g["eer"]) for name, g in groups.items()}
+        out["eer_ci_percent"].update({name: interval(g) for name, g in groups.items()})
     return out
 
 
@@ -222,7 +230,9 @@ def format_summary(summary: dict) -> str:
 
 
 def comparison_plot(summary: dict) -> bytes:
-    """Grouped bars: per-group EER of every model (PNG)."""
+    """Grouped bars: per-group EER of every model, with the speaker-bootstrap interval of
+    each as an error bar where the report has one (PNG).
+    """
     from matplotlib.figure import Figure
 
     from arw_sv.metrics.render import _png
@@ -242,10 +252,24 @@ def comparison_plot(summary: dict) -> bytes:
     width = 0.8 / len(models)
     for i, (name, m) in enumerate(models.items()):
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, [np.nan if v is None else v for v in values(m)], width, label=name)
+        heights = [np.nan if v is None else v for v in values(m)]
+        cis = m.get("eer_ci_percent", {})
+        low, high = [], []
+        for label, h in zip(labels, heights, strict=True):
+            ci = cis.get(label)
+            low.append(max(0.0, h - ci[0]) if ci and np.isfinite(h) else 0.0)
+            high.append(max(0.0, ci[1] - h) if ci and np.isfinite(h) else 0.0)
+        ax.bar(xs, heights, width, label=name, yerr=[low, high], capsize=2, ecolor="0.3")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_ylabel("EER (%)")
-    ax.set_title(f"Fine-tuned {summary['finetune_steps']} steps from the same ERM model")
+    ax.set_title(
+        f"Fine-tuned {summary['finetune_steps']} steps from the same ERM model"
+        + (
+            " (bars: 95% speaker-bootstrap intervals)"
+            if any(any(v for v in m.get("eer_ci_percent", {}).values()) for m in models.values())
+            else ""
+        )
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)

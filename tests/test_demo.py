@@ -75,3 +75,37 @@ def test_the_cli_default_is_the_demo_recommendation():
 
     assert cli_demo.RECOMMENDED == demo.RECOMMENDED
     assert demo.config_path(demo.RECOMMENDED).is_file()
+
+
+def test_the_comparison_plot_draws_the_bootstrap_intervals_as_error_bars(monkeypatch):
+    from arw_sv import demo
+
+    def report(eer, low, high):
+        group = {"eer": eer, "ci": {"eer": {"low": low, "high": high}}}
+        return {
+            "overall": group,
+            "groups": {
+                "gender": {"groups": {"f": group}},
+                "nationality": {"groups": {"UK": group}},
+            },
+        }
+
+    summary = {
+        "models": {"erm": demo.summarise(report(0.1, 0.08, 0.13))},
+        "finetune_steps": 10,
+    }
+    assert summary["models"]["erm"]["eer_ci_percent"]["f"] == [8.0, 13.0]
+    drawn = {}
+    from matplotlib.axes import Axes
+
+    real = Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        drawn["yerr"] = kwargs.get("yerr")
+        return real(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    png = demo.comparison_plot(summary)
+    assert png.startswith(b"\x89PNG")
+    low, high = drawn["yerr"]
+    assert low == pytest.approx([2.0] * 3) and high == pytest.approx([3.0] * 3)
