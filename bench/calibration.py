@@ -6,7 +6,8 @@ the test speakers, and the speakers' groups (for the oracle and for the report o
 each calibration method on the calibration speakers and report, against uncalibrated
 cosine, the per-group FMR and FNMR at the global FMR-1% and FMR-0.1% thresholds, their
 max/min ratios, GARBE, FaDR, overall EER, minDCF and Cllr. A learning curve refits the
-oracle and the label-free methods on growing subsets of calibration speakers.
+oracle and FSN on growing subsets of calibration speakers. AS-norm (top 300, the
+calibration speakers' utterances as its cohort) is reported beside them.
 
 Usage (after ``arw-sv embed`` of both splits and ``arw-sv trials`` over the test split)::
 
@@ -131,6 +132,13 @@ def main() -> None:
 
     everyone = np.arange(len(cal_ids))
     cell("raw", lambda: evaluate(raw))
+
+    def asnorm() -> dict:
+        from arw_sv.metrics import as_norm
+
+        return evaluate(as_norm(raw, e, t, test_matrix, cal_matrix, top_n=300))
+
+    cell("asnorm_top300", asnorm)  # the calibration speakers' utterances as the cohort
     cell("global", lambda: evaluate(fit_and_score("global", everyone)))
     for method in ("oracle", "oracle_faircal"):
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
