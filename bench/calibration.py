@@ -139,6 +139,32 @@ def main() -> None:
         return evaluate(as_norm(raw, e, t, test_matrix, cal_matrix, top_n=300))
 
     cell("asnorm_top300", asnorm)  # the calibration speakers' utterances as the cohort
+
+    # AS-norm made deployable: cohort = calibration half A; calibrator fitted on half B's
+    # pairs, AS-normalised against A (no pair meets its own speaker in the cohort).
+    halves = np.random.default_rng(args.seed).permutation(sorted(set(cal_speakers)))
+    in_a = set(halves[: len(halves) // 2])
+    rows_a = np.array([i for i, s in enumerate(cal_speakers) if s in in_a])
+    rows_b = np.array([i for i, s in enumerate(cal_speakers) if s not in in_a])
+    cohort = cal_matrix[rows_a]
+
+    def asnorm_then(method: str | None, **kw) -> dict:
+        from arw_sv.metrics import as_norm
+
+        test_scores = as_norm(raw, e, t, test_matrix, cohort, top_n=300)
+        if method is None:
+            return evaluate(test_scores)
+        matrix = cal_matrix[rows_b]
+        speakers = [cal_speakers[i] for i in rows_b]
+        pe, pt, labels = sample_pairs(speakers, args.max_pairs, seed=args.seed)
+        pair_scores = as_norm(cosine_scores(matrix, pe, pt), pe, pt, matrix, cohort, top_n=300)
+        cal = fit_calibrator(method, pair_scores, labels, pe, pt, matrix, seed=args.seed, **kw)
+        return evaluate(cal.transform_indexed(test_scores, e, t, test_matrix))
+
+    cell("asnorm_half", lambda: asnorm_then(None))
+    cell("asnorm_half_global", lambda: asnorm_then("global"))
+    cell("asnorm_half_fsn_k16", lambda: asnorm_then("fsn", clusters=16))
+    cell("asnorm_half_faircal_k16", lambda: asnorm_then("faircal", clusters=16))
     cell("global", lambda: evaluate(fit_and_score("global", everyone)))
     for method in ("oracle", "oracle_faircal"):
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
