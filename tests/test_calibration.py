@@ -386,3 +386,10 @@ def test_the_calibration_split_adds_speakers_and_changes_no_other(tmp_path, tiny
         ).read_bytes()
     assert info.trials_path.read_bytes() == tiny_corpus.trials_path.read_bytes()
     assert json.loads(info.manifest_path.read_text())["num_calibration_speakers"] == 2 * n_cells
+
+
+def test_beta_methods_refuse_scores_outside_the_cosine_range(calibration_set):
+    emb, speaker, group, enroll, test, labels, scores = calibration_set
+    with pytest.raises(CalibrationError, match=r"beta maps read cosine scores in \[-1, 1\]"):
+        fit_calibrator("faircal", 5 * scores, labels, enroll, test, emb, clusters=3)
+    fit_calibrator("fsn", 5 * scores, labels, enroll, test, emb, clusters=3)  # any scale

@@ -290,6 +290,12 @@ def fit_calibrator(
         raise CalibrationError(
             "calibration pairs need both same-speaker and different-speaker pairs"
         )
+    beta = method in ("faircal", "softcal", "oracle_faircal")
+    if beta and (s.min() < -1.0 - 1e-6 or s.max() > 1.0 + 1e-6):
+        raise CalibrationError(
+            f"{method}'s beta maps read cosine scores in [-1, 1], got scores from "
+            f"{s.min():.3g} to {s.max():.3g} (normalised scores?); use fsn or global for them"
+        )
     settings: dict[str, Any] = {"seed": seed}
     common = dict(dim=int(embeddings.shape[1]), speakers=tuple(speakers), fingerprint=fingerprint)
     empty = np.zeros((0, embeddings.shape[1]))
