@@ -87,19 +87,25 @@ def timed_run(cmd: list[str], pythonpath: Path) -> tuple[float, float]:
     return wall, cpu
 
 
-def _without_new_inputs(now: bytes, old: bytes) -> bytes:
-    """``now`` without the ``inputs`` entries the baseline's report does not have yet (e.g.
-    ``duplicate_trials``), re-serialised as ``write_report`` does; otherwise unchanged.
+def _without_new_keys(now: bytes, old: bytes) -> bytes:
+    """``now`` without the entries the baseline's report does not have yet (e.g.
+    ``inputs.duplicate_trials``, ``cllr``), at any depth, re-serialised as ``write_report``
+    does; unchanged when there are none. What both have must still be identical.
     """
     import json
 
+    def prune(a, b):
+        if isinstance(a, dict) and isinstance(b, dict):
+            return {k: prune(v, b[k]) for k, v in a.items() if k in b}
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return [prune(x, y) for x, y in zip(a, b, strict=True)]
+        return a
+
     new, base = json.loads(now), json.loads(old)
-    extra = set(new.get("inputs", {})) - set(base.get("inputs", {}))
-    if not extra:
+    pruned = prune(new, base)
+    if pruned == new:
         return now
-    for key in extra:
-        del new["inputs"][key]
-    return (json.dumps(new, indent=1, allow_nan=False) + "\n").encode()
+    return (json.dumps(pruned, indent=1, allow_nan=False) + "\n").encode()
 
 
 def main() -> None:
@@ -148,7 +154,7 @@ def main() -> None:
             for what in ("no plots", "with plots"):
                 now = (tmp / f"now_0_{what}" / "report.json").read_bytes()
                 old = (tmp / f"baseline_0_{what}" / "report.json").read_bytes()
-                now = _without_new_inputs(now, old)
+                now = _without_new_keys(now, old)
                 print(f"report.json ({what}) identical to the baseline's: {now == old}")
                 if now != old:
                     raise SystemExit("report.json differs from the baseline's")
