@@ -32,6 +32,7 @@ from arw_sv.models.ecapa import EcapaTdnn
 from arw_sv.speechbrain_hparams import (
     SpeechBrainFolderError,
     SpeechBrainHparams,
+    parse_yaml,
     read_hparams,
     read_text,
 )
@@ -137,17 +138,23 @@ def _check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Pa
 def check_complete(folder: str | Path) -> None:
     """Refuse a folder that lacks a file its ``hyperparams.yaml``'s pretrainer loads (what
     an interrupted copy or export leaves): SpeechBrain itself would fail on it.
+
+    A loadable is present as ``<name>.ckpt``, or as the file its ``paths`` entry names
+    (``label_encoder.txt`` in the published layout).
     """
     folder = Path(folder)
-    text = read_text(folder / "hyperparams.yaml")
-    if "pretrainer" not in text:
+    where = folder / "hyperparams.yaml"
+    tree = parse_yaml(read_text(where), str(where))
+    pretrainer = tree.get("pretrainer") if isinstance(tree, dict) else None
+    loadables = pretrainer.get("loadables") if isinstance(pretrainer, dict) else None
+    if not isinstance(loadables, dict):
         return
-    for name in ("embedding_model", "mean_var_norm_emb", "classifier", "label_encoder"):
-        if f"{name}:" not in text.split("pretrainer", 1)[1]:
-            continue
-        candidates = [folder / f"{name}.ckpt"] + (
-            [folder / "label_encoder.txt"] if name == "label_encoder" else []
-        )
+    paths = pretrainer.get("paths")
+    paths = paths if isinstance(paths, dict) else {}
+    for name in loadables:
+        candidates = [folder / f"{name}.ckpt"]
+        if isinstance(paths.get(name), str):
+            candidates.append(folder / Path(str(paths[name])).name)
         if not any(c.is_file() for c in candidates):
             raise SpeechBrainFolderError(
                 f"{folder}: incomplete SpeechBrain folder: its pretrainer loads {name} but "

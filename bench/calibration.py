@@ -108,7 +108,6 @@ def main() -> None:
         return summarise(report)
 
     def fit_and_score(method: str, keep: np.ndarray, **kw) -> np.ndarray:
-        ids = [cal_ids[i] for i in keep]
         matrix = cal_matrix[keep]
         speakers = [cal_speakers[i] for i in keep]
         pe, pt, labels = sample_pairs(speakers, args.max_pairs, seed=args.seed)
@@ -116,7 +115,6 @@ def main() -> None:
         groups = np.array([group_of[s] for s in speakers])
         cal = fit_calibrator(method, scores, labels, pe, pt, matrix, seed=args.seed,
                              groups=groups if method.startswith("oracle") else None, **kw)  # fmt: skip
-        del ids
         return cal.transform_indexed(raw, e, t, test_matrix,
                                      groups=test_groups if method.startswith("oracle") else None)  # fmt: skip
 

@@ -105,8 +105,9 @@ def test_a_broken_hyperparams_yaml_is_one_line_naming_it(
 
 def test_huge_sizes_are_refused_before_anything_is_allocated(folder):
     # Every width in range, but together far too many weights: refused from the YAML alone.
-    text = _public_text().replace("channels: [64, 64, 64, 64, 192]", "channels: [4096] * 5")
-    text = text.replace("channels: [4096] * 5", "channels: [4096, 4096, 4096, 4096, 4096]")
+    text = _public_text().replace(
+        "channels: [64, 64, 64, 64, 192]", "channels: [4096, 4096, 4096, 4096, 4096]"
+    )
     (folder / "hyperparams.yaml").write_text(text)
     with pytest.raises(SpeechBrainFolderError, match="weights"):
         read_hparams(folder)
