@@ -76,6 +76,8 @@ def main() -> None:
     p.add_argument("--curve", type=int, nargs="*", default=[], help="calibration speaker counts")
     p.add_argument("--max-pairs", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--oracle-key", choices=GROUPINGS, default="nationality",
+                   help="the attribute the label oracles calibrate per group (the planted one)")  # fmt: skip
     p.add_argument(
         "--plot-fmr",
         nargs="*",
@@ -99,7 +101,7 @@ def main() -> None:
         raise SystemExit("calibration and test speakers overlap")
     e, t = utterance_rows(trials.enroll, test_ids), utterance_rows(trials.test, test_ids)
     raw = cosine_scores(test_matrix, e, t)
-    group_of = {s: meta[s].nationality for s in meta}
+    group_of = {s: getattr(meta[s], args.oracle_key) for s in meta}
     test_groups = np.array([group_of[speaker_of(u)] for u in test_ids])
 
     def evaluate(scores: np.ndarray) -> dict:
