@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
-from arw_sv.calibration import CalibrationError, cosine_scores, fit_calibrator, sample_pairs
+from arw_sv.calibration import (
+    CalibrationError,
+    cosine_scores,
+    fit_calibrator,
+    sample_pairs,
+    split_cohort,
+)
 from arw_sv.data.meta import read_speaker_meta
 from arw_sv.data.trials import read_embeddings, read_trials, speaker_of, utterance_rows
 from arw_sv.evaluate import evaluate_scores
@@ -142,24 +148,22 @@ def main() -> None:
 
     # AS-norm made deployable: cohort = calibration half A; calibrator fitted on half B's
     # pairs, AS-normalised against A (no pair meets its own speaker in the cohort).
-    halves = np.random.default_rng(args.seed).permutation(sorted(set(cal_speakers)))
-    in_a = set(halves[: len(halves) // 2])
-    rows_a = np.array([i for i, s in enumerate(cal_speakers) if s in in_a])
-    rows_b = np.array([i for i, s in enumerate(cal_speakers) if s not in in_a])
-    cohort = cal_matrix[rows_a]
+    in_cohort = split_cohort(cal_speakers, 0.5, seed=args.seed)
+    rows_b = np.flatnonzero(~in_cohort)
+    cohort = cal_matrix[in_cohort]
 
     def asnorm_then(method: str | None, **kw) -> dict:
         from arw_sv.metrics import as_norm
 
-        test_scores = as_norm(raw, e, t, test_matrix, cohort, top_n=300)
         if method is None:
-            return evaluate(test_scores)
+            return evaluate(as_norm(raw, e, t, test_matrix, cohort, top_n=300))
         matrix = cal_matrix[rows_b]
         speakers = [cal_speakers[i] for i in rows_b]
         pe, pt, labels = sample_pairs(speakers, args.max_pairs, seed=args.seed)
-        pair_scores = as_norm(cosine_scores(matrix, pe, pt), pe, pt, matrix, cohort, top_n=300)
-        cal = fit_calibrator(method, pair_scores, labels, pe, pt, matrix, seed=args.seed, **kw)
-        return evaluate(cal.transform_indexed(test_scores, e, t, test_matrix))
+        pair_scores = cosine_scores(matrix, pe, pt)
+        cal = fit_calibrator(method, pair_scores, labels, pe, pt, matrix, seed=args.seed,
+                             cohort=cohort, top_n=300, **kw)  # fmt: skip
+        return evaluate(cal.transform_indexed(raw, e, t, test_matrix))
 
     cell("asnorm_half", lambda: asnorm_then(None))
     cell("asnorm_half_global", lambda: asnorm_then("global"))

@@ -17,6 +17,7 @@ from arw_sv.calibration import (
     load_calibrator,
     sample_pairs,
     save_calibrator,
+    split_cohort,
 )
 from arw_sv.calibration.logistic import apply_beta, beta_features, fit_beta, fit_linear
 from arw_sv.metrics import Grouping, fairness_report
@@ -210,6 +211,94 @@ def test_a_saved_calibrator_reloads_to_identical_outputs(method, calibration_set
     json.loads((tmp_path / "cal.json").read_text())  # plain JSON
 
 
+# ---- AS-norm before the map -------------------------------------------------------------
+
+
+def _halves(calibration_set):
+    """The calibration set split into an AS-norm cohort and fitting speakers' pairs."""
+    emb, speaker, group, *_ = calibration_set
+    in_cohort = split_cohort([f"s{s}" for s in speaker], 0.5, seed=0)
+    rest = np.flatnonzero(~in_cohort)
+    pe, pt, labels = sample_pairs([f"s{s}" for s in speaker[rest]], 60_000, seed=1)
+    return emb[in_cohort], emb[rest], pe, pt, labels, cosine_scores(emb[rest], pe, pt)
+
+
+def test_split_cohort_divides_speakers_not_utterances():
+    speakers = [f"s{i // 4}" for i in range(40)]  # 10 speakers, 4 utterances each
+    mask = split_cohort(speakers, 0.5, seed=3)
+    cohort = {s for s, m in zip(speakers, mask, strict=True) if m}
+    rest = {s for s, m in zip(speakers, mask, strict=True) if not m}
+    assert len(cohort) == 5 and not cohort & rest and mask.sum() == 20
+    assert np.array_equal(mask, split_cohort(speakers, 0.5, seed=3))
+    assert not np.array_equal(mask, split_cohort(speakers, 0.5, seed=4))
+    assert split_cohort(speakers, 0.3, seed=0).sum() == 12  # int(0.3 * 10) = 3 speakers
+    for share in (0.0, 1.0, 0.1):  # 0.1 of 10 leaves a cohort of 1 speaker
+        with pytest.raises(ValueError, match="cohort"):
+            split_cohort(speakers, share)
+
+
+@pytest.mark.parametrize("method", ["global", "fsn"])
+def test_asnorm_then_a_map_equals_the_map_fitted_on_as_normalised_scores(method, calibration_set):
+    from arw_sv.metrics import as_norm
+
+    cohort, emb, pe, pt, labels, scores = _halves(calibration_set)
+    cal = fit_calibrator(method, scores, labels, pe, pt, emb, clusters=3, cohort=cohort, top_n=50)
+    normed = as_norm(scores, pe, pt, emb, cohort, top_n=50)  # the independent path
+    plain = fit_calibrator(method, normed, labels, pe, pt, emb, clusters=3)
+    assert np.allclose(cal.fallback, plain.fallback) and np.allclose(cal.maps, plain.maps)
+    assert cal.settings["top_n"] == 50 and cal.label == f"asnorm+{method}"
+    # Applied to new trials: AS-norm against the stored cohort, then the map.
+    rng = np.random.default_rng(5)
+    e, t = rng.integers(0, len(emb), 3000), rng.integers(0, len(emb), 3000)
+    raw = cosine_scores(emb, e, t)
+    expected = plain.transform_indexed(as_norm(raw, e, t, emb, cohort, top_n=50), e, t, emb)
+    assert np.allclose(cal.transform_indexed(raw, e, t, emb), expected)
+    assert np.allclose(
+        cal.transform(raw, emb[e], emb[t]), expected
+    )  # the per-trial API gives the same
+
+
+def test_asnorm_lowers_the_crowded_groups_false_accepts_at_one_threshold(calibration_set):
+    cohort, emb, pe, pt, labels, scores = _halves(calibration_set)
+    _, speaker, group, *_ = calibration_set
+    in_cohort = split_cohort([f"s{s}" for s in speaker], 0.5, seed=0)
+    g = group[~in_cohort]
+    cal = fit_calibrator("fsn", scores, labels, pe, pt, emb, clusters=3, cohort=cohort, top_n=50)
+    within = (g[pe] == g[pt]) & (labels == 0)
+
+    def fmr_ratio(s):
+        thr = np.quantile(s[labels == 0], 0.99)
+        rates = [(s[within & (g[pe] == k)] > thr).mean() for k in (0, 1)]
+        return max(rates) / max(min(rates), 1e-9)
+
+    # The crowded group's impostors score high on raw cosine; AS-norm + FSN evens it out.
+    assert fmr_ratio(scores) > 3.0
+    assert fmr_ratio(cal.transform_indexed(scores, pe, pt, emb)) < 0.5 * fmr_ratio(scores)
+
+
+def test_an_asnorm_calibrator_reloads_exactly_and_a_broken_cohort_is_one_line(
+    calibration_set, tmp_path
+):
+    cohort, emb, pe, pt, labels, scores = _halves(calibration_set)
+    cal = fit_calibrator("fsn", scores, labels, pe, pt, emb, clusters=3, cohort=cohort)
+    save_calibrator(cal, tmp_path / "cal.json")
+    back = load_calibrator(tmp_path / "cal.json")
+    assert back.cohort.dtype == np.float32 and np.array_equal(back.cohort, cohort.astype("f4"))
+    before = cal.transform_indexed(scores, pe, pt, emb)
+    assert np.array_equal(before, back.transform_indexed(scores, pe, pt, emb))
+    doc = json.loads((tmp_path / "cal.json").read_text())
+    for field, value in (("base64", "not base64!"), ("shape", [3, 5]), ("dtype", "<f8")):
+        broken = {**doc, "cohort": {**doc["cohort"], field: value}}
+        (tmp_path / "bad.json").write_text(json.dumps(broken))
+        with pytest.raises(CalibrationError, match="bad.json: malformed") as info:
+            load_calibrator(tmp_path / "bad.json")
+        assert "\n" not in str(info.value)
+    with pytest.raises(CalibrationError, match="share the embedding dimension"):
+        fit_calibrator("fsn", scores, labels, pe, pt, emb, cohort=cohort[:, :5])
+    with pytest.raises(CalibrationError, match="beta maps read cosine scores"):
+        fit_calibrator("faircal", scores, labels, pe, pt, emb, clusters=3, cohort=cohort)
+
+
 def test_too_few_pairs_per_cluster_are_refused(calibration_set):
     emb, speaker, group, enroll, test, labels, scores = calibration_set
     few = np.random.default_rng(0).choice(len(scores), 3000, replace=False)
@@ -326,6 +415,48 @@ def test_cli_calibrate_score_and_eval_side_by_side(embedded, capsys):
     assert report["calibrated"]["report"]["overall"]["eer"] == report["overall"]["eer"]
     assert "Raw cosine against calibrated" in (out / "e" / "report.md").read_text()
     assert "calibrated (global)" in capsys.readouterr().out
+
+
+def test_cli_calibrate_with_asnorm_keeps_the_cohort_out_of_the_pairs(embedded, capsys):
+    from arw_sv.calibration.store import calibrate_trials
+    from arw_sv.cli import main
+    from arw_sv.data.trials import (
+        read_embeddings,
+        read_scores,
+        read_trials,
+        speaker_of,
+        utterance_rows,
+    )
+
+    out = embedded
+    ids, _ = read_embeddings(out / "cal.npz")
+    speakers = sorted({speaker_of(u) for u in ids})
+    # A trial list over the calibration speakers: those naming a cohort speaker drop out.
+    assert main(["trials", str(out / "cal.csv"), "--out", str(out / "cal_trials.txt"),
+                 "--targets", "20", "--within", "20", "--across", "20"]) == 0  # fmt: skip
+    for extra, name in (
+        ([], "asn.json"),
+        (["--trials", str(out / "cal_trials.txt")], "asn_t.json"),
+    ):
+        argv = ["calibrate", "--embeddings", str(out / "cal.npz"), "--method", "global",
+                "--score-norm", "asnorm", "--top-n", "5", *extra, "--out", str(out / name)]  # fmt: skip
+        assert main(argv) == 0
+        assert "AS-norm (cohort" in capsys.readouterr().out
+        cal = load_calibrator(out / name)
+        assert cal.speakers == tuple(speakers) and cal.settings["top_n"] == 5
+        assert 0 < len(cal.cohort) < len(ids)
+    assert main(["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
+                 "--calibration", str(out / "asn.json"), "--out", str(out / "asn.txt")]) == 0  # fmt: skip
+    trials = read_trials(out / "trials.txt")
+    _, llr = read_scores(out / "asn.txt")
+    embeddings = read_embeddings(out / "eval.npz")
+    e, t = utterance_rows(trials.enroll, embeddings[0]), utterance_rows(trials.test, embeddings[0])
+    raw = cosine_scores(embeddings[1], e, t)
+    again = calibrate_trials(out / "asn.json", out / "eval.npz", trials, raw, embeddings)
+    assert np.allclose(llr, again, atol=1e-5)  # written to text with limited digits
+    assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--score-norm", "asnorm",
+                 "--cohort-share", "0.99", "--out", str(out / "x.json")]) == 2  # fmt: skip
+    assert "cohort" in capsys.readouterr().err
 
 
 def test_cli_refuses_overlapping_speakers_and_another_models_embeddings(embedded, tmp_path, capsys):

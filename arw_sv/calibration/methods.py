@@ -27,11 +27,22 @@ any trial whose two sides' embeddings are known. Methods (``METHODS``):
 - ``oracle_faircal``: FairCal with the true groups as the clusters (FairCal's own oracle:
   per-group calibrated probabilities, which need not mean equal FMR).
 
+Any method can be preceded by **AS-norm** against a cohort of calibration utterances
+(``fit_calibrator(..., cohort=...)``): the scores are AS-normalised (top ``top_n`` cohort
+cosines of each side, :func:`arw_sv.metrics.as_norm`) before the map is fitted and before
+it is applied, and the cohort is kept in the calibrator. The cohort's speakers must not be
+the fitting pairs' speakers (:func:`arw_sv.calibration.split_cohort` halves the calibration
+speakers), or a pair would meet its own speaker in the cohort. AS-norm adapts per
+utterance where the clusters adapt per region: on the held-out benchmark AS-norm + FSN
+(k=16) is the label-free method that narrows the false-accept gap most
+(docs/calibration-log.md).
+
 Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, D embedding, C clusters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +115,7 @@ class Calibrator:
         settings: the fitting settings (clusters, target FMR, top, temperature, seed).
         speakers: the calibration speakers (checked against test speakers).
         fingerprint: the embedding model's fingerprint, when known.
+        cohort: (E, D) AS-norm cohort embeddings (float32), or None: no normalisation.
     """
 
     method: str
@@ -116,6 +128,12 @@ class Calibrator:
     settings: dict[str, Any] = field(default_factory=dict)
     speakers: tuple[str, ...] = ()
     fingerprint: str | None = None
+    cohort: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        """The method as reports name it, e.g. ``fsn`` or ``asnorm+fsn``."""
+        return self.method if self.cohort is None else f"asnorm+{self.method}"
 
     # ---- regions ---------------------------------------------------------------------
 
@@ -185,6 +203,8 @@ class Calibrator:
         """
         s = np.asarray(scores, dtype=np.float64)
         enroll, test = np.asarray(enroll), np.asarray(test)
+        if self.cohort is not None:
+            s = self.normalise(s, enroll, test, embeddings)
         if self.method == "global":
             return self.fallback[0] * s + self.fallback[1]
         if self.method.startswith("oracle"):
@@ -213,6 +233,30 @@ class Calibrator:
             shifted = s - 0.5 * (self.maps[region[enroll], 0] + self.maps[region[test], 0])
             return self.fallback[0] * shifted + self.fallback[1]
         return self._mix_two(s, region[enroll], region[test])
+
+    def normalise(
+        self, scores: np.ndarray, enroll: np.ndarray, test: np.ndarray, embeddings: np.ndarray
+    ) -> np.ndarray:
+        """AS-norm of scores against the calibrator's cohort (the scores as they are when
+        it has none).
+
+        Shape:
+            scores, enroll, test: (N,); embeddings: (U, D) -> (N,).
+        """
+        if self.cohort is None:
+            return np.asarray(scores, dtype=np.float64)
+        from arw_sv.metrics.asnorm import as_norm
+
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise CalibrationError(
+                f"the calibrator was fitted on {self.dim}-dim embeddings, got shape "
+                f"{embeddings.shape}: embeddings of another model?"
+            )
+        if len(scores) == 0:
+            return np.zeros(0)
+        top_n = int(self.settings["top_n"])
+        return as_norm(scores, enroll, test, embeddings, self.cohort, top_n=top_n)
 
     def _mix_two(self, s: np.ndarray, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
         """FairCal's pair-count-weighted mix of the two sides' maps (-1: the global map)."""
@@ -252,6 +296,8 @@ def fit_calibrator(
     groups: np.ndarray | None = None,
     speakers: tuple[str, ...] = (),
     fingerprint: str | None = None,
+    cohort: np.ndarray | None = None,
+    top_n: int = 300,
 ) -> Calibrator:
     """Fit a calibrator on calibration pairs.
 
@@ -270,18 +316,32 @@ def fit_calibrator(
         groups: each utterance's group (``oracle`` only).
         speakers: the calibration speakers, recorded for the overlap check.
         fingerprint: the embedding model's fingerprint, recorded for the model check.
+        cohort: AS-norm cohort embeddings (utterances of calibration speakers that no
+            pair names), or None. With it the pairs' scores are AS-normalised before the
+            fit, and every later ``transform`` normalises first.
+        top_n: AS-norm's adaptive cohort size (with ``cohort``).
 
     Raises:
         CalibrationError: an unknown method, or too few pairs for a cluster (named, with
             its counts and what to change).
 
     Shape:
-        scores, labels, enroll, test: (N,); embeddings: (U, D); groups: (U,).
+        scores, labels, enroll, test: (N,); embeddings: (U, D); groups: (U,); cohort: (E, D).
     """
     if method not in METHODS:
         raise CalibrationError(
             f"unknown calibration method {method!r}; one of {', '.join(METHODS)}"
         )
+    if cohort is not None:
+        norm = _check_cohort(cohort, np.shape(embeddings), top_n)
+        s = norm.normalise(scores, np.asarray(enroll), np.asarray(test), embeddings)
+        plain = fit_calibrator(
+            method, s, labels, enroll, test, embeddings, clusters=clusters,
+            target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
+            groups=groups, speakers=speakers, fingerprint=fingerprint,
+        )  # fmt: skip
+        settings = {**plain.settings, **norm.settings}
+        return dataclasses.replace(plain, cohort=norm.cohort, settings=settings)
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     enroll, test = np.asarray(enroll), np.asarray(test)
@@ -340,6 +400,29 @@ def fit_calibrator(
     return Calibrator(
         method, centroids=centroids, maps=maps, counts=counts, fallback=fit_beta(s, y),
         settings=settings, **common,
+    )  # fmt: skip
+
+
+def _check_cohort(cohort, shape: tuple[int, ...], top_n: int) -> Calibrator:
+    """A calibrator that only normalises, after checking the cohort fits the embeddings."""
+    cohort = np.asarray(cohort, dtype=np.float32)
+    if cohort.ndim != 2 or len(shape) != 2 or cohort.shape[1] != shape[1]:
+        raise CalibrationError(
+            f"the AS-norm cohort has shape {cohort.shape}, the embeddings {tuple(shape)}: "
+            "they must share the embedding dimension"
+        )
+    if top_n < 2 or cohort.shape[0] < 2:
+        raise CalibrationError(
+            f"AS-norm needs top_n >= 2 and a cohort of at least 2 embeddings "
+            f"(top_n {top_n}, cohort {cohort.shape[0]})"
+        )
+    if not np.isfinite(cohort).all():
+        raise CalibrationError("the AS-norm cohort has non-finite values")
+    top_n = min(int(top_n), cohort.shape[0])
+    return Calibrator(
+        "global", dim=int(shape[1]), centroids=np.zeros((0, shape[1])), maps=np.zeros((0, 3)),
+        counts=np.zeros(0), fallback=np.zeros(2),
+        settings={"score_norm": "asnorm", "top_n": top_n}, cohort=cohort,
     )  # fmt: skip
 
 

@@ -81,3 +81,27 @@ def cosine_scores(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray) 
     for i in range(0, len(enroll), step):
         out[i : i + step] = np.einsum("nd,nd->n", x[enroll[i : i + step]], x[test[i : i + step]])
     return out
+
+
+def split_cohort(speakers: Sequence[str], share: float = 0.5, seed: int = 0) -> np.ndarray:
+    """Which utterances go to the AS-norm cohort: all those of ``int(share * S)`` of the S
+    speakers, drawn with ``seed``; the rest fit the calibrator (no pair meets its own
+    speaker in the cohort).
+
+    Raises:
+        ValueError: ``share`` not in (0, 1), or a side left with fewer than 2 speakers.
+
+    Shape:
+        speakers: (U,) -> (U,) bool.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the cohort share must lie in (0, 1), got {share}")
+    names = np.unique(np.asarray(speakers, dtype=str))
+    n_cohort = int(share * len(names))
+    if n_cohort < 2 or len(names) - n_cohort < 2:
+        raise ValueError(
+            f"{len(names)} calibration speakers cannot be split {share:g} / {1 - share:g} into "
+            "an AS-norm cohort and fitting speakers of at least 2 each"
+        )
+    cohort = set(np.random.default_rng(seed).permutation(names)[:n_cohort])
+    return np.array([s in cohort for s in speakers], dtype=bool)

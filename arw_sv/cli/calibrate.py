@@ -13,6 +13,11 @@ The calibration speakers (an utterance's speaker is the first component of its i
 names manifests or trial lists whose speakers are refused, and ``score`` / ``eval`` refuse
 test trials of a calibration speaker. Pairs are every same-speaker pair and a sample of
 different-speaker pairs (``--max-pairs`` in all), or the trials of ``--trials``.
+
+``--score-norm asnorm`` puts AS-norm before the calibrator: ``--cohort-share`` of the
+calibration speakers (half by default) become its cohort, stored in the calibrator, and the
+other speakers' pairs, AS-normalised against it, fit the map (trials that name a cohort
+speaker are left out). ``score`` and ``eval`` then normalise every trial the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--target-fmr", type=float, default=0.01, help="fsn: the FMR of its thresholds")
     p.add_argument("--top", type=int, default=4, help="softcal: nearest centroids per side")
     p.add_argument("--temperature", type=float, default=0.05, help="softcal: softmax temperature")
+    p.add_argument(
+        "--score-norm", choices=("none", "asnorm"), default="none",
+        help="asnorm: AS-norm against a cohort of calibration speakers, then the map",
+    )  # fmt: skip
+    p.add_argument("--cohort-share", type=float, default=0.5,
+                   help="asnorm: the share of calibration speakers that form the cohort")  # fmt: skip
+    p.add_argument("--top-n", type=int, default=300, help="asnorm: adaptive cohort size")
+    p.add_argument("--cohort-size", type=int, default=4000,
+                   help="asnorm: cohort utterances at most (a seeded sample of the cohort "
+                   "speakers'; AS-norm's cost grows with it)")  # fmt: skip
     p.add_argument("--max-pairs", type=int, default=1_000_000, help="sampled pairs at most")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -75,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         fit_calibrator,
         sample_pairs,
         save_calibrator,
+        split_cohort,
     )
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.trials import (
@@ -87,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.clusters < 1 or args.max_pairs < 2 or not 0 < args.target_fmr < 1:
         raise ValueError("--clusters >= 1, --max-pairs >= 2 and 0 < --target-fmr < 1, please")
+    if args.cohort_size < 2 or args.top_n < 2:
+        raise ValueError("--cohort-size and --top-n must be at least 2")
     ids, matrix = read_embeddings(args.embeddings)
     owner = {u: speaker_of(u) for u in ids}
     if args.manifest:
@@ -108,12 +126,32 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(overlap[:3])}; calibration speakers must be disjoint from "
                 "training and test speakers"
             )
+    cohort = None
+    if args.score_norm == "asnorm":
+        try:
+            in_cohort = split_cohort([owner[u] for u in ids], args.cohort_share, args.seed)
+        except ValueError as exc:
+            raise CalibrationError(f"{args.embeddings}: {exc}") from None
+        rows = np.flatnonzero(in_cohort)
+        if rows.size > args.cohort_size:
+            rng = np.random.default_rng(args.seed)
+            rows = np.sort(rng.choice(rows, args.cohort_size, replace=False))
+        cohort = matrix[rows]
+        rest = np.flatnonzero(~in_cohort)
+        ids, matrix = [ids[i] for i in rest], matrix[rest]
     if args.trials:
         trials = read_trials(args.trials)
-        enroll, test = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
-        if (enroll < 0).any() or (test < 0).any():
+        every = set(owner)
+        named = np.array([u in every for u in (*trials.enroll, *trials.test)])
+        if not named.all():
             raise CalibrationError(f"{args.trials}: trials name utterances without an embedding")
-        labels = trials.labels
+        enroll, test = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
+        labels = np.asarray(trials.labels)
+        if cohort is not None:  # trials that name a cohort utterance are left out
+            keep = (enroll >= 0) & (test >= 0)
+            enroll, test, labels = enroll[keep], test[keep], labels[keep]
+            if not keep.any():
+                raise CalibrationError(f"{args.trials}: every trial names a cohort speaker")
     else:
         enroll, test, labels = sample_pairs([owner[u] for u in ids], args.max_pairs, args.seed)
     scores = cosine_scores(matrix, enroll, test)
@@ -132,11 +170,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         speakers=tuple(speakers),
         fingerprint=model.get("fingerprint"),
+        cohort=cohort,
+        top_n=args.top_n,
     )
     save_calibrator(calibrator, args.out)
     n_tar = int(np.asarray(labels).sum())
+    norm = "" if cohort is None else f"AS-norm (cohort {len(cohort)} utterances) + "
     print(
-        f"{args.method}: fitted on {len(scores)} pairs ({n_tar} same-speaker) of "
+        f"{norm}{args.method}: fitted on {len(scores)} pairs ({n_tar} same-speaker) of "
         f"{len(speakers)} speakers, {len(ids)} utterances -> {args.out}"
     )
     return 0

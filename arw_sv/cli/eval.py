@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             calibrated.pop("inputs", None)
             report["calibrated"] = {
                 "file": str(args.calibration),
-                "method": load_calibrator(args.calibration).method,
+                "method": load_calibrator(args.calibration).label,
                 "report": calibrated,
             }
         if args.embeddings is not None:
