@@ -267,8 +267,9 @@ class SpeakerEncoder:
         progress: bool = False,
         max_padding: float = 0.0,
         batch_seconds: float = 256.0,
+        spans: Sequence[tuple[float, float]] | None = None,
     ) -> np.ndarray:
-        """Embed many whole files (no crops), batched by length.
+        """Embed many whole files or segments of them (no crops), batched by length.
 
         Files are sorted by their length (from the headers, without decoding) and read in
         that order, so files of equal length meet and share one forward pass; memory stays
@@ -292,6 +293,9 @@ class SpeakerEncoder:
             progress: show a tqdm bar.
             max_padding: largest padding per batch, as a fraction of its longest file.
             batch_seconds: most audio per forward pass.
+            spans: per path ``(start, duration)`` in seconds (a Kaldi segment: what the
+                manifest's ``start`` and ``duration`` say), or None for whole files. A span
+                that starts at 0 and reaches the file's last 0.05 s reads the whole file.
 
         Shape:
             -> (N, D) float32, in the order of ``paths``.
@@ -306,7 +310,8 @@ class SpeakerEncoder:
             raise ValueError(f"max_padding must be in [0, 1), got {max_padding}")
         paths = list(paths)
         out = np.empty((len(paths), self.dim), dtype=np.float32)
-        frames = [audio_info(p)[0] for p in paths]
+        windows = _windows(paths, spans)  # (first sample, samples) in each file's own rate
+        frames = [n for _, n in windows]
         budget = int(batch_seconds * self.sample_rate)
         if self._onnx["allowed"]:
             large = sum(frames) >= self._onnx_min_seconds * self.sample_rate
@@ -329,7 +334,13 @@ class SpeakerEncoder:
 
         order = sorted(range(len(paths)), key=lambda i: frames[i])
         for i in tqdm(order, desc="embed", unit="utt", disable=not progress):
-            wav = check_usable(read_audio(paths[i], self.sample_rate), paths[i], self.sample_rate)
+            first, count = windows[i]
+            if first < 0:
+                wav = read_audio(paths[i], self.sample_rate)
+            else:
+                wav = read_audio(paths[i], self.sample_rate, start=first, frames=count)
+            where = paths[i] if first < 0 else f"{paths[i]} (segment from {spans[i][0]:g} s)"
+            wav = check_usable(wav, where, self.sample_rate)
             n = wav.shape[0]
             if audio:
                 shortest = min(a.shape[0] for a in audio)
@@ -345,6 +356,36 @@ class SpeakerEncoder:
         if audio:
             flush()
         return out
+
+
+def _windows(paths: list, spans: Sequence[tuple[float, float]] | None) -> list[tuple[int, int]]:
+    """Each file's window as (first sample, samples) in its own rate; first -1: the whole
+    file. A segment that starts inside the file and runs past its end is refused, naming the
+    file (0.05 s is forgiven, as the Kaldi reader forgives it).
+    """
+    from arw_sv.audio import AudioError
+
+    if spans is not None and len(spans) != len(paths):
+        raise ValueError(f"{len(spans)} spans for {len(paths)} files")
+    out = []
+    for i, path in enumerate(paths):
+        frames, rate, _ = audio_info(path)
+        if spans is None:
+            out.append((-1, frames))
+            continue
+        start, duration = spans[i]
+        first, count = int(round(start * rate)), int(round(duration * rate))
+        slack = int(0.05 * rate)
+        if first == 0 and count >= frames - slack:  # a whole file (its duration rounded)
+            out.append((-1, frames))
+        elif first + count > frames + slack:
+            raise AudioError(
+                f"{path}: segment {start:g}-{start + duration:g} s runs past the file's end "
+                f"({frames / rate:g} s)"
+            )
+        else:
+            out.append((first, min(count, frames - first)))
+    return out
 
 
 def _frozen_ecapa(extractor: EcapaTdnn) -> torch.jit.ScriptModule:
@@ -375,8 +416,9 @@ def embed_utterances(
     *,
     progress: bool,
     backend: str = "auto",
+    spans: Sequence[tuple[float, float]] | None = None,
 ) -> Path:
-    """Embed ``paths`` and write ``{utt_id: vector}`` to an ``.npz`` atomically, and beside
+    """Embed ``paths`` (or their ``spans``, see :meth:`SpeakerEncoder.embed_files`) and write ``{utt_id: vector}`` to an ``.npz`` atomically, and beside
     it ``<out>.model.json`` (the model's weight fingerprint, dimension and source), which
     calibration checks against.
     """
@@ -387,7 +429,7 @@ def embed_utterances(
     from arw_sv.data.trials import model_sidecar
 
     encoder = SpeakerEncoder.load(checkpoint, backend=backend)  # or speechbrain:FOLDER
-    vectors = encoder.embed_files(paths, progress=progress)
+    vectors = encoder.embed_files(paths, progress=progress, spans=spans)
     out = Path(out)
     model = {
         "fingerprint": model_fingerprint(encoder._extractor),

@@ -196,3 +196,58 @@ def test_embed_an_empty_folder_is_a_clear_error(trained, tmp_path, capsys):
 def test_bench_moved_out_of_the_library_says_where(capsys):
     assert main(["bench", "fairness", "--out", "x"]) == 2
     assert "python -m bench.fairness" in capsys.readouterr().err
+
+
+def test_embed_reads_kaldi_segments_as_their_own_audio(trained, tiny_manifests, tmp_path, capsys):
+    """A Kaldi data dir whose utterances are segments of longer recordings: each segment's
+    embedding equals that of the same samples written out as a file of its own."""
+    import soundfile as sf
+
+    from arw_sv.data.manifest import read_manifest
+
+    utts = [u for u in read_manifest(tiny_manifests[1])][:3]
+    waves = [sf.read(u.path, dtype="float32")[0] for u in utts]
+    rate = sf.info(utts[0].path).samplerate
+    recording = np.concatenate(waves)  # one long recording, three speakers' turns
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    sf.write(tmp_path / "rec.wav", recording, rate)
+    bounds = np.cumsum([0] + [len(w) for w in waves]) / rate
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    segs, spk, ref = [], [], []
+    for i, u in enumerate(utts):
+        a, b = bounds[i] + 0.1, bounds[i + 1] - 0.05  # inside each turn, not on its edges
+        segs.append(f"seg{i} rec {a:.3f} {b:.3f}")
+        spk.append(f"seg{i} {u.speaker}")
+        piece = recording[int(round(a * rate)) : int(round(a * rate)) + int(round((b - a) * rate))]
+        sf.write(cut / f"seg{i}.wav", piece, rate)
+        ref.append(cut / f"seg{i}.wav")
+    (kaldi / "wav.scp").write_text(f"rec {tmp_path / 'rec.wav'}\n")
+    (kaldi / "segments").write_text("\n".join(segs) + "\n")
+    (kaldi / "utt2spk").write_text("\n".join(spk) + "\n")
+    assert main(["manifest", str(kaldi), "--out", str(tmp_path / "m.csv")]) == 0
+    assert main(["embed", str(trained), "--manifest", str(tmp_path / "m.csv"),
+                 "--out", str(tmp_path / "seg.npz"), "--quiet"]) == 0  # fmt: skip
+    assert main(["embed", str(trained), "--folder", str(cut),
+                 "--out", str(tmp_path / "cut.npz"), "--quiet"]) == 0  # fmt: skip
+    with np.load(tmp_path / "seg.npz") as s, np.load(tmp_path / "cut.npz") as c:
+        for i, u in enumerate(utts):
+            got, want = s[f"{u.speaker}/seg{i}"], c[f"seg{i}.wav"]
+            assert float(got @ want) > 0.99999
+        # Three different segments of one file: not the whole file's embedding three times.
+        assert float(s[f"{utts[0].speaker}/seg0"] @ s[f"{utts[1].speaker}/seg1"]) < 0.999
+    # A manifest whose segment runs past its recording's end (the Kaldi reader refuses
+    # one; a hand-written CSV may hold one): one line naming the file, no output.
+    from dataclasses import replace
+
+    from arw_sv.data.manifest import write_manifest
+
+    seg = read_manifest(tmp_path / "m.csv")
+    write_manifest([replace(seg[0], start=0.5, duration=bounds[-1] + 4.5)], tmp_path / "m2.csv")
+    capsys.readouterr()
+    code = main(["embed", str(trained), "--manifest", str(tmp_path / "m2.csv"),
+                 "--out", str(tmp_path / "bad.npz"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "rec.wav" in err and "past the file's end" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "bad.npz").exists()

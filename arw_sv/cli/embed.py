@@ -39,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.manifest)
         if args.split:
             manifest = manifest.subset(args.split)
-        if any(u.start for u in manifest):
-            raise ValueError(f"{args.manifest}: embedding Kaldi segments is not supported yet")
         ids, paths = [u.utt_id for u in manifest], [u.path for u in manifest]
+        spans = [(u.start, u.duration) for u in manifest]  # Kaldi segments, or whole files
     else:
         root = Path(args.folder)
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
@@ -49,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"no audio files (.wav, .flac) under {root}")
         ids = [str(p.relative_to(root)) for p in files]
         paths = [str(p) for p in files]
+        spans = None
     out = embed_utterances(
-        args.checkpoint, ids, paths, args.out, progress=not args.quiet, backend=args.backend
-    )
+        args.checkpoint, ids, paths, args.out, progress=not args.quiet, backend=args.backend,
+        spans=spans,
+    )  # fmt: skip
     print(f"{len(ids)} embeddings -> {out}")
     return 0
