@@ -524,3 +524,22 @@ def test_beta_methods_refuse_scores_outside_the_cosine_range(calibration_set):
     with pytest.raises(CalibrationError, match=r"beta maps read cosine scores in \[-1, 1\]"):
         fit_calibrator("faircal", 5 * scores, labels, enroll, test, emb, clusters=3)
     fit_calibrator("fsn", 5 * scores, labels, enroll, test, emb, clusters=3)  # any scale
+
+
+def test_training_leaves_out_calibration_and_test_speakers(tiny_manifests, tmp_path):
+    """A manifest that also holds calibration (or test) speakers trains on dev only."""
+    from dataclasses import replace
+
+    from arw_sv.data.manifest import read_manifest, write_manifest
+    from arw_sv.train.loop import _training_manifest
+    from tests.conftest import tiny_config
+
+    dev = read_manifest(tiny_manifests[0])
+    cal_speakers = set(dev.speakers[:3])
+    mixed = [replace(u, split="cal") if u.speaker in cal_speakers else u for u in dev]
+    write_manifest(mixed, tmp_path / "mixed.csv")
+    kept = _training_manifest(tiny_config(tmp_path / "run", tmp_path / "mixed.csv"))
+    assert set(kept.speakers) == set(dev.speakers) - cal_speakers
+    assert {u.split for u in kept} == {"dev"}
+    write_manifest(dev, tmp_path / "dev.csv")  # dev alone: everything
+    assert len(_training_manifest(tiny_config(tmp_path / "r2", tmp_path / "dev.csv"))) == len(dev)

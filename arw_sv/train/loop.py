@@ -275,9 +275,12 @@ def fit(
 
 def _training_manifest(cfg: Config) -> Manifest:
     manifest = read_manifest(cfg.data.train_manifest)
-    if any(u.split == "test" for u in manifest):
+    splits = {u.split for u in manifest}
+    # A manifest with test or calibration speakers in it trains on its dev split only.
+    if "test" in splits or ("dev" in splits and len(splits) > 1):
         manifest = manifest.subset("dev")
-        log.info("train manifest: kept only the dev split (%d utterances)", len(manifest))
+        log.info("train manifest: kept only the dev split (%d utterances; left out: %s)",
+                 len(manifest), ", ".join(sorted(splits - {"dev"})))  # fmt: skip
     return manifest
 
 
