@@ -39,7 +39,7 @@ from arw_sv.data.trials import read_embeddings, read_trials, speaker_of, utteran
 from arw_sv.evaluate import evaluate_scores
 
 GROUPINGS = ("nationality", "gender")
-THRESHOLDS = ("global_fmr_0.01", "global_fmr_0.001")
+THRESHOLDS = {"eer": "global_eer", "0.01": "global_fmr_0.01", "0.001": "global_fmr_0.001"}
 
 
 def summarise(report: dict) -> dict:
@@ -54,15 +54,16 @@ def summarise(report: dict) -> dict:
         section = report["groups"].get(grouping)
         if section is None:
             continue
-        for t in THRESHOLDS:
+        for short, t in THRESHOLDS.items():
             d = section["disparity"]["at_threshold"][t]
-            key = f"{grouping}@{t[len('global_fmr_') :]}"
+            key = f"{grouping}@{short}"
             out[key] = {
                 "fmr_ratio": d["fmr_ratio"],
                 "fnmr_ratio": d["fnmr_ratio"],
                 "garbe": d["garbe"],
                 "fadr": d["fadr"],
                 "fmr": {g: e["at_threshold"][t]["fmr"] for g, e in section["groups"].items()},
+                "rates": {g: e["at_threshold"][t] for g, e in section["groups"].items()},
                 "n_nontarget": {g: e["n_nontarget"] for g, e in section["groups"].items()},
             }
         out[f"{grouping}_eer"] = {g: e["eer"] for g, e in section["groups"].items()}
@@ -82,6 +83,8 @@ def main() -> None:
     p.add_argument("--curve", type=int, nargs="*", default=[], help="calibration speaker counts")
     p.add_argument("--max-pairs", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="speaker-bootstrap draws for intervals on each group's rates")  # fmt: skip
     p.add_argument("--oracle-key", choices=GROUPINGS, default="nationality",
                    help="the attribute the label oracles calibrate per group (the planted one)")  # fmt: skip
     p.add_argument(
@@ -112,7 +115,7 @@ def main() -> None:
 
     def evaluate(scores: np.ndarray) -> dict:
         report = evaluate_scores(scores, trials.labels, trials.enroll, trials.test, meta,
-                                 min_speakers=5, det_points=0)  # fmt: skip
+                                 min_speakers=5, det_points=0, bootstrap=args.bootstrap)  # fmt: skip
         return summarise(report)
 
     def fit_and_score(method: str, keep: np.ndarray, **kw) -> np.ndarray:

@@ -1,15 +1,23 @@
 """The method table over several models' ``bench.calibration`` results (paired with raw cosine).
 
 For each calibration method and each model (a training method x seed), the change against
-that model's raw cosine scores of: the nationality (or ``--grouping``) max/min FMR ratio and
-GARBE at the FMR-1% threshold, overall EER (points) and minDCF; then whether the issue's
-criterion holds for that model (FMR ratio at least halved, GARBE at least -30%, EER and
-minDCF not worse, Cllr better than raw). Writes Markdown to stdout and ``--out``.
+that model's raw cosine scores of: the planted grouping's max/min FMR and FNMR ratios at the
+FMR-1% and FMR-0.1% thresholds, GARBE and FaDR at FMR 1%, overall EER (points), minDCF and
+Cllr, and the worst group's EER (points); then whether the issue's criterion holds for that
+model (FMR ratio at least halved, GARBE at least -30%, EER and minDCF not worse, Cllr better
+than raw). Writes Markdown to stdout and ``--out``.
+
+With folders of several mechanisms (``.../<mechanism>/corpus<k>/runs/<method>/seed<s>/
+calibration``, as ``bench/calibration_heldout.sh`` writes them), ``--overview`` prints the
+method x mechanism table instead: per mechanism, the mean change of the FMR ratio and of
+GARBE at FMR 1% and how many models meet the criterion; the gender mechanism is read on
+gender, the others on nationality.
 
 Usage::
 
     python -m bench.calibration_summary runs/h1/crowding/corpus0/runs/*/seed*/calibration \\
         --out docs/results/calibration-h1/summary.md
+    python -m bench.calibration_summary runs/h*/*/corpus0/runs/*/seed*/calibration --overview
 """
 
 from __future__ import annotations
@@ -21,19 +29,29 @@ from pathlib import Path
 
 from arw_sv.atomic import atomic_write_text
 
+#: The attribute each mechanism plants its disparity on (the others: nationality).
+PLANTED = {"gender": "gender"}
+
+
+def _rel(a, b):
+    return None if a in (None, 0) or b is None else (b - a) / a
+
 
 def changes(raw: dict, cell: dict, grouping: str) -> dict:
     """Relative and absolute changes of one cell against raw cosine on the same model."""
-    key = f"{grouping}@0.01"
-    r, c = raw[key], cell[key]
-
-    def rel(a, b):
-        return None if a in (None, 0) or b is None else (b - a) / a
-
+    r1, c1 = raw[f"{grouping}@0.01"], cell[f"{grouping}@0.01"]
+    r01, c01 = raw.get(f"{grouping}@0.001", {}), cell.get(f"{grouping}@0.001", {})
+    worst_raw = max(raw.get(f"{grouping}_eer", {}).values(), default=None)
+    worst = max(cell.get(f"{grouping}_eer", {}).values(), default=None)
     out = {
-        "fmr_ratio": rel(r["fmr_ratio"], c["fmr_ratio"]),
-        "garbe": rel(r["garbe"], c["garbe"]),
+        "fmr_ratio": _rel(r1["fmr_ratio"], c1["fmr_ratio"]),
+        "fnmr_ratio": _rel(r1.get("fnmr_ratio"), c1.get("fnmr_ratio")),
+        "fmr_ratio_01": _rel(r01.get("fmr_ratio"), c01.get("fmr_ratio")),
+        "fnmr_ratio_01": _rel(r01.get("fnmr_ratio"), c01.get("fnmr_ratio")),
+        "garbe": _rel(r1["garbe"], c1["garbe"]),
+        "fadr": None if c1.get("fadr") is None else c1["fadr"] - r1["fadr"],
         "eer_points": 100 * (cell["eer"] - raw["eer"]),
+        "worst_eer_points": None if worst is None else 100 * (worst - worst_raw),
         "min_dcf": cell["min_dcf"] - raw["min_dcf"],
         "cllr": cell["cllr"] - raw["cllr"],
     }
@@ -49,50 +67,115 @@ def changes(raw: dict, cell: dict, grouping: str) -> dict:
     return out
 
 
+def _collect(folders: list[Path], grouping: str | None) -> dict[str, list[dict]]:
+    """method -> one change dict per model (the grouping: given, or the planted one)."""
+    per_method: dict[str, list[dict]] = {}
+    for folder in folders:
+        results = json.loads((folder / "results.json").read_text())
+        key = grouping or PLANTED.get(mechanism_of(folder), "nationality")
+        for name, cell in results.items():
+            if name == "raw" or name.startswith("curve_") or "error" in cell:
+                continue
+            per_method.setdefault(name, []).append(changes(results["raw"], cell, key))
+    return per_method
+
+
+def mechanism_of(folder: Path) -> str:
+    """``.../<mechanism>/corpus<k>/runs/<method>/seed<s>/calibration`` -> mechanism."""
+    parts = folder.parts
+    return parts[-6] if len(parts) >= 6 else "?"
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:+.0f}%"
+
+
+def _num(x, fmt):
+    return "n/a" if x is None else format(x, fmt)
+
+
+def method_table(per_method: dict[str, list[dict]], title: str) -> list[str]:
+    lines = [
+        title,
+        "",
+        "| method | FMR max/min @1% | FNMR max/min @1% | FMR max/min @0.1% | FNMR max/min @0.1% "
+        "| GARBE @1% | FaDR @1% | EER (points) | worst group EER (points) | minDCF | Cllr "
+        "| models meeting the criterion |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in per_method.items():
+        fmr = [r["fmr_ratio"] for r in rows if r["fmr_ratio"] is not None]
+        spread = f" ({_pct(min(fmr))} .. {_pct(max(fmr))})" if fmr else ""
+
+        def m(key, rows=rows):
+            return _mean([r[key] for r in rows])
+
+        lines.append(
+            f"| {name} | {_pct(m('fmr_ratio'))}{spread} | {_pct(m('fnmr_ratio'))} | "
+            f"{_pct(m('fmr_ratio_01'))} | {_pct(m('fnmr_ratio_01'))} | {_pct(m('garbe'))} | "
+            f"{_num(m('fadr'), '+.3f')} | {_num(m('eer_points'), '+.2f')} | "
+            f"{_num(m('worst_eer_points'), '+.2f')} | {_num(m('min_dcf'), '+.3f')} | "
+            f"{_num(m('cllr'), '+.3f')} | {sum(r['criterion'] for r in rows)}/{len(rows)} |"
+        )
+    return lines
+
+
+def overview_table(folders: list[Path]) -> list[str]:
+    by_mech: dict[str, list[Path]] = {}
+    for folder in folders:
+        by_mech.setdefault(mechanism_of(folder), []).append(folder)
+    mechs = sorted(by_mech)
+    tables = {m: _collect(by_mech[m], None) for m in mechs}
+    methods = list(dict.fromkeys(n for m in mechs for n in tables[m]))
+    head = " | ".join(
+        f"{m} ({PLANTED.get(m, 'nationality')}, {len(by_mech[m])} models)" for m in mechs
+    )
+    lines = [
+        "Change against raw cosine on the same model, mean over models: FMR max/min @1% / "
+        "GARBE @1% / models meeting the criterion",
+        "",
+        f"| method | {head} |",
+        "|---|" + "---|" * len(mechs),
+    ]
+    for name in methods:
+        cells = []
+        for m in mechs:
+            rows = tables[m].get(name)
+            if not rows:
+                cells.append("n/a")
+                continue
+            fmr, garbe = _mean([r["fmr_ratio"] for r in rows]), _mean([r["garbe"] for r in rows])
+            cells.append(
+                f"{_pct(fmr)} / {_pct(garbe)} / {sum(r['criterion'] for r in rows)}/{len(rows)}"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("folders", nargs="+", type=Path, help="bench.calibration --out folders")
-    p.add_argument("--grouping", default="nationality")
+    p.add_argument("--grouping", default=None,
+                   help="the grouping to read (default: the mechanism's planted one)")  # fmt: skip
+    p.add_argument("--overview", action="store_true", help="the method x mechanism table")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    per_method: dict[str, list[tuple[str, dict]]] = {}
-    for folder in args.folders:
-        results = json.loads((folder / "results.json").read_text())
-        model = "/".join(folder.parts[-3:-1])
-        for name, cell in results.items():
-            if name == "raw" or name.startswith("curve_") or "error" in cell:
-                continue
-            per_method.setdefault(name, []).append(
-                (model, changes(results["raw"], cell, args.grouping))
-            )
-
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return statistics.mean(values) if values else None
-
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:+.0f}%"
-
-    lines = [
-        f"{args.grouping}: change against raw cosine on the same model, mean over "
-        f"{len(args.folders)} models (min .. max)",
-        "",
-        "| method | FMR max/min @1% | GARBE @1% | EER (points) | minDCF | models meeting the criterion |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, rows in per_method.items():
-        fmr = [r["fmr_ratio"] for _, r in rows]
-        garbe = [r["garbe"] for _, r in rows]
-        eer = [r["eer_points"] for _, r in rows]
-        dcf = [r["min_dcf"] for _, r in rows]
-        ok = sum(r["criterion"] for _, r in rows)
-        valid = [x for x in fmr if x is not None]
-        lines.append(
-            f"| {name} | {pct(mean(fmr))} ({pct(min(valid)) if valid else 'n/a'} .. "
-            f"{pct(max(valid)) if valid else 'n/a'}) | {pct(mean(garbe))} | "
-            f"{mean(eer):+.2f} | {mean(dcf):+.3f} | {ok}/{len(rows)} |"
+    if args.overview:
+        lines = overview_table(args.folders)
+    else:
+        per_method = _collect(args.folders, args.grouping)
+        grouping = args.grouping or "the planted grouping"
+        lines = method_table(
+            per_method,
+            f"{grouping}: change against raw cosine on the same model, mean over "
+            f"{len(args.folders)} models (FMR @1%: min .. max)",
         )
     text = "\n".join(lines) + "\n"
     print(text)
