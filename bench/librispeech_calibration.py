@@ -82,6 +82,14 @@ def run(*argv: str) -> None:
     subprocess.run([sys.executable, "-m", "arw_sv", *argv], check=True, cwd=ROOT)
 
 
+def _bounds(entry: dict, key: str) -> tuple[float, float]:
+    """The bootstrap interval of a rate, or the rate itself twice when there is none."""
+    b = (entry.get("ci") or {}).get(key) or {}
+    if b.get("low") is None:
+        return entry[key], entry[key]
+    return b["low"], b["high"]
+
+
 def plot_rates(results: dict, methods: list[str], path: Path) -> None:
     """Per-gender FMR and FNMR at the two global thresholds, raw and after each method,
     with speaker-bootstrap intervals as error bars."""
@@ -180,9 +188,8 @@ def main() -> None:
     ]
 
     def rate(entry, key):
-        ci = entry.get("ci", {}).get(key)
-        text = f"{100 * entry[key]:.2f}"
-        return text + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+        lo, hi = _bounds(entry, key)
+        return f"{100 * entry[key]:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
 
     for name in methods:
         r = results[name]

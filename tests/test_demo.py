@@ -32,7 +32,7 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
     out = tmp_path / "demo"
     reports = demo.run_demo(
         out, synth_preset="tiny", overrides=TINY, finetune_steps=6, workers=1, bootstrap=0,
-        progress=False,
+        calibration_speakers_per_cell=30, calibration={"clusters": 2}, progress=False,
     )  # fmt: skip
     assert list(reports) == ["erm", "arw_pw_paironly"]
     summary = json.loads((out / "summary.json").read_text())
@@ -50,6 +50,22 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
     table = (out / "comparison.md").read_text()
     assert "| EER overall |" in table and "arw_pw_paironly" in table
     assert (out / "comparison_groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Calibrated with the recommended back-end on the calibration speakers (none of them
+    # trained on or tested), side by side with raw cosine at one threshold.
+    from arw_sv.calibration import load_calibrator
+    from arw_sv.data.manifest import read_manifest
+
+    cal_speakers = set(read_manifest(out / "manifests" / "cal.csv").speakers)
+    assert len(cal_speakers) == 30 * 2 * 2  # tiny: 2 nationalities x 2 genders
+    assert not cal_speakers & set(read_manifest(out / "manifests" / "train.csv").speakers)
+    assert not cal_speakers & set(read_manifest(out / "manifests" / "test.csv").speakers)
+    for name, report in reports.items():
+        calibrator = load_calibrator(out / "eval" / name / "calibration.json")
+        assert calibrator.label == "asnorm+fsn" and set(calibrator.speakers) == cal_speakers
+        assert report["calibrated"]["method"] == "asnorm+fsn"
+        assert "at_threshold" in summary["models"][name]
+    assert "At one threshold (overall FMR 1%)" in table and "max/min nationality" in table
+    assert (out / "comparison_threshold.png").read_bytes()[:4] == b"\x89PNG"
 
     # a second call trains and embeds nothing: the stages are complete
     def refuse(*args, **kwargs):
@@ -58,7 +74,7 @@ def test_demo_finetunes_erm_and_the_fairness_method_from_one_erm_model(tmp_path,
     monkeypatch.setattr("arw_sv.inference.embed_utterances", refuse)
     again = demo.run_demo(
         out, synth_preset="tiny", overrides=TINY, finetune_steps=6, workers=1, bootstrap=0,
-        progress=False,
+        calibration_speakers_per_cell=30, calibration={"clusters": 2}, progress=False,
     )  # fmt: skip
     assert (
         again["arw_pw_paironly"]["overall"]["eer"] == reports["arw_pw_paironly"]["overall"]["eer"]
@@ -109,3 +125,46 @@ def test_the_comparison_plot_draws_the_bootstrap_intervals_as_error_bars(monkeyp
     assert png.startswith(b"\x89PNG")
     low, high = drawn["yerr"]
     assert low == pytest.approx([2.0] * 3) and high == pytest.approx([3.0] * 3)
+
+
+def test_the_threshold_table_and_plot_show_raw_and_calibrated_rates_with_intervals(monkeypatch):
+    """Per-group FMR/FNMR at the FMR-1% threshold, raw -> calibrated, from the reports."""
+
+    def report(fmr_f, fmr_m, ci):
+        def group(fmr):
+            entry = {"fmr": fmr, "fnmr": 0.2}
+            if ci:
+                entry["ci"] = {"fmr": {"low": fmr - 0.001, "high": fmr + 0.002},
+                               "fnmr": {"low": 0.15, "high": 0.25}}  # fmt: skip
+            return {"eer": 0.1, "at_threshold": {demo.THRESHOLD: entry}}
+
+        section = {
+            "groups": {"f": group(fmr_f), "m": group(fmr_m)},
+            "disparity": {"at_threshold": {demo.THRESHOLD: {
+                "fmr_ratio": max(fmr_f, fmr_m) / min(fmr_f, fmr_m), "fnmr_ratio": 1.0}}},
+        }  # fmt: skip
+        return {"overall": {"eer": 0.1}, "groups": {"gender": section, "nationality": section}}
+
+    raw = report(0.02, 0.005, ci=True)
+    raw["calibrated"] = {"method": "asnorm+fsn", "report": report(0.011, 0.009, ci=True)}
+    summary = {"models": {"erm": demo.summarise(raw)}, "finetune_steps": 1, "seconds": 1}
+    rates = summary["models"]["erm"]["at_threshold"]
+    assert rates["raw"]["f"]["fmr"] == 2.0 and rates["calibrated"]["m"]["fmr"] == 0.9
+    assert rates["raw"]["f"]["fmr_ci"] == [1.9, 2.2]
+    assert rates["raw"]["gender ratio"]["fmr"] == pytest.approx(4.0)
+    table = "\n".join(demo.threshold_table(summary))
+    assert "| f | 2.00 -> 1.10 | 20.00 -> 20.00 |" in table
+    assert "| max/min gender | 4.00 -> 1.22 |" in table
+    drawn = []
+    from matplotlib.axes import Axes
+
+    real = Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        drawn.append(kwargs.get("yerr"))
+        return real(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    assert demo.threshold_plot(summary).startswith(b"\x89PNG")
+    low, high = drawn[0]  # FMR, raw: 2.0 with [1.9, 2.2]
+    assert low[0] == pytest.approx(0.1) and high[0] == pytest.approx(0.2)

@@ -82,16 +82,8 @@ def _speakers_of(path: str) -> set[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Fit and save the calibrator described by parsed ``calibrate`` arguments."""
-    import numpy as np
-
-    from arw_sv.calibration import (
-        CalibrationError,
-        cosine_scores,
-        fit_calibrator,
-        sample_pairs,
-        save_calibrator,
-        split_cohort,
-    )
+    from arw_sv.calibration import CalibrationError, save_calibrator
+    from arw_sv.calibration.backend import fit_on_speakers
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.trials import (
         read_embedding_model,
@@ -126,58 +118,30 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(overlap[:3])}; calibration speakers must be disjoint from "
                 "training and test speakers"
             )
-    cohort = None
-    if args.score_norm == "asnorm":
-        try:
-            in_cohort = split_cohort([owner[u] for u in ids], args.cohort_share, args.seed)
-        except ValueError as exc:
-            raise CalibrationError(f"{args.embeddings}: {exc}") from None
-        rows = np.flatnonzero(in_cohort)
-        if rows.size > args.cohort_size:
-            rng = np.random.default_rng(args.seed)
-            rows = np.sort(rng.choice(rows, args.cohort_size, replace=False))
-        cohort = matrix[rows]
-        rest = np.flatnonzero(~in_cohort)
-        ids, matrix = [ids[i] for i in rest], matrix[rest]
+    pairs = None
     if args.trials:
         trials = read_trials(args.trials)
-        every = set(owner)
-        named = np.array([u in every for u in (*trials.enroll, *trials.test)])
-        if not named.all():
-            raise CalibrationError(f"{args.trials}: trials name utterances without an embedding")
         enroll, test = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
-        labels = np.asarray(trials.labels)
-        if cohort is not None:  # trials that name a cohort utterance are left out
-            keep = (enroll >= 0) & (test >= 0)
-            enroll, test, labels = enroll[keep], test[keep], labels[keep]
-            if not keep.any():
-                raise CalibrationError(f"{args.trials}: every trial names a cohort speaker")
-    else:
-        enroll, test, labels = sample_pairs([owner[u] for u in ids], args.max_pairs, args.seed)
-    scores = cosine_scores(matrix, enroll, test)
+        if (enroll < 0).any() or (test < 0).any():
+            raise CalibrationError(f"{args.trials}: trials name utterances without an embedding")
+        pairs = (enroll, test, trials.labels)
     model = read_embedding_model(args.embeddings) or {}
-    calibrator = fit_calibrator(
-        args.method,
-        scores,
-        labels,
-        enroll,
-        test,
-        matrix,
-        clusters=args.clusters,
-        target_fmr=args.target_fmr,
-        top=args.top,
-        temperature=args.temperature,
-        seed=args.seed,
-        speakers=tuple(speakers),
-        fingerprint=model.get("fingerprint"),
-        cohort=cohort,
-        top_n=args.top_n,
-    )
+    try:
+        calibrator, n_pairs, n_tar = fit_on_speakers(
+            [owner[u] for u in ids], matrix, method=args.method, clusters=args.clusters,
+            target_fmr=args.target_fmr, top=args.top, temperature=args.temperature,
+            score_norm=args.score_norm, cohort_share=args.cohort_share,
+            cohort_size=args.cohort_size, top_n=args.top_n, pairs=pairs,
+            max_pairs=args.max_pairs, seed=args.seed, fingerprint=model.get("fingerprint"),
+        )  # fmt: skip
+    except CalibrationError as exc:
+        raise CalibrationError(f"{args.trials or args.embeddings}: {exc}") from None
     save_calibrator(calibrator, args.out)
-    n_tar = int(np.asarray(labels).sum())
-    norm = "" if cohort is None else f"AS-norm (cohort {len(cohort)} utterances) + "
+    norm = ""
+    if calibrator.cohort is not None:
+        norm = f"AS-norm (cohort {len(calibrator.cohort)} utterances) + "
     print(
-        f"{norm}{args.method}: fitted on {len(scores)} pairs ({n_tar} same-speaker) of "
+        f"{norm}{args.method}: fitted on {n_pairs} pairs ({n_tar} same-speaker) of "
         f"{len(speakers)} speakers, {len(ids)} utterances -> {args.out}"
     )
     return 0

@@ -1,5 +1,6 @@
 """``arw-sv demo``: synthetic corpus -> ERM -> ERM and the label-free fairness method
-fine-tuned from it -> EER reports side by side.
+fine-tuned from it -> EER reports side by side, and per-group error rates at one threshold
+before and after the recommended label-free calibration.
 
 Every stage is skipped when its output is already complete (:func:`arw_sv.demo.run_demo`).
 """
@@ -32,6 +33,10 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     p.add_argument("--workers", type=int, default=2, help="corpus generation processes")
     p.add_argument("--bootstrap", type=int, default=200, help="speaker resamples for CIs")
+    p.add_argument(
+        "--calibration-speakers", type=int, default=40,
+        help="calibration speakers per gender x nationality cell (0: no calibration)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="dotted training overrides, e.g. train.steps=400")
     p.set_defaults(func=run)
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
         workers=args.workers,
         bootstrap=args.bootstrap,
+        calibration_speakers_per_cell=args.calibration_speakers,
         progress=not args.quiet,
     )
     return 0

@@ -1,0 +1,118 @@
+"""Fitting a calibrator from calibration speakers' embeddings, as ``arw-sv calibrate``, the
+demo and the recipe do: the cohort split for AS-norm, the pairs, the fit.
+
+:data:`RECOMMENDED` is the back-end the held-out benchmark chose among the label-free
+methods (docs/calibration-log.md, H1-H2): AS-norm against half of the calibration speakers
+(top 300 of at most 4,000 utterances), then FSN with 16 k-means clusters at FMR 1%.
+
+Shape legend (the package one, :mod:`arw_sv`): U utterances, N pairs, D embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from arw_sv.calibration.methods import CalibrationError, Calibrator, fit_calibrator
+from arw_sv.calibration.pairs import cosine_scores, sample_pairs, split_cohort
+
+RECOMMENDED: dict[str, Any] = {
+    "method": "fsn",
+    "clusters": 16,
+    "target_fmr": 0.01,
+    "score_norm": "asnorm",
+    "cohort_share": 0.5,
+    "cohort_size": 4000,
+    "top_n": 300,
+}
+
+
+def fit_on_speakers(
+    speakers: Sequence[str],
+    embeddings: np.ndarray,
+    *,
+    method: str = RECOMMENDED["method"],
+    clusters: int = RECOMMENDED["clusters"],
+    target_fmr: float = RECOMMENDED["target_fmr"],
+    top: int = 4,
+    temperature: float = 0.05,
+    score_norm: str = RECOMMENDED["score_norm"],
+    cohort_share: float = RECOMMENDED["cohort_share"],
+    cohort_size: int = RECOMMENDED["cohort_size"],
+    top_n: int = RECOMMENDED["top_n"],
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    max_pairs: int = 1_000_000,
+    seed: int = 0,
+    fingerprint: str | None = None,
+) -> tuple[Calibrator, int, int]:
+    """Fit a calibrator on calibration utterances labelled by speaker only.
+
+    Args:
+        speakers: each utterance's speaker.
+        embeddings: their embeddings.
+        method: one of :data:`~arw_sv.calibration.METHODS` but the oracles.
+        clusters: k-means clusters (``fsn``, ``faircal``, ``softcal``).
+        target_fmr: FSN's operating point.
+        top: ``softcal``'s nearest centroids per side.
+        temperature: ``softcal``'s softmax temperature.
+        score_norm: ``none`` or ``asnorm`` (AS-norm first).
+        cohort_share: with AS-norm, the share of the speakers that form its cohort.
+        cohort_size: with AS-norm, the cohort's utterances at most (drawn with ``seed``).
+        top_n: with AS-norm, the adaptive cohort size.
+        pairs: ``(enroll, test, labels)`` rows of ``embeddings`` to fit on (a given trial
+            list); by default every same-speaker pair and a sample of different-speaker
+            ones. With AS-norm, pairs naming a cohort utterance are left out.
+        max_pairs: sampled pairs at most.
+        seed: pair sampling, cohort and k-means seed.
+        fingerprint: the embedding model's, recorded for the model check.
+
+    Returns:
+        ``(calibrator, pairs fitted on, same-speaker pairs among them)``.
+
+    Raises:
+        CalibrationError: too few speakers for the cohort split, no pair left, or what
+            :func:`fit_calibrator` refuses.
+
+    Shape:
+        speakers: (U,); embeddings: (U, D); pairs: (N,) each.
+    """
+    speakers = [str(s) for s in speakers]
+    embeddings = np.asarray(embeddings)
+    if score_norm not in ("none", "asnorm"):
+        raise CalibrationError(f"unknown score normalisation {score_norm!r}; none or asnorm")
+    if cohort_size < 2 or top_n < 2:
+        raise CalibrationError("the AS-norm cohort size and top_n must be at least 2")
+    rows = np.arange(len(speakers))
+    cohort = None
+    if score_norm == "asnorm":
+        try:
+            in_cohort = split_cohort(speakers, cohort_share, seed)
+        except ValueError as exc:
+            raise CalibrationError(str(exc)) from None
+        chosen = np.flatnonzero(in_cohort)
+        if chosen.size > cohort_size:
+            rng = np.random.default_rng(seed)
+            chosen = np.sort(rng.choice(chosen, cohort_size, replace=False))
+        cohort = embeddings[chosen]
+        rows = np.flatnonzero(~in_cohort)
+    matrix = embeddings[rows]
+    if pairs is None:
+        enroll, test, labels = sample_pairs([speakers[i] for i in rows], max_pairs, seed)
+    else:
+        new_row = np.full(len(speakers), -1)
+        new_row[rows] = np.arange(rows.size)
+        enroll, test = new_row[np.asarray(pairs[0])], new_row[np.asarray(pairs[1])]
+        keep = (enroll >= 0) & (test >= 0)
+        if not keep.any():
+            raise CalibrationError("every calibration pair names an AS-norm cohort speaker")
+        enroll, test, labels = enroll[keep], test[keep], np.asarray(pairs[2])[keep]
+    scores = cosine_scores(matrix, enroll, test)
+    calibrator = fit_calibrator(
+        method, scores, labels, enroll, test, matrix, clusters=clusters,
+        target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
+        speakers=tuple(sorted(set(speakers))), fingerprint=fingerprint, cohort=cohort,
+        top_n=top_n,
+    )  # fmt: skip
+    return calibrator, int(len(scores)), int(np.asarray(labels).sum())
