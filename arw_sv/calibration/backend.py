@@ -5,7 +5,7 @@ demo and the recipe do: the cohort split for AS-norm, the pairs, the fit.
 methods (docs/calibration-log.md, H1-H2): AS-norm against half of the calibration speakers
 (top 300 of at most 4,000 utterances), then FSN with 16 k-means clusters at FMR 1%.
 
-Shape legend (the package one, :mod:`arw_sv`): U utterances, N pairs, D embedding.
+Shape legend (the package one, :mod:`arw_sv`): U utterances, N trials (here pairs), D embedding.
 """
 
 from __future__ import annotations
