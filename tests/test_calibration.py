@@ -397,7 +397,7 @@ def test_cli_calibrate_score_and_eval_side_by_side(embedded, capsys):
 
     out = embedded
     assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--method", "global",
-                 "--exclude", str(out / "trials.txt"), "--out", str(out / "cal.json")]) == 0  # fmt: skip
+                 "--score-norm", "none", "--exclude", str(out / "trials.txt"), "--out", str(out / "cal.json")]) == 0  # fmt: skip
     assert main(["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
                  "--calibration", str(out / "cal.json"), "--out", str(out / "llr.txt")]) == 0  # fmt: skip
     assert main(["score", "--embeddings", str(out / "eval.npz"), "--trials", str(out / "trials.txt"),
@@ -464,7 +464,7 @@ def test_cli_refuses_overlapping_speakers_and_another_models_embeddings(embedded
 
     out = embedded
     # Calibration speakers that are also test speakers.
-    argv = ["calibrate", "--embeddings", str(out / "eval.npz"), "--method", "global",
+    argv = ["calibrate", "--embeddings", str(out / "eval.npz"), "--method", "global", "--score-norm", "none",
             "--exclude", str(out / "trials.txt"), "--out", str(tmp_path / "c.json")]  # fmt: skip
     assert main(argv) == 2
     assert "calibration speaker(s) are in" in capsys.readouterr().err
@@ -543,3 +543,10 @@ def test_training_leaves_out_calibration_and_test_speakers(tiny_manifests, tmp_p
     assert {u.split for u in kept} == {"dev"}
     write_manifest(dev, tmp_path / "dev.csv")  # dev alone: everything
     assert len(_training_manifest(tiny_config(tmp_path / "r2", tmp_path / "dev.csv"))) == len(dev)
+
+
+def test_the_cli_defaults_are_the_recommended_back_end():
+    from arw_sv.calibration.backend import RECOMMENDED
+    from arw_sv.cli.calibrate import DEFAULTS
+
+    assert DEFAULTS == RECOMMENDED

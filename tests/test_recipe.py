@@ -184,7 +184,7 @@ def test_every_stage_of_run_sh_on_a_mini_corpus(tmp_path):
     if with_vox2:
         lists |= {"E": mini / "trials" / "vox1_E.txt", "H": mini / "trials" / "vox1_H.txt"}
         args += ["--vox2", str(mini / "vox2"), "--vox2_meta", str(mini / "vox2" / "vox2_meta.csv")]
-        args += ["--train_set", "vox2_dev"]
+        args += ["--train_set", "vox2_dev", "--cal_clusters", "2"]
     else:
         args += ["--train_set", "vox1_dev"]  # E and H name VoxCeleb1-dev speakers
     for name, path in lists.items():
@@ -232,6 +232,19 @@ def test_every_stage_of_run_sh_on_a_mini_corpus(tmp_path):
                 assert set(report["groups"]) >= {"gender", "nationality"}
         table = (run / "results.md").read_text()
         assert table.count("| vox1_") == 2 * len(lists)
+    if with_vox2:  # VoxCeleb2-test's speakers calibrate the cosine scores
+        cal = read_manifest(data / "cal.csv")
+        assert len(cal.speakers) == 48 and all(s.startswith("id0") for s in cal.speakers)
+        assert not set(cal.speakers) & (set(train.speakers) | trial_speakers)
+        for run in (exp, lm):
+            report = json.loads((run / "eval" / "vox1_O" / "report.json").read_text())
+            assert report["calibrated"]["method"] == "asnorm+fsn"
+            assert (run / "eval" / "vox1_O" / "scores_calibrated.txt").is_file()
+            assert "asnorm" not in json.dumps(
+                json.loads((run / "eval" / "vox1_O_asnorm" / "report.json").read_text()).get(
+                    "calibrated", {}
+                )
+            )
     assert "initialised from exp/pw/avg.pt" in (lm / "train.log").read_text()
     assert load_checkpoint(lm / "checkpoints" / "step_4.pt")["config"]["loss"]["aam_margin"] == 0.5
 

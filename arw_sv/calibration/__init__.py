@@ -12,18 +12,16 @@ calibrated scores; evaluation and the CLI use it, training never does. ::
     llr = cal.transform(trial_scores, enroll_embeddings, test_embeddings)
     save_calibrator(cal, "cal.json"); load_calibrator("cal.json")   # JSON, exact
 
-    # AS-norm first (the held-out benchmark's best label-free method): half the speakers
-    # become the cohort, the other half's pairs fit FSN on AS-normalised scores.
-    in_cohort = split_cohort(speaker_of_each_utterance, share=0.5)
-    ...  # sample_pairs / cosine_scores over the rows not in the cohort, then
-    cal = fit_calibrator("fsn", scores, labels, enroll, test, rest_embeddings,
-                         clusters=16, cohort=embeddings[in_cohort], top_n=300)
+    # The recommended back-end in one call (AS-norm against half the speakers, then FSN
+    # with 16 clusters on the other half's pairs; RECOMMENDED holds the settings):
+    cal, n_pairs, n_targets = fit_on_speakers(speaker_of_each_utterance, embeddings)
 
 Methods and their equations: :mod:`arw_sv.calibration.methods`; the maps:
 :mod:`arw_sv.calibration.logistic`; the metrics that judge them (Cllr, minCllr, per-group
 FMR at one threshold): :mod:`arw_sv.metrics`.
 """
 
+from arw_sv.calibration.backend import RECOMMENDED, fit_on_speakers
 from arw_sv.calibration.methods import METHODS, CalibrationError, Calibrator, fit_calibrator
 from arw_sv.calibration.pairs import cosine_scores, sample_pairs, split_cohort
 from arw_sv.calibration.store import (
@@ -35,12 +33,14 @@ from arw_sv.calibration.store import (
 
 __all__ = [
     "METHODS",
+    "RECOMMENDED",
     "CalibrationError",
     "Calibrator",
     "calibrate_trials",
     "check_compatible",
     "cosine_scores",
     "fit_calibrator",
+    "fit_on_speakers",
     "load_calibrator",
     "sample_pairs",
     "save_calibrator",

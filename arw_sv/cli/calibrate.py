@@ -3,8 +3,8 @@ r"""``arw-sv calibrate``: fit a score calibrator on calibration speakers' embedd
 ::
 
     arw-sv embed CKPT --manifest cal.csv --out cal.npz
-    arw-sv calibrate --embeddings cal.npz --method faircal --clusters 16 \
-        --exclude train.csv --exclude test_trials.txt --out cal.json
+    arw-sv calibrate --embeddings cal.npz --exclude train.csv --exclude test_trials.txt \
+        --out cal.json          # AS-norm + FSN (k = 16); or --method faircal --score-norm none
     arw-sv score --embeddings test.npz --trials trials.txt --calibration cal.json --out llr.txt
     arw-sv eval --embeddings test.npz --trials trials.txt --calibration cal.json --out eval/
 
@@ -14,10 +14,12 @@ names manifests or trial lists whose speakers are refused, and ``score`` / ``eva
 test trials of a calibration speaker. Pairs are every same-speaker pair and a sample of
 different-speaker pairs (``--max-pairs`` in all), or the trials of ``--trials``.
 
-``--score-norm asnorm`` puts AS-norm before the calibrator: ``--cohort-share`` of the
-calibration speakers (half by default) become its cohort, stored in the calibrator, and the
-other speakers' pairs, AS-normalised against it, fit the map (trials that name a cohort
-speaker are left out). ``score`` and ``eval`` then normalise every trial the same way.
+The defaults are the recommended label-free back-end (docs/calibration-log.md): AS-norm,
+then FSN with 16 clusters. ``--score-norm asnorm`` (the default) puts AS-norm before the
+calibrator: ``--cohort-share`` of the calibration speakers (half by default) become its
+cohort, stored in the calibrator, and the other speakers' pairs, AS-normalised against it,
+fit the map (trials that name a cohort speaker are left out). ``score`` and ``eval`` then
+normalise every trial the same way; ``--score-norm none`` fits the map on cosine scores.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from __future__ import annotations
 import argparse
 
 METHODS = ("global", "fsn", "faircal", "softcal")  # the oracle needs labels: benchmarks only
+#: The defaults: the recommended back-end (:data:`arw_sv.calibration.backend.RECOMMENDED`,
+#: restated so that the parser imports no numpy; tests/test_calibration.py checks they agree).
+DEFAULTS = {"method": "fsn", "clusters": 16, "score_norm": "asnorm", "cohort_share": 0.5,
+            "cohort_size": 4000, "top_n": 300, "target_fmr": 0.01}  # fmt: skip
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``calibrate`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
     p = subparsers.add_parser(
         "calibrate",
-        help="fit a score calibrator (global, FSN, FairCal, softcal) on calibration speakers",
+        help="fit a score calibrator (AS-norm + FSN by default; FairCal, softcal, global) on "
+        "calibration speakers",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,21 +46,24 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--manifest", help="speakers of the utterances (default: from their ids)")
     p.add_argument("--split", help="with --manifest: only this split's utterances")
     p.add_argument("--trials", help="calibration pairs as a trial list (default: sampled)")
-    p.add_argument("--method", choices=METHODS, default="faircal")
+    p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument(
-        "--clusters", type=int, default=16, help="k-means clusters (fsn, faircal, softcal)"
-    )
-    p.add_argument("--target-fmr", type=float, default=0.01, help="fsn: the FMR of its thresholds")
+        "--clusters", type=int, default=DEFAULTS["clusters"],
+        help="k-means clusters (fsn, faircal, softcal)",
+    )  # fmt: skip
+    p.add_argument("--target-fmr", type=float, default=DEFAULTS["target_fmr"],
+                   help="fsn: the FMR of its thresholds")  # fmt: skip
     p.add_argument("--top", type=int, default=4, help="softcal: nearest centroids per side")
     p.add_argument("--temperature", type=float, default=0.05, help="softcal: softmax temperature")
     p.add_argument(
-        "--score-norm", choices=("none", "asnorm"), default="none",
+        "--score-norm", choices=("none", "asnorm"), default=DEFAULTS["score_norm"],
         help="asnorm: AS-norm against a cohort of calibration speakers, then the map",
     )  # fmt: skip
-    p.add_argument("--cohort-share", type=float, default=0.5,
+    p.add_argument("--cohort-share", type=float, default=DEFAULTS["cohort_share"],
                    help="asnorm: the share of calibration speakers that form the cohort")  # fmt: skip
-    p.add_argument("--top-n", type=int, default=300, help="asnorm: adaptive cohort size")
-    p.add_argument("--cohort-size", type=int, default=4000,
+    p.add_argument("--top-n", type=int, default=DEFAULTS["top_n"],
+                   help="asnorm: adaptive cohort size")  # fmt: skip
+    p.add_argument("--cohort-size", type=int, default=DEFAULTS["cohort_size"],
                    help="asnorm: cohort utterances at most (a seeded sample of the cohort "
                    "speakers'; AS-norm's cost grows with it)")  # fmt: skip
     p.add_argument("--max-pairs", type=int, default=1_000_000, help="sampled pairs at most")

@@ -6,6 +6,7 @@ Inputs, as downloaded::
     VoxCeleb1/wav/idXXXXX/<video>/<nnnnn>.wav          (16 kHz wav)
     VoxCeleb2/dev/aac/idXXXXX/<video>/<nnnnn>.m4a      (AAC; converted here to 16 kHz wav,
                                                         by PyAV or a system ffmpeg)
+    VoxCeleb2/test/aac/idXXXXX/<video>/<nnnnn>.m4a     (optional: calibration speakers)
     vox1_meta.csv, vox2_meta.csv                       (gender, nationality, set)
     trial lists: veri_test2.txt (VoxCeleb1-O), list_test_all2.txt (-E), list_test_hard2.txt (-H)
 
@@ -13,6 +14,9 @@ Outputs in ``--out``::
 
     train.csv      training manifest (utt_id, path, speaker, duration, gender, nationality, split)
     vox1.csv       every VoxCeleb1 utterance (the evaluation side: extraction reads it)
+    cal.csv        calibration speakers (split ``cal``): VoxCeleb2-test (``test/aac`` beside
+                   ``dev/aac``, converted like dev) and the VoxCeleb1 speakers that are neither
+                   trained on nor named by a trial list; absent when there are none
     prepare.json   counts, what was converted or skipped and why, the leak check
     skipped.txt    one line per skipped file: <path> TAB <reason>
 
@@ -49,7 +53,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import soundfile as sf
@@ -223,6 +227,12 @@ def vox2_audio_root(vox2: Path) -> Path:
     raise PrepareError(f"--vox2 {vox2}: no idXXXXX/<video>/<nnnnn>.m4a under dev/aac/")
 
 
+def vox2_test_root(vox2: Path) -> Path | None:
+    """VoxCeleb2-test's speaker folders (``test/aac`` beside ``dev/aac``), if downloaded."""
+    candidate = vox2 / "test" / "aac"
+    return candidate if candidate.is_dir() and any(candidate.glob("id*/*/*.m4a")) else None
+
+
 def vox1_audio_root(vox1: Path) -> Path:
     """The folder holding VoxCeleb1's speaker folders (``wav`` as downloaded)."""
     for candidate in (vox1 / "wav", vox1):
@@ -327,7 +337,7 @@ def prepare(args: argparse.Namespace) -> dict:
     """Run the preparation described by parsed arguments; returns the report."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("train.csv", "vox1.csv"):  # a failed run must not leave an older manifest
+    for stale in ("train.csv", "vox1.csv", "cal.csv"):  # a failed run must leave no older one
         (out / stale).unlink(missing_ok=True)
     corpora = TRAIN_SETS[args.train_set]
     if "vox2" in corpora and (args.vox2 is None or args.vox2_meta is None):
@@ -351,6 +361,7 @@ def prepare(args: argparse.Namespace) -> dict:
     }
 
     vox2_rows: list[Utterance] = []
+    vox2_test_rows: list[Utterance] = []
     total_files = len(vox1_files) + len(bad)
     if "vox2" in corpora:
         aac_root = vox2_audio_root(Path(args.vox2))
@@ -376,6 +387,23 @@ def prepare(args: argparse.Namespace) -> dict:
             "wav_root": str(wav_root),
             "speakers_without_metadata": len(vox2_unknown),
         }
+        test_root = vox2_test_root(Path(args.vox2))
+        if test_root is not None:  # VoxCeleb2-test: calibration speakers
+            test_wav = wav_root.with_name(wav_root.name + "_test")
+            outcome, failed = convert_vox2(
+                test_root, test_wav, args.jobs, progress=not args.quiet, decoder=args.decoder
+            )
+            skipped += failed
+            files, bad2 = scan_wavs(test_wav, args.jobs)
+            skipped += bad2
+            sources = {
+                p.relative_to(test_root).with_suffix(".wav").as_posix()
+                for p in test_root.glob("*/*/*.m4a")
+            }
+            rows, _ = utterances([f for f in files if f.utt_id in sources], vox2_meta, "vox2 test")
+            vox2_test_rows = [u for u in rows if u.split == "test"]
+            total_files += sum(outcome.values())
+            report["inputs"]["vox2_test"] = {"m4a": sum(outcome.values()), **dict(outcome)}
 
     # Training rows: the dev speakers of the selected corpora.
     train = [u for u in vox1_rows if "vox1" in corpora and u.split == "dev"]
@@ -409,6 +437,13 @@ def prepare(args: argparse.Namespace) -> dict:
             file=sys.stderr,
         )
 
+    # Calibration speakers: in neither training nor any trial list (speaker ids only).
+    excluded = train_speakers | named_speakers
+    cal = [replace(u, split="cal") for u in vox2_test_rows if u.speaker not in excluded]
+    cal += [replace(u, split="cal") for u in vox1_rows if u.speaker not in excluded]
+    report["counts"]["calibration_speakers"] = len({u.speaker for u in cal})
+    report["counts"]["calibration_utterances"] = len(cal)
+
     reasons = Counter(s.reason.split(" (")[0] for s in skipped)
     report["skipped"] = {"count": len(skipped), "by_reason": dict(reasons)}
     report["counts"].update(
@@ -434,6 +469,8 @@ def prepare(args: argparse.Namespace) -> dict:
         )
     write_manifest(train, out / "train.csv")
     write_manifest(vox1_rows, out / "vox1.csv")
+    if cal:
+        write_manifest(cal, out / "cal.csv")
     return report
 
 
@@ -488,7 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"prepare: train ({args.train_set}): {c['train_utterances']} utterances, "
         f"{c['train_speakers']} speakers, {c['train_hours']} h; VoxCeleb1: "
-        f"{c['vox1_utterances']} utterances of {c['vox1_speakers']} speakers"
+        f"{c['vox1_utterances']} utterances of {c['vox1_speakers']} speakers; calibration: "
+        f"{c['calibration_utterances']} utterances of {c['calibration_speakers']} speakers"
     )
     if "vox2" in report["inputs"]:
         v = report["inputs"]["vox2"]

@@ -10,7 +10,7 @@
 #       --config conf/ecapa_c512_arw_pw.yaml --exp exp/ecapa_c512_arw_pw \
 #       --nproc_per_node 8 [--stage 2 --stop_stage 6] [train.lr=0.05 ...]
 #
-# Stages: 1 prepare, 2 train, 3 average, 4 extract, 5 score, 6 evaluate,
+# Stages: 1 prepare, 2 train, 3 average, 4 extract, 5 score (and calibrate), 6 evaluate,
 #         7 large-margin fine-tuning (with --lm_config), 8 stages 3-6 for the fine-tuned run.
 # Arguments of the form section.key=value are config overrides, passed to every training.
 # Options accept --name value, --name=value, and - or _ in names (--stop-stage, --stop_stage).
@@ -43,6 +43,10 @@ master_port=29500
 asnorm=true               # also score with AS-norm (cohort: training speaker means)
 asnorm_top_n=300
 cohort_per_speaker=3      # training utterances per speaker for the AS-norm cohort
+calibrate=true            # fit the recommended calibration (AS-norm + FSN) on data/cal.csv
+cal_manifest=             # calibration speakers (default: $data/cal.csv from stage 1)
+cal_per_speaker=20        # utterances per calibration speaker
+cal_clusters=16           # FSN's k-means clusters
 bootstrap=0               # speaker bootstrap resamples for confidence intervals in the report
 plots=true                # DET and group-EER plots in the reports
 lm_config=                # e.g. conf/ecapa_c512_arw_pw_lm.yaml (stages 7-8)
@@ -61,13 +65,15 @@ while [ $# -gt 0 ]; do
   case "$name" in
     stage|stop_stage|config|exp|data|vox1|vox2|vox1_meta|vox2_meta|vox2_wav|train_set|musan|rirs|\
     trials_O|trials_E|trials_H|jobs|nproc_per_node|nnodes|node_rank|master_addr|master_port|\
-    asnorm|asnorm_top_n|cohort_per_speaker|bootstrap|plots|lm_config|python)
+    asnorm|asnorm_top_n|cohort_per_speaker|calibrate|cal_manifest|cal_per_speaker|cal_clusters|\
+    bootstrap|plots|lm_config|python)
       printf -v "$name" '%s' "$value" ;;
     *) echo "run.sh: unknown option --$name" >&2; exit 2 ;;
   esac
 done
 
 [ -n "$exp" ] || exp=exp/$(basename "$config" .yaml)
+[ -n "$cal_manifest" ] || cal_manifest=$data/cal.csv
 lm_exp=${exp}_lm
 declare -A trials=()
 [ -n "$trials_O" ] && trials[O]=$trials_O
@@ -116,8 +122,27 @@ extract() {  # extract <exp>: embeddings of the trial lists' utterances and of t
     cohort=(--cohort-manifest "$data/train.csv" --cohort-per-speaker "$cohort_per_speaker"
             --cohort-out "$1/embeddings/cohort.npz")
   fi
+  local cal=()
+  if [ "$calibrate" = true ] && [ -f "$cal_manifest" ]; then
+    cal=(--cal-manifest "$cal_manifest" --cal-per-speaker "$cal_per_speaker"
+         --cal-out "$1/embeddings/cal.npz")
+  fi
   launch "$recipe/local/extract.py" --checkpoint "$1/avg.pt" --manifest "$data/vox1.csv" \
-    --trials "${lists[@]}" --out "$1/embeddings/vox1.npz" ${cohort[@]+"${cohort[@]}"}
+    --trials "${lists[@]}" --out "$1/embeddings/vox1.npz" ${cohort[@]+"${cohort[@]}"} \
+    ${cal[@]+"${cal[@]}"}
+}
+
+calibrate_run() {  # calibrate_run <exp>: the recommended calibrator from the calibration speakers
+  rm -f "$1/calibration.json"
+  [ "$calibrate" = true ] || return 0
+  if [ ! -f "$1/embeddings/cal.npz" ]; then
+    log "no calibration speakers ($cal_manifest): reports without calibration"; return 0
+  fi
+  local excl=(--exclude "$data/train.csv")
+  for name in $trial_names; do excl+=(--exclude "${trials[$name]}"); done
+  "$python" -m arw_sv.cli calibrate --embeddings "$1/embeddings/cal.npz" \
+    --clusters "$cal_clusters" "${excl[@]}" --out "$1/calibration.json" \
+    || log "calibration failed (see above): reports without calibration"
 }
 
 named_trials() { for name in $trial_names; do printf -- '--trials\n%s=%s\n' "$name" "${trials[$name]}"; done; }
@@ -128,11 +153,13 @@ score() {  # score <exp>: cosine (and AS-norm) scores of every trial list
   mapfile -t lists < <(named_trials)
   "$python" "$recipe/local/score.py" --embeddings "$1/embeddings/vox1.npz" \
     --out-dir "$1/scores" "${lists[@]}" ${cohort[@]+"${cohort[@]}"}
+  calibrate_run "$1"
 }
 
 evaluate() {  # evaluate <exp>: EER, minDCF and the fairness report of every score file
   local extra=()
   [ "$plots" = true ] || extra=(--no-plots)
+  [ -f "$1/calibration.json" ] && extra+=(--calibration "$1/calibration.json")
   mapfile -t lists < <(named_trials)
   "$python" "$recipe/local/evaluate.py" "$1" --meta "$vox1_meta" --bootstrap "$bootstrap" \
     "${lists[@]}" ${extra[@]+"${extra[@]}"}

@@ -7,7 +7,9 @@ Runs ``arw-sv eval`` (``arw_sv.cli.eval``) once per score file, in one process::
         [--bootstrap 1000] [--no-plots]
 
 reading ``exp/x/scores/vox1_<NAME>[_asnorm].txt`` and writing ``exp/x/eval/vox1_<NAME>[...]/``
-(report.json, report.md, plots). Trials are assigned to a group when both speakers are in it;
+(report.json, report.md, plots). With ``--calibration exp/x/calibration.json`` the cosine
+report is made from the embeddings instead and shows raw and calibrated scores side by side
+(per-group FMR and FNMR at one threshold, Cllr; ``exp/x/eval/vox1_<NAME>/scores_calibrated.txt``). Trials are assigned to a group when both speakers are in it;
 nationalities with fewer than 5 speakers in a list are pooled into "others" (see
 docs/evaluation.md).
 """
@@ -31,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trials", action="append", required=True, metavar="NAME=PATH")
     p.add_argument("--bootstrap", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--calibration", help="a calibrator (arw-sv calibrate) for the cosine scores")
     args = p.parse_args(argv)
     for item in args.trials:
         name, _, path = item.partition("=")
@@ -38,9 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             scores = args.exp / "scores" / f"vox1_{name}{kind}.txt"
             if not scores.is_file():
                 continue
+            source = ["--scores", str(scores)]
+            if args.calibration and kind == "":
+                embeddings = args.exp / "embeddings" / "vox1.npz"
+                source = ["--embeddings", str(embeddings), "--calibration", args.calibration]
             cmd = [
-                "--scores",
-                str(scores),
+                *source,
                 "--trials",
                 path,
                 "--meta",

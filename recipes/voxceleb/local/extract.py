@@ -11,7 +11,10 @@ with the GPUs the training used::
          --cohort-out exp/x/embeddings/cohort.npz]
 
 The optional cohort (for AS-norm) is the mean embedding of each training speaker over
-``--cohort-per-speaker`` of its utterances, drawn with a fixed seed.
+``--cohort-per-speaker`` of its utterances, drawn with a fixed seed. The optional
+calibration set (``--cal-manifest``, ``--cal-out``) keeps ``--cal-per-speaker`` utterance
+embeddings of each calibration speaker, for ``arw-sv calibrate``. Beside every ``.npz``,
+``<out>.model.json`` records the model's fingerprint, which calibration checks.
 
 The output ``.npz`` holds ``ids`` (U strings) and ``embeddings`` (U x D, L2-normalised), the
 layout ``arw_sv.data.trials.read_embeddings`` loads fastest.
@@ -20,15 +23,17 @@ layout ``arw_sv.data.trials.read_embeddings`` loads fastest.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from arw_sv.atomic import atomic_path
+from arw_sv.atomic import atomic_path, atomic_write_text
+from arw_sv.checkpoint import model_fingerprint
 from arw_sv.data.manifest import read_manifest
-from arw_sv.data.trials import read_trials
+from arw_sv.data.trials import model_sidecar, read_trials
 from arw_sv.inference import SpeakerEncoder
 from arw_sv.train import distributed
 
@@ -76,12 +81,15 @@ def speaker_means(ids: list[str], embeddings: np.ndarray) -> tuple[list[str], np
     return speakers, sums.astype(np.float32)
 
 
-def save(path: Path, ids: Sequence[str], embeddings: np.ndarray) -> None:
+def save(path: Path, ids: Sequence[str], embeddings: np.ndarray, model: dict) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, ids=np.asarray(ids, dtype=str), embeddings=embeddings)
+    atomic_write_text(model_sidecar(path), json.dumps(model) + "\n")
 
 
-def embed_set(encoder, ctx, ids, paths, out: Path, speaker_mean: bool = False) -> None:
+def embed_set(
+    encoder, ctx, ids, paths, out: Path, speaker_mean: bool = False, source: str = ""
+) -> None:
     """Embed ``paths`` (every W-th on each rank) and write ``out`` from rank 0."""
     mine = range(ctx.rank, len(ids), ctx.world_size)
     vectors = encoder.embed_files([paths[i] for i in mine], progress=ctx.is_main)
@@ -101,7 +109,12 @@ def embed_set(encoder, ctx, ids, paths, out: Path, speaker_mean: bool = False) -
         out_ids: Sequence[str] = ids
         if speaker_mean:
             out_ids, matrix = speaker_means(ids, matrix)
-        save(out, out_ids, matrix)
+        model = {
+            "fingerprint": model_fingerprint(encoder._extractor),
+            "dim": int(encoder.dim),
+            "source": source,
+        }
+        save(out, out_ids, matrix, model)
         print(f"extract: {len(out_ids)} embeddings of {len(ids)} utterances -> {out}")
     ctx.barrier()
 
@@ -117,11 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cohort-manifest", help="also embed an AS-norm cohort from this manifest")
     p.add_argument("--cohort-per-speaker", type=int, default=3)
     p.add_argument("--cohort-out", type=Path)
+    p.add_argument("--cal-manifest", help="also embed these calibration speakers' utterances")
+    p.add_argument("--cal-per-speaker", type=int, default=20)
+    p.add_argument("--cal-out", type=Path)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if bool(args.cohort_manifest) != bool(args.cohort_out):
         p.error("--cohort-manifest and --cohort-out go together")
+    if bool(args.cal_manifest) != bool(args.cal_out):
+        p.error("--cal-manifest and --cal-out go together")
 
     ctx, device = distributed.setup(args.device)
     clean = False
@@ -130,11 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids, paths = select(read_manifest(args.manifest), args.trials, 0, args.seed)
         if not ids:
             raise SystemExit("extract: error: nothing to embed")
-        embed_set(encoder, ctx, ids, paths, args.out)
+        embed_set(encoder, ctx, ids, paths, args.out, source=args.checkpoint)
         if args.cohort_manifest:
             cohort = read_manifest(args.cohort_manifest)
             ids, paths = select(cohort, [], args.cohort_per_speaker, args.seed)
-            embed_set(encoder, ctx, ids, paths, args.cohort_out, speaker_mean=True)
+            embed_set(encoder, ctx, ids, paths, args.cohort_out, True, args.checkpoint)
+        if args.cal_manifest:
+            ids, paths = select(
+                read_manifest(args.cal_manifest), [], args.cal_per_speaker, args.seed
+            )
+            embed_set(encoder, ctx, ids, paths, args.cal_out, source=args.checkpoint)
         clean = True
     finally:
         distributed.teardown(ctx, clean=clean)

@@ -6,6 +6,7 @@ Built from arw-sv's synthetic generator, laid out and formatted like the real do
     <out>/vox1/wav/idXXXXX/<video>/<nnnnn>.wav      VoxCeleb1 (synthetic speakers id10001...)
     <out>/vox1/vox1_meta.csv                        tab-separated, LF, as the real file
     <out>/vox2/dev/aac/id0XXXX/<video>/<nnnnn>.m4a  VoxCeleb2-dev as AAC (PyAV or ffmpeg)
+    <out>/vox2/test/aac/id0XXXX/<video>/<nnnnn>.m4a VoxCeleb2-test (48 speakers: calibration)
     <out>/vox2/vox2_meta.csv                        BOM, CRLF, " ," separators, no final newline
     <out>/trials/vox1_O.txt, vox1_E.txt, vox1_H.txt  "<1|0> <enroll> <test>"; O has no final
                                                     newline and E has CRLF, as real copies do
@@ -78,7 +79,8 @@ def _m4a(ffmpeg: str | None, wav: Path, m4a: Path) -> None:
 def make_vox2(root: Path, seed: int, ffmpeg: str | None) -> dict:
     """A second synthetic corpus as VoxCeleb2: renamed speakers, m4a audio, vox2_meta.csv."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = apply_overrides(preset("tiny"), [f"seed={seed}", "test_speakers_per_cell=1"])
+        # 12 test speakers per cell: VoxCeleb2-test, the recipe's calibration speakers.
+        cfg = apply_overrides(preset("tiny"), [f"seed={seed}", "test_speakers_per_cell=12"])
         corpus = generate_corpus(Path(tmp) / "c", cfg, progress=False)
         meta = [line.split("\t") for line in corpus.meta_path.read_text().splitlines()[1:]]
         rows = []
