@@ -172,10 +172,16 @@ def test_corrupt_files_are_reported_and_skipped_with_a_count(tmp_path, capsys, d
     assert "id00012/ccccccccccc/00003.wav" not in {
         u.utt_id for u in read_manifest(tmp_path / "data" / "train.csv")
     }
+    # Calibration speakers: VoxCeleb2-test, and the VoxCeleb1 speakers that are neither
+    # trained on (vox2_dev) nor in VoxCeleb1-O; none of them with a training or test speaker.
+    cal = read_manifest(tmp_path / "data" / "cal.csv")
+    assert set(cal.speakers) == {"id00017", "id10001", "id10002"}
+    assert {u.split for u in cal} == {"cal"} and len(cal) == 3 * 4  # the bad wav left out
+    assert report["counts"]["calibration_speakers"] == 3
     # Too many bad files stop the run, with the count, and leave no manifest behind.
     assert prepare.main(_args(tmp_path, "--decoder", decoder)) == 2
     err = capsys.readouterr().err
-    assert "2 of 26 audio files were skipped" in err
+    assert "2 of 30 audio files were skipped" in err  # VoxCeleb2-test's 4 m4a counted too
     assert not (tmp_path / "data" / "train.csv").exists()
 
 
