@@ -322,6 +322,23 @@ def utterances(
     return rows, unknown
 
 
+def _vox2_part(aac_root: Path, wav_root: Path, meta, args, name: str = "vox2"):
+    """Convert one VoxCeleb2 part's m4a files and read its wavs back as manifest rows.
+
+    Only wavs whose m4a is still there count: a wav left from an earlier, larger download
+    must not come back. Returns ``(rows, speakers without metadata, outcome, skipped)``.
+    """
+    outcome, skipped = convert_vox2(
+        aac_root, wav_root, args.jobs, progress=not args.quiet, decoder=args.decoder
+    )
+    files, bad = scan_wavs(wav_root, args.jobs)
+    sources = {
+        p.relative_to(aac_root).with_suffix(".wav").as_posix() for p in aac_root.glob("*/*/*.m4a")
+    }
+    rows, unknown = utterances([f for f in files if f.utt_id in sources], meta, name)
+    return rows, unknown, outcome, skipped + bad
+
+
 def trial_speakers(trials: Sequence[Path]) -> tuple[set[str], set[str]]:
     """Speakers and utterances named by the trial lists."""
     speakers, utts = set(), set()
@@ -366,20 +383,8 @@ def prepare(args: argparse.Namespace) -> dict:
     if "vox2" in corpora:
         aac_root = vox2_audio_root(Path(args.vox2))
         wav_root = Path(args.vox2_wav) if args.vox2_wav else out / "vox2_wav"
-        outcome, failed = convert_vox2(
-            aac_root, wav_root, args.jobs, progress=not args.quiet, decoder=args.decoder
-        )
-        skipped += failed
-        vox2_files, bad2 = scan_wavs(wav_root, args.jobs)
+        vox2_rows, vox2_unknown, outcome, bad2 = _vox2_part(aac_root, wav_root, vox2_meta, args)
         skipped += bad2
-        # Only wavs whose m4a is still there: a wav left from an earlier, larger download
-        # must not come back into training.
-        sources = {
-            p.relative_to(aac_root).with_suffix(".wav").as_posix()
-            for p in aac_root.glob("*/*/*.m4a")
-        }
-        vox2_files = [f for f in vox2_files if f.utt_id in sources]
-        vox2_rows, vox2_unknown = utterances(vox2_files, vox2_meta, "vox2")
         total_files += sum(outcome.values())
         report["inputs"]["vox2"] = {
             "m4a": sum(outcome.values()),
@@ -390,17 +395,8 @@ def prepare(args: argparse.Namespace) -> dict:
         test_root = vox2_test_root(Path(args.vox2))
         if test_root is not None:  # VoxCeleb2-test: calibration speakers
             test_wav = wav_root.with_name(wav_root.name + "_test")
-            outcome, failed = convert_vox2(
-                test_root, test_wav, args.jobs, progress=not args.quiet, decoder=args.decoder
-            )
-            skipped += failed
-            files, bad2 = scan_wavs(test_wav, args.jobs)
+            rows, _, outcome, bad2 = _vox2_part(test_root, test_wav, vox2_meta, args, "vox2 test")
             skipped += bad2
-            sources = {
-                p.relative_to(test_root).with_suffix(".wav").as_posix()
-                for p in test_root.glob("*/*/*.m4a")
-            }
-            rows, _ = utterances([f for f in files if f.utt_id in sources], vox2_meta, "vox2 test")
             vox2_test_rows = [u for u in rows if u.split == "test"]
             total_files += sum(outcome.values())
             report["inputs"]["vox2_test"] = {"m4a": sum(outcome.values()), **dict(outcome)}
