@@ -114,3 +114,88 @@ def _raise_after(seen):
         raise _Stop
 
     return draw
+
+
+# ---- representation gap (issue 20) ----------------------------------------------------------
+
+
+def _voices(cfg, nationality, gender=None):
+    from arw_sv.synth.corpus import speaker_voice
+
+    return [
+        speaker_voice(cfg, s)
+        for s in _dev(cfg)
+        if s.nationality == nationality and gender in (None, s.gender)
+    ]
+
+
+def test_representation_gives_india_a_cue_of_its_own_and_a_narrow_shared_spread():
+    """Measured on the generated speakers: India's speakers barely vary in the shared voice
+    parameters (x0.35) and carry notches at their own frequencies; the majority has none."""
+    cfg = preset("bench_representation")
+    assert _shares(_dev(cfg), "nationality")["India"] == pytest.approx(0.10)
+    india, usa = _voices(cfg, "India"), _voices(cfg, "USA")
+    for key in ("f0_hz", "formant_scale", "bandwidth_scale"):
+        for gender in ("m", "f"):  # within a gender (their means differ)
+            a, b = _voices(cfg, "India", gender), _voices(cfg, "USA", gender)
+            sd_india = np.std([np.log(getattr(v, key)) for v in a])
+            sd_usa = np.std([np.log(getattr(v, key)) for v in b])
+            assert 0.18 < sd_india / sd_usa < 0.6, (key, gender)  # 0.35 planted; 24 drawn
+    assert all(len(v.notches) == 0 for v in usa + _voices(cfg, "UK"))
+    centres = np.array([v.notches[:, 0] for v in india])
+    assert centres.shape == (48, 3) and (np.asarray([v.notches[:, 1] for v in india]) == 12).all()
+    assert 1200 <= centres.min() and centres.max() <= 6500
+    # Speaker-specific: every speaker's notches are its own (no two share a centre).
+    assert len(np.unique(np.round(centres[:, 0]))) == 48
+
+
+def test_notches_cut_the_spectrum_where_they_say_and_nothing_else():
+    from arw_sv.synth.voice import notch_gain
+
+    notches = np.array([[2000.0, 12.0], [5000.0, 6.0]])
+    freqs = np.array([2000.0, 5000.0, 300.0, 3500.0])
+    gain = notch_gain(notches, freqs)
+    assert 20 * np.log10(gain[0]) == pytest.approx(-12.0, abs=0.01)
+    assert 20 * np.log10(gain[1]) == pytest.approx(-6.0, abs=0.01)
+    assert gain[2] == pytest.approx(1.0, abs=1e-9) and gain[3] > 0.999
+
+
+def test_the_signature_changes_no_other_draw():
+    """A corpus without signatures draws every speaker as before the mechanism existed;
+    with them only the signed nationality's notches are added."""
+    from dataclasses import replace
+
+    from arw_sv.synth.corpus import speaker_voice
+
+    cfg = preset("bench_representation")
+    plain = replace(cfg, nationality_signature_db=())
+    for s in _dev(cfg)[:40]:
+        a, b = speaker_voice(cfg, s), speaker_voice(plain, s)
+        assert a.f0_hz == b.f0_hz and np.array_equal(a.formant_offsets, b.formant_offsets)
+        assert len(b.notches) == 0 and len(a.notches) == (3 if s.nationality == "India" else 0)
+    with pytest.raises(ValueError, match="nationality_signature_db"):
+        apply_overrides(cfg, ["nationality_signature_db=0,0"])
+
+
+def test_a_signed_speakers_audio_carries_its_notches():
+    from dataclasses import replace
+
+    from arw_sv.synth.accent import make_accent
+    from arw_sv.synth.voice import SAMPLE_RATE, draw_voice, synthesize
+
+    accent = make_accent("India", 1.0)
+    voice = draw_voice(np.random.default_rng(1), "m", accent, 1.0)
+    signed = replace(voice, notches=np.array([[3000.0, 12.0]]))
+    a = synthesize(voice, accent, 3.0, np.random.default_rng(2))
+    b = synthesize(signed, accent, 3.0, np.random.default_rng(2))  # same excitation
+    freqs = np.fft.rfftfreq(a.size, 1 / SAMPLE_RATE)
+
+    def band_db(x, lo, hi):
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return 10 * np.log10(power[(freqs > lo) & (freqs < hi)].sum())
+
+    # Both are normalised to the same RMS, so compare the notch band against a far band.
+    dip = (band_db(b, 2950, 3050) - band_db(b, 600, 1400)) - (
+        band_db(a, 2950, 3050) - band_db(a, 600, 1400)
+    )
+    assert -13.5 < dip < -9.0

@@ -25,7 +25,7 @@ import json
 import multiprocessing
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,14 @@ from arw_sv.synth.accent import make_accent
 from arw_sv.synth.channel import apply_channel, draw_channel
 from arw_sv.synth.config import SynthConfig, config_dict
 from arw_sv.synth.trials import build_trials
-from arw_sv.synth.voice import SAMPLE_RATE, draw_voice, session_voice, synthesize
+from arw_sv.synth.voice import (
+    SAMPLE_RATE,
+    VoiceParams,
+    draw_notches,
+    draw_voice,
+    session_voice,
+    synthesize,
+)
 
 GENERATOR_VERSION = 1
 META_HEADER = "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"
@@ -46,6 +53,7 @@ _SESSION_ALPHABET = np.array(
 )
 # Independent random streams, one per kind of decision.
 _LAYOUT, _VOICE, _SESSION, _UTTERANCE = 1, 2, 3, 4  # and 5: TRIALS_STREAM
+_SIGNATURE = 6
 
 
 @dataclass(frozen=True)
@@ -193,10 +201,23 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def speaker_voice(cfg: SynthConfig, speaker: Speaker, accent=None) -> VoiceParams:
+    """A speaker's identity: drawn from its group's prior, plus its signature notches when
+    its nationality has them (from a stream of their own: no other draw changes).
+    """
+    accent = accent or make_accent(speaker.nationality, cfg.accent_strength)
+    voice = draw_voice(_rng(cfg, _VOICE, speaker.index), speaker.gender, accent, speaker.spread)
+    depth = cfg.signature_db(speaker.nationality)
+    if depth > 0:
+        rng = _rng(cfg, _SIGNATURE, speaker.index)
+        voice = replace(voice, notches=draw_notches(rng, cfg.signature_notches, depth))
+    return voice
+
+
 def render_speaker(cfg: SynthConfig, speaker: Speaker, wav_dir: Path) -> int:
     """Render all of a speaker's utterances that are not on disk yet; return how many."""
     accent = make_accent(speaker.nationality, cfg.accent_strength)
-    voice = draw_voice(_rng(cfg, _VOICE, speaker.index), speaker.gender, accent, speaker.spread)
+    voice = speaker_voice(cfg, speaker, accent)
     written = 0
     for s, (sess, durs) in enumerate(zip(speaker.sessions, speaker.durations, strict=True)):
         folder = wav_dir / speaker.speaker_id / sess

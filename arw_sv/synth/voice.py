@@ -14,7 +14,7 @@ Shape legend (the package one, :mod:`arw_sv`): S samples, T frames (hop 128), F 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.fft
@@ -55,6 +55,9 @@ class VoiceParams:
         jitter: cycle-to-cycle period perturbation (fraction).
         shimmer: cycle-to-cycle amplitude perturbation (fraction).
         rate: speaking rate in syllables per second.
+        notches: (K, 2) spectral notches of the speaker's own (centre Hz, depth dB),
+            applied to the whole utterance; empty for most speakers (see
+            :func:`draw_notches`).
     """
 
     f0_hz: float
@@ -68,6 +71,7 @@ class VoiceParams:
     jitter: float
     shimmer: float
     rate: float
+    notches: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
 
 # Per-gender (mean, between-speaker sd) of each identity parameter; sds are scaled by
@@ -135,6 +139,32 @@ def draw_voice(rng: np.random.Generator, gender: str, accent: Accent, spread: fl
         shimmer=lognormal("shimmer", 8),
         rate=lognormal("rate", 9) * accent.rate,
     )
+
+
+NOTCH_BAND_HZ = (1200.0, 6500.0)
+NOTCH_WIDTH_HZ = 180.0
+
+
+def draw_notches(rng: np.random.Generator, count: int, depth_db: float) -> np.ndarray:
+    """A speaker's signature: ``count`` notches of ``depth_db`` at log-uniform frequencies
+    in :data:`NOTCH_BAND_HZ` (anti-resonances of the speaker's own anatomy, fixed across
+    sessions). Shape: -> (count, 2) (centre Hz, depth dB), sorted by frequency.
+    """
+    lo, hi = np.log(NOTCH_BAND_HZ[0]), np.log(NOTCH_BAND_HZ[1])
+    centres = np.sort(np.exp(rng.uniform(lo, hi, count)))
+    return np.stack([centres, np.full(count, float(depth_db))], axis=1)
+
+
+def notch_gain(notches: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Magnitude response of a speaker's notches at ``freqs`` (1 away from them).
+
+    Shape: notches (K, 2), freqs (F,) -> (F,).
+    """
+    gain = np.ones_like(freqs, dtype=np.float64)
+    for centre, depth in notches:
+        dip = 1.0 - 10.0 ** (-depth / 20.0)
+        gain *= 1.0 - dip * np.exp(-0.5 * ((freqs - centre) / NOTCH_WIDTH_HZ) ** 2)
+    return gain
 
 
 def session_voice(voice: VoiceParams, rng: np.random.Generator, drift: float = 1.0) -> VoiceParams:
@@ -383,6 +413,9 @@ def synthesize(
     freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
     centre = (fc * voice.formant_scale)[:, None]
     spec[1] *= (np.exp(-0.5 * ((freqs - centre) / fb[:, None]) ** 2) + 0.03).astype(np.float32)
-    out = _istft(spec.sum(axis=0), padded)[N_FFT // 2 : N_FFT // 2 + length]
+    total = spec.sum(axis=0)
+    if len(voice.notches):
+        total *= notch_gain(voice.notches, freqs).astype(np.float32)
+    out = _istft(total, padded)[N_FFT // 2 : N_FFT // 2 + length]
     out = out.astype(np.float64)
     return out * (0.1 / (np.sqrt(np.mean(out**2)) + 1e-9))
