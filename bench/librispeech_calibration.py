@@ -104,12 +104,8 @@ def plot_rates(results: dict, methods: list[str], path: Path) -> None:
         for j, name in enumerate(methods):
             rates = results[name][f"gender@{thr}"]["rates"]
             ys = [100 * rates[g][rate] for g in genders]
-            lo = [
-                100 * (rates[g].get("ci", {}).get(rate) or [rates[g][rate]] * 2)[0] for g in genders
-            ]
-            hi = [
-                100 * (rates[g].get("ci", {}).get(rate) or [rates[g][rate]] * 2)[1] for g in genders
-            ]
+            lo = [100 * _bounds(rates[g], rate)[0] for g in genders]
+            hi = [100 * _bounds(rates[g], rate)[1] for g in genders]
             err = np.array([np.subtract(ys, lo), np.subtract(hi, ys)]).clip(min=0)
             xs = np.arange(len(genders)) + (j - (len(methods) - 1) / 2) * width
             ax.bar(xs, ys, width, yerr=err, capsize=2, label=name)
