@@ -128,6 +128,10 @@ class LossConfig:
     margin_warmup_steps: int = 0
     aam_weight: float = 1.0
     pair_weight: float = 1.0
+    # Additive cosine margin of the pair term: same-speaker pairs are scored at cos - m,
+    # different-speaker pairs at cos + m (0: the plain pair loss). Keeps easy pairs in the
+    # loss longer, so pairwise weights have more to weight (issue 20).
+    pair_margin: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,41 @@ def test_rejects_bad_shapes():
         PairwiseSimilarityLoss()(torch.randn(4, 3), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError):
         PairwiseSimilarityLoss(init_scale=0.0)
+
+
+def test_the_pair_margin_shifts_each_pairs_cosine_against_its_label():
+    """loss_ij = BCE(w (cos_ij - m) + b, 1) for same-speaker pairs and
+    BCE(w (cos_ij + m) + b, 0) for the others, computed here by hand."""
+    import math
+
+    torch.manual_seed(0)
+    emb, labels = torch.randn(6, 5), torch.tensor([0, 0, 1, 1, 2, 2])
+    m = 0.2
+    terms = PairwiseSimilarityLoss(margin=m)(emb, labels)
+    plain = PairwiseSimilarityLoss()(emb, labels)
+    unit = torch.nn.functional.normalize(emb, dim=1)
+    cos = unit @ unit.T
+    w = float(PairwiseSimilarityLoss().scale)
+    for i in range(6):
+        for j in range(6):
+            if i == j:
+                assert float(terms.loss[i, j]) == 0.0
+                continue
+            same = bool(labels[i] == labels[j])
+            z = w * (float(cos[i, j]) + (-m if same else m)) - 5.0
+            expected = math.log1p(math.exp(-z)) if same else math.log1p(math.exp(z))
+            assert float(terms.loss[i, j]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    # Every pair costs more with the margin: harder pairs for the pair term to weight.
+    valid = terms.valid
+    assert bool((terms.loss[valid] > plain.loss[valid]).all())
+    with pytest.raises(ValueError, match="pair margin"):
+        PairwiseSimilarityLoss(margin=1.5)
+
+
+def test_the_pair_margin_comes_from_the_config(tiny_manifests, tmp_path):
+    from arw_sv.train.build import build_learner
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_manifests[0], "loss.pair_margin=0.1")
+    assert build_learner(cfg, 4).pair.margin == pytest.approx(0.1)
+    assert build_learner(tiny_config(tmp_path, tiny_manifests[0]), 4).pair.margin == 0.0

@@ -60,6 +60,9 @@ class PairwiseSimilarityLoss(nn.Module):
     Args:
         init_scale: initial w (> 0).
         init_bias: initial b.
+        margin: additive cosine margin m in [0, 1): same-speaker pairs get the logit
+            ``w * (cos - m) + b``, different-speaker pairs ``w * (cos + m) + b`` (the pair
+            analogue of AM-softmax's margin; 0 is the plain loss).
 
     Shape:
         forward: emb (B, D), labels (B,) -> PairTerms with (B, B) fields.
@@ -71,10 +74,15 @@ class PairwiseSimilarityLoss(nn.Module):
         (torch.Size([4, 4]), 4)
     """
 
-    def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0) -> None:
+    def __init__(
+        self, init_scale: float = 10.0, init_bias: float = -5.0, margin: float = 0.0
+    ) -> None:
         super().__init__()
         if init_scale <= 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        if not 0.0 <= margin < 1.0:
+            raise ValueError(f"the pair margin must be in [0, 1), got {margin}")
+        self.margin = float(margin)
         self.w_raw = nn.Parameter(torch.tensor(_softplus_inverse(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
@@ -112,6 +120,8 @@ class PairwiseSimilarityLoss(nn.Module):
                 emb = emb.float()
             logits = self.logits(emb)
             same = labels[:, None] == labels[None, :]
+            if self.margin:
+                logits = logits - self.scale * self.margin * (2.0 * same.to(logits.dtype) - 1.0)
             valid = ~torch.eye(len(labels), dtype=torch.bool, device=emb.device)
             loss = F.binary_cross_entropy_with_logits(
                 logits, same.to(logits.dtype), reduction="none"

@@ -31,7 +31,7 @@ def build_learner(cfg: Config, n_speakers: int) -> Learner:
     """Extractor + AAM-softmax head over ``n_speakers`` classes + pairwise loss."""
     extractor = extractor_from_config(cfg.model, cfg.features)
     aam = AAMSoftmax(cfg.model.embedding_dim, n_speakers, cfg.loss.aam_margin, cfg.loss.aam_scale)
-    return Learner(extractor, aam, PairwiseSimilarityLoss())
+    return Learner(extractor, aam, PairwiseSimilarityLoss(margin=cfg.loss.pair_margin))
 
 
 def build_optimizer(
