@@ -72,6 +72,8 @@ class DataConfig:
     # mean cosine to the `cohort_neighbours` nearest other speakers).
     # "jtt": utterances whose nearest speaker centroid is another speaker's are drawn
     # `jtt_upweight` times as often.
+    # "cohort_batches": label-free hard negatives: every batch's speakers come from
+    # `cohorts_per_batch` of the `n_cohorts` k-means cohorts (more if those are too small).
     # The pre-pass embeds at most `cohort_utterances_per_speaker` utterances of each speaker
     # for the cohorts (a seeded choice; 0 = all); JTT needs every utterance.
     n_cohorts: int = 8
@@ -80,11 +82,14 @@ class DataConfig:
     cohort_neighbours: int = 5
     cohort_utterances_per_speaker: int = 20
     jtt_upweight: int = 5
+    cohorts_per_batch: int = 2
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds")
         _at_least("data", self, 0, "cohort_utterances_per_speaker")
-        _at_least("data", self, 1, "speakers_per_batch", "utterances_per_speaker")
+        _at_least(
+            "data", self, 1, "speakers_per_batch", "utterances_per_speaker", "cohorts_per_batch"
+        )
         _at_least("data", self, 0, "num_workers")
 
 
@@ -299,7 +304,7 @@ class Config:
 OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd", "adagrad")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.sampling": ("speaker", "group_balanced", "cohort_oversample", "jtt"),
+    "data.sampling": ("speaker", "group_balanced", "cohort_oversample", "jtt", "cohort_batches"),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro"),

@@ -1,7 +1,7 @@
 """The pre-pass of the label-free samplers: embed the training set with the init model.
 
-``data.sampling: cohort_oversample`` and ``jtt`` need the initial (ERM) model's view of the
-training set before fine-tuning starts. :func:`sampling_targets` embeds the training
+``data.sampling: cohort_oversample``, ``cohort_batches`` and ``jtt`` need the initial (ERM)
+model's view of the training set before fine-tuning starts. :func:`sampling_targets` embeds the training
 utterances with ``train.init_checkpoint`` (whole utterances, as at test time; for the
 cohorts at most ``data.cohort_utterances_per_speaker`` of each speaker, for JTT all of
 them) on the training device, computes the targets (:mod:`arw_sv.data.cohort_sampling`)
@@ -134,7 +134,7 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     speakers = np.asarray(manifest.speaker_indices())
     n_speakers = len(manifest.speakers)
     rows = None
-    if cfg.data.sampling == "cohort_oversample":
+    if cfg.data.sampling in ("cohort_oversample", "cohort_batches"):
         rows = capped_rows(speakers, cfg.data.cohort_utterances_per_speaker, cfg.train.seed)
         if len(rows) == len(speakers):
             rows = None
@@ -142,7 +142,13 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     if rows is not None:
         speakers = speakers[rows]
     result: dict[str, Any] = {"key": key}
-    if cfg.data.sampling == "cohort_oversample":
+    if cfg.data.sampling == "cohort_batches":  # the cohorts only (no crowding ranking used)
+        found = discover_cohorts(embeddings, speakers, n_speakers, cfg.data.n_cohorts, 1,
+                                 neighbours=cfg.data.cohort_neighbours, seed=cfg.train.seed)  # fmt: skip
+        result["cohort"] = found["cohort"]
+        sizes = np.bincount(found["cohort"], minlength=cfg.data.n_cohorts).tolist()
+        log.info("cohort batches: %d cohorts of %s speakers", cfg.data.n_cohorts, sizes)
+    elif cfg.data.sampling == "cohort_oversample":
         result.update(
             discover_cohorts(
                 embeddings,
@@ -175,4 +181,6 @@ def sampler_arguments(cfg: Config, targets: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :class:`~arw_sv.data.sampler.SpeakerBatchSampler` for the targets."""
     if cfg.data.sampling == "cohort_oversample":
         return {"oversample": targets["oversample"], "oversample_share": cfg.data.cohort_share}
+    if cfg.data.sampling == "cohort_batches":
+        return {"batch_cohorts": targets["cohort"], "cohorts_per_batch": cfg.data.cohorts_per_batch}
     return {"utterance_repeats": jtt_repeats(np.asarray(targets["errors"]), cfg.data.jtt_upweight)}

@@ -114,7 +114,7 @@ def test_crowding_and_cohorts_find_the_crowded_speakers(rng):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", ["cohort_oversample", "jtt"])
+@pytest.mark.parametrize("sampling", ["cohort_oversample", "jtt", "cohort_batches"])
 def test_prepass_is_cached_and_resume_is_exact(tiny_manifests, tmp_path, sampling, monkeypatch):
     from conftest import tiny_config
 
@@ -206,3 +206,38 @@ class _ListManifest(list):
 
     def speaker_indices(self):
         return list(self._indices)
+
+
+def test_cohort_batches_draw_each_batch_from_few_cohorts_and_resume_exactly():
+    """Label-free hard negatives: a batch's speakers come from ``cohorts_per_batch`` k-means
+    cohorts (more only when those hold fewer than P speakers); the sequence is seeded."""
+    from arw_sv.data.sampler import SpeakerBatchSampler
+
+    speakers = np.repeat(np.arange(40), 4)  # 40 speakers, 4 utterances each
+    cohort = np.repeat(np.arange(5), 8)  # 5 cohorts of 8 speakers
+    sampler = SpeakerBatchSampler(speakers, 8, 2, seed=3, batch_cohorts=cohort,
+                                  cohorts_per_batch=2)  # fmt: skip
+    batches = sampler.epoch_batches(0) + sampler.epoch_batches(1)
+    seen = set()
+    for batch in batches:
+        spk = speakers[[i for i, *_ in batch]]
+        assert len(set(spk)) == 8  # P distinct speakers, K = 2 utterances each
+        assert len(set(cohort[spk])) <= 2  # 8 speakers from at most 2 cohorts of 8
+        seen |= set(cohort[spk])
+    assert seen == set(range(5))  # every cohort takes its turn
+    # Small cohorts: P = 8 from cohorts of 3 needs at least 3 of them, never 4 from one.
+    small = np.arange(40) // 3  # cohorts of 3 (and one of 1)
+    sampler = SpeakerBatchSampler(speakers, 8, 2, seed=0, batch_cohorts=small, cohorts_per_batch=1)
+    for batch in sampler.epoch_batches(0):
+        spk = speakers[[i for i, *_ in batch]]
+        counts = np.bincount(small[np.unique(spk)])
+        assert len(set(spk)) == 8 and counts.max() <= 3 and (counts > 0).sum() >= 3
+    # Seeded and resumable: a sampler started at step 5 yields what an uninterrupted one does.
+    full = SpeakerBatchSampler(speakers, 8, 2, seed=3, batch_cohorts=cohort, cohorts_per_batch=2)
+    later = SpeakerBatchSampler(speakers, 8, 2, seed=3, batch_cohorts=cohort,
+                                cohorts_per_batch=2, start_step=5)  # fmt: skip
+    it_full, it_later = iter(full), iter(later)
+    head = [next(it_full) for _ in range(8)]
+    assert [next(it_later) for _ in range(3)] == head[5:]
+    with pytest.raises(ValueError, match="cohort batches cannot be combined"):
+        SpeakerBatchSampler(speakers, 8, 2, groups=np.zeros(40, int), batch_cohorts=cohort)

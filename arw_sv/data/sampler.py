@@ -78,6 +78,11 @@ class SpeakerBatchSampler:
         utterance_repeats: optional count per *utterance* (JTT up-sampling): an utterance
             is drawn in proportion to its count, as if it were duplicated that many times
             (a speaker's draws in proportion to the sum of its utterances' counts).
+        batch_cohorts: optional cohort index per *speaker* (label-free hard negatives):
+            each batch draws its speakers from ``cohorts_per_batch`` cohorts chosen at
+            random (more when those hold fewer than P speakers), so its different-speaker
+            pairs are neighbours in embedding space rather than random strangers.
+        cohorts_per_batch: cohorts per batch with ``batch_cohorts``.
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class SpeakerBatchSampler:
         oversample: Sequence[bool] | np.ndarray | None = None,
         oversample_share: float = 0.0,
         utterance_repeats: Sequence[int] | np.ndarray | None = None,
+        batch_cohorts: Sequence[int] | np.ndarray | None = None,
+        cohorts_per_batch: int = 1,
     ) -> None:
         speakers = np.asarray(speakers, dtype=np.int64)
         n_speakers = int(speakers.max()) + 1 if speakers.size else 0
@@ -137,6 +144,16 @@ class SpeakerBatchSampler:
                     f"cohort oversampling: {n_over} oversampled and {n_speakers - n_over} other "
                     f"speakers cannot fill {need} and {need_rest} of {self.P} batch slots"
                 )
+        self.batch_cohorts = None
+        self.cohorts_per_batch = int(cohorts_per_batch)
+        if batch_cohorts is not None:
+            if groups is not None or oversample is not None or utterance_repeats is not None:
+                raise ValueError("cohort batches cannot be combined with other samplers")
+            cohorts = np.asarray(batch_cohorts, dtype=np.int64)
+            if cohorts.shape != (n_speakers,) or (cohorts < 0).any() or cohorts_per_batch < 1:
+                raise ValueError("batch_cohorts: one cohort index >= 0 per speaker, and "
+                                 "cohorts_per_batch >= 1")  # fmt: skip
+            self.batch_cohorts = cohorts
         self.utterance_repeats = None
         if utterance_repeats is not None:
             repeats = np.asarray(utterance_repeats, dtype=np.int64)
@@ -156,6 +173,12 @@ class SpeakerBatchSampler:
         elif self.oversample is not None:
             over = np.flatnonzero(self.oversample)
             pools = [_Cycle(over, rng), _Cycle(np.flatnonzero(~self.oversample), rng)]
+        elif self.batch_cohorts is not None:
+            members = [
+                np.flatnonzero(self.batch_cohorts == c) for c in range(self.batch_cohorts.max() + 1)
+            ]
+            pools = [_Cycle(m, rng) for m in members]
+            sizes = np.array([m.size for m in members])
         elif self.groups is None:
             pools = [_Cycle(range(n_speakers), rng)]
         else:
@@ -170,9 +193,13 @@ class SpeakerBatchSampler:
             if self.oversample is not None:
                 exact = self.P * self.oversample_share
                 n_over = int(np.floor(exact)) + int(rng.random() < exact - np.floor(exact))
+            if self.batch_cohorts is not None:
+                slot_pools = self._cohort_slots(rng, sizes)
             for slot in range(self.P):
                 if self.oversample is not None:
                     pool = pools[0 if slot < n_over else 1]
+                elif self.batch_cohorts is not None:
+                    pool = pools[slot_pools[slot]]
                 else:
                     pool = pools[(b * self.P + slot) % len(pools)]
                 speaker = pool.take(exclude=chosen)
@@ -195,6 +222,29 @@ class SpeakerBatchSampler:
             else:
                 batches.append(list(zip(batch, seeds, strict=True)))
         return batches
+
+    def _cohort_slots(self, rng: np.random.Generator, sizes: np.ndarray) -> list[int]:
+        """The cohort each of a batch's P speaker slots draws from: ``cohorts_per_batch``
+        cohorts in a random order (more while they hold fewer than P speakers), filled in
+        turn, none beyond its size.
+        """
+        chosen, total = [], 0
+        for c in rng.permutation(len(sizes)):
+            if sizes[c] == 0:
+                continue
+            chosen.append(int(c))
+            total += int(sizes[c])
+            if len(chosen) >= self.cohorts_per_batch and total >= self.P:
+                break
+        left = {c: int(sizes[c]) for c in chosen}
+        slots, i = [], 0
+        while len(slots) < self.P:
+            c = chosen[i % len(chosen)]
+            i += 1
+            if left[c] > 0:
+                slots.append(c)
+                left[c] -= 1
+        return slots
 
     def state_dict(self) -> dict[str, int]:
         """The first step and the seed, which fix the sequence from there on.
