@@ -72,6 +72,10 @@ class DataConfig:
     # mean cosine to the `cohort_neighbours` nearest other speakers).
     # "jtt": utterances whose nearest speaker centroid is another speaker's are drawn
     # `jtt_upweight` times as often.
+    # "cohort_heldout": held-out cohort discovery (Dheram et al.): k-means cohorts of the
+    # speakers of `heldout_manifest` (its `heldout_split`, if given; speaker ids only,
+    # disjoint from training and test), ranked by their EER on held-out trials; training
+    # speakers nearest the `cohort_oversample_top` worst fill `cohort_share` of each batch.
     # "cohort_batches": label-free hard negatives: every batch's speakers come from
     # `cohorts_per_batch` of the `n_cohorts` k-means cohorts (more if those are too small).
     # The pre-pass embeds at most `cohort_utterances_per_speaker` utterances of each speaker
@@ -83,6 +87,8 @@ class DataConfig:
     cohort_utterances_per_speaker: int = 20
     jtt_upweight: int = 5
     cohorts_per_batch: int = 2
+    heldout_manifest: str = ""
+    heldout_split: str = ""
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds")
@@ -304,7 +310,14 @@ class Config:
 OPTIMIZER_NAMES: tuple[str, ...] = ("adam", "adamw", "sgd", "adagrad")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.sampling": ("speaker", "group_balanced", "cohort_oversample", "jtt", "cohort_batches"),
+    "data.sampling": (
+        "speaker",
+        "group_balanced",
+        "cohort_oversample",
+        "jtt",
+        "cohort_batches",
+        "cohort_heldout",
+    ),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro"),

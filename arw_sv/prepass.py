@@ -44,6 +44,11 @@ def _key(cfg: Config, manifest: Manifest) -> dict[str, Any]:
         "cohort_neighbours": d.cohort_neighbours,
         "cohort_utterances_per_speaker": d.cohort_utterances_per_speaker,
         "seed": cfg.train.seed,
+        **(
+            {"heldout_manifest": d.heldout_manifest, "heldout_split": d.heldout_split}
+            if d.sampling == "cohort_heldout"
+            else {}
+        ),
     }
 
 
@@ -134,7 +139,7 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     speakers = np.asarray(manifest.speaker_indices())
     n_speakers = len(manifest.speakers)
     rows = None
-    if cfg.data.sampling in ("cohort_oversample", "cohort_batches"):
+    if cfg.data.sampling in ("cohort_oversample", "cohort_batches", "cohort_heldout"):
         rows = capped_rows(speakers, cfg.data.cohort_utterances_per_speaker, cfg.train.seed)
         if len(rows) == len(speakers):
             rows = None
@@ -142,7 +147,9 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     if rows is not None:
         speakers = speakers[rows]
     result: dict[str, Any] = {"key": key}
-    if cfg.data.sampling == "cohort_batches":  # the cohorts only (no crowding ranking used)
+    if cfg.data.sampling == "cohort_heldout":
+        result.update(_heldout(cfg, manifest, embeddings, speakers, n_speakers, device))
+    elif cfg.data.sampling == "cohort_batches":  # the cohorts only (no crowding ranking used)
         found = discover_cohorts(embeddings, speakers, n_speakers, cfg.data.n_cohorts, 1,
                                  neighbours=cfg.data.cohort_neighbours, seed=cfg.train.seed)  # fmt: skip
         result["cohort"] = found["cohort"]
@@ -177,9 +184,43 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     return result
 
 
+def _heldout(cfg: Config, manifest: Manifest, embeddings, speakers, n_speakers, device) -> dict:
+    """Held-out cohort discovery: embed the held-out speakers, rank their cohorts by EER."""
+    from arw_sv.data.cohort_sampling import heldout_cohorts
+    from arw_sv.data.manifest import read_manifest
+
+    d = cfg.data
+    if not d.heldout_manifest:
+        raise ValueError("data.sampling=cohort_heldout needs data.heldout_manifest")
+    held = read_manifest(d.heldout_manifest)
+    if d.heldout_split:
+        held = held.subset(d.heldout_split)
+    if not len(held):
+        raise ValueError(f"{d.heldout_manifest}: no utterance in split {d.heldout_split!r}")
+    overlap = sorted(set(held.speakers) & set(manifest.speakers))
+    if overlap:
+        raise ValueError(
+            f"{d.heldout_manifest}: {len(overlap)} held-out speaker(s) are training speakers, "
+            f"e.g. {', '.join(overlap[:3])}; held-out speakers must be disjoint from training"
+        )
+    held_spk = np.asarray(held.speaker_indices())
+    rows = capped_rows(held_spk, d.cohort_utterances_per_speaker, cfg.train.seed)
+    held_emb = embed_training_set(cfg.train.init_checkpoint, held, rows, device)
+    result = heldout_cohorts(embeddings, speakers, n_speakers, held_emb, held_spk[rows],
+                             d.n_cohorts, d.cohort_oversample_top, seed=cfg.train.seed)  # fmt: skip
+    log.info(
+        "held-out cohorts: %d held-out speakers; bottom cohorts %s: EER %.2f%% against %.2f%% "
+        "for the rest, %.0f%% of the held-out speakers; %d of %d training speakers oversampled",
+        len(held.speakers), result["selected"], 100 * (result["bottom_eer"] or float("nan")),
+        100 * (result["rest_eer"] or float("nan")), 100 * result["bottom_share"],
+        sum(result["oversample"]), n_speakers,
+    )  # fmt: skip
+    return result
+
+
 def sampler_arguments(cfg: Config, targets: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :class:`~arw_sv.data.sampler.SpeakerBatchSampler` for the targets."""
-    if cfg.data.sampling == "cohort_oversample":
+    if cfg.data.sampling in ("cohort_oversample", "cohort_heldout"):
         return {"oversample": targets["oversample"], "oversample_share": cfg.data.cohort_share}
     if cfg.data.sampling == "cohort_batches":
         return {"batch_cohorts": targets["cohort"], "cohorts_per_batch": cfg.data.cohorts_per_batch}

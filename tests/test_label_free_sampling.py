@@ -241,3 +241,93 @@ def test_cohort_batches_draw_each_batch_from_few_cohorts_and_resume_exactly():
     assert [next(it_later) for _ in range(3)] == head[5:]
     with pytest.raises(ValueError, match="cohort batches cannot be combined"):
         SpeakerBatchSampler(speakers, 8, 2, groups=np.zeros(40, int), batch_cohorts=cohort)
+
+
+def test_heldout_pairs_are_every_target_and_distinct_nontargets():
+    from arw_sv.data.cohort_sampling import _heldout_pairs
+
+    spk = np.repeat(np.arange(30), 4)
+    a, b, labels = _heldout_pairs(spk, 500, seed=0)
+    assert int(labels.sum()) == 30 * 6  # every same-speaker pair (4 choose 2 each)
+    assert (labels == (spk[a] == spk[b])).all() and (a < b).all()
+    non = labels == 0
+    assert non.sum() == 500 and len(set(zip(a[non], b[non], strict=True))) == 500
+    again = _heldout_pairs(spk, 500, seed=0)
+    assert all(np.array_equal(x, y) for x, y in zip((a, b, labels), again, strict=True))
+
+
+def test_heldout_cohorts_rank_by_error_on_heldout_speakers_and_flag_the_nearest_trainers():
+    """Held-out speakers in a crowded region (close voices: high EER) and a spread one; the
+    bottom cohort is in the crowded region, and the training speakers nearest to it are
+    the ones oversampled."""
+    from arw_sv.data.cohort_sampling import heldout_cohorts
+
+    rng = np.random.default_rng(0)
+    dim = 16
+    crowd_dir = np.zeros(dim)
+    crowd_dir[0] = 1.0
+
+    def speakers(n, crowded):
+        if crowded:
+            return crowd_dir * 3 + 0.35 * rng.standard_normal((n, dim))
+        centres = rng.standard_normal((n, dim)) * 1.5
+        centres[:, 0] = -np.abs(centres[:, 0]) - 1.5  # away from the crowd
+        return centres
+
+    def utterances(centres, per=6):
+        return np.repeat(centres, per, axis=0) + 0.5 * rng.standard_normal(
+            (len(centres) * per, dim)
+        ), np.repeat(np.arange(len(centres)), per)
+
+    held_centres = np.concatenate([speakers(20, True), speakers(60, False)])
+    held_emb, held_spk = utterances(held_centres)
+    train_centres = np.concatenate([speakers(10, True), speakers(30, False)])
+    train_emb, train_spk = utterances(train_centres, per=3)
+    out = heldout_cohorts(train_emb, train_spk, 40, held_emb, held_spk, n_cohorts=4, top=1)
+    bottom = out["selected"][0]
+    members = np.flatnonzero(np.asarray(out["cohort"]) == bottom)
+    assert set(members.tolist()) <= set(range(20))  # the crowded held-out speakers
+    assert out["bottom_eer"] > 2 * out["rest_eer"]
+    assert out["cohort_eer"][bottom] == max(out["cohort_eer"])
+    assert out["bottom_share"] == pytest.approx(len(members) / 80)
+    flagged = np.flatnonzero(out["oversample"])
+    assert set(flagged.tolist()) <= set(range(10)) and len(flagged) >= 5  # crowded trainers
+    json.dumps(out)
+
+
+def test_heldout_speakers_that_are_training_speakers_are_refused(tiny_manifests, tmp_path):
+    from conftest import tiny_config
+
+    from arw_sv import prepass
+    from arw_sv.data.manifest import read_manifest
+
+    train = tiny_manifests[0]
+    cfg = tiny_config(tmp_path, train, "data.sampling=cohort_heldout",
+                      f"data.heldout_manifest={train}")  # fmt: skip
+    with pytest.raises(ValueError, match="held-out speaker.*training speakers"):
+        prepass._heldout(cfg, read_manifest(train), None, None, 0, "cpu")
+    cfg = tiny_config(tmp_path, train, "data.sampling=cohort_heldout")
+    with pytest.raises(ValueError, match="needs data.heldout_manifest"):
+        prepass._heldout(cfg, read_manifest(train), None, None, 0, "cpu")
+
+
+@pytest.mark.slow
+def test_heldout_cohort_discovery_trains_from_the_test_speakers_of_another_split(
+    tiny_manifests, tmp_path
+):
+    """End to end on the tiny corpus: its test split stands in for held-out speakers."""
+    from conftest import tiny_config
+
+    from arw_sv.prepass import PREPASS_FILE
+    from arw_sv.train.loop import fit
+
+    train, held = tiny_manifests
+    common = ("data.speakers_per_batch=4", "data.n_cohorts=2", "data.cohort_oversample_top=1")
+    init = fit(tiny_config(tmp_path / "erm", train, "train.steps=2", *common), progress=False)
+    args = (*common, "data.sampling=cohort_heldout", f"data.heldout_manifest={held}",
+            f"train.init_checkpoint={init.checkpoint}")  # fmt: skip
+    fit(tiny_config(tmp_path / "ft", train, "train.steps=2", *args), progress=False)
+    cache = json.loads((tmp_path / "ft" / PREPASS_FILE).read_text())
+    assert cache["key"]["heldout_manifest"] == str(held)
+    assert len(cache["oversample"]) == 8 and len(cache["cohort_eer"]) == 2
+    assert 0 < cache["bottom_share"] < 1

@@ -127,3 +127,109 @@ def jtt_repeats(errors: np.ndarray, upweight: int) -> np.ndarray:
     if upweight < 1:
         raise ValueError(f"data.jtt_upweight: at least 1, got {upweight}")
     return np.where(np.asarray(errors, dtype=bool), int(upweight), 1).astype(np.int64)
+
+
+def _heldout_pairs(
+    speaker_of_utt: np.ndarray, max_nontargets: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every same-speaker pair of utterances and up to ``max_nontargets`` distinct
+    different-speaker pairs drawn uniformly with ``seed`` (without listing all pairs).
+
+    Shape:
+        speaker_of_utt: (U,) -> (N,), (N,), (N,) labels 1/0.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(speaker_of_utt)
+    ta, tb = [], []
+    for s in np.unique(speaker_of_utt):
+        members = np.flatnonzero(speaker_of_utt == s)
+        i, j = np.triu_indices(members.size, k=1)
+        ta.append(members[i])
+        tb.append(members[j])
+    keys = np.zeros(0, dtype=np.int64)
+    for _ in range(20):  # rejection rounds; a handful suffice unless pairs run out
+        if keys.size >= max_nontargets:
+            break
+        a = rng.integers(0, n, 2 * (max_nontargets - keys.size) + 16)
+        b = rng.integers(0, n, a.size)
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        good = speaker_of_utt[a] != speaker_of_utt[b]
+        keys = np.unique(np.concatenate([keys, a[good] * n + b[good]]))
+    keys = np.sort(rng.permutation(keys)[:max_nontargets])
+    ea = np.concatenate([*ta, keys // n]).astype(np.int64)
+    eb = np.concatenate([*tb, keys % n]).astype(np.int64)
+    labels = np.concatenate([np.ones(sum(len(t) for t in ta), np.int64),
+                             np.zeros(keys.size, np.int64)])  # fmt: skip
+    return ea, eb, labels
+
+
+def heldout_cohorts(
+    train_embeddings: np.ndarray,
+    train_speaker_of_utt: np.ndarray,
+    n_train_speakers: int,
+    heldout_embeddings: np.ndarray,
+    heldout_speaker_of_utt: np.ndarray,
+    n_cohorts: int,
+    top: int,
+    max_nontargets: int = 200_000,
+    seed: int = 0,
+) -> dict[str, list | float]:
+    """Cohort discovery on held-out speakers (Dheram et al., Interspeech 2022), label-free.
+
+    k-means cohorts of the *held-out* speakers' mean embeddings (speakers neither trained
+    nor tested on); each cohort's EER on held-out trials whose enrolment or test speaker
+    is in it (every same-speaker pair and at most ``max_nontargets`` different-speaker
+    pairs, drawn with ``seed``); the ``top`` cohorts of highest EER are the bottom ones,
+    and the training speakers whose mean embedding is nearest to a bottom cohort's
+    centroid are flagged for oversampling. Unlike :func:`discover_cohorts`, the ranking
+    comes from errors on speech the model has not fitted.
+
+    Returns:
+        ``cohort`` (per held-out speaker), ``cohort_eer`` (per cohort; NaN where a cohort
+        has no target trial), ``selected`` (bottom cohorts, worst first), ``train_cohort``
+        and ``oversample`` (per training speaker), ``bottom_eer`` and ``rest_eer`` (EER of
+        the trials touching a bottom cohort and of the others), ``bottom_share`` (the bottom
+        cohorts' share of held-out speakers), JSON-ready.
+
+    Shape:
+        train_embeddings: (U, D); heldout_embeddings: (U', D); *_speaker_of_utt: (U,), (U',).
+    """
+    from arw_sv.metrics.rates import eer
+
+    if not 1 <= top < n_cohorts:
+        raise ValueError(f"held-out cohorts: need 1 <= top ({top}) < n_cohorts ({n_cohorts})")
+    held_spk = np.asarray(heldout_speaker_of_utt)
+    n_held = int(held_spk.max()) + 1
+    means = speaker_means(heldout_embeddings, held_spk, n_held)
+    cohorts = kmeans_cohorts(means, n_cohorts, seed=seed)
+    centroids = _unit(np.stack([means[cohorts == c].sum(axis=0) for c in range(n_cohorts)]))
+    # Held-out trials: every same-speaker pair, a seeded sample of the others.
+    x = _unit(heldout_embeddings)
+    a, b, labels = _heldout_pairs(held_spk, max_nontargets, seed)
+    scores = np.einsum("nd,nd->n", x[a], x[b])
+    ca, cb = cohorts[held_spk[a]], cohorts[held_spk[b]]
+    per_cohort = np.full(n_cohorts, np.nan)
+    for c in range(n_cohorts):
+        touch = (ca == c) | (cb == c)
+        if labels[touch].any() and (labels[touch] == 0).any():
+            per_cohort[c] = eer(scores[touch], labels[touch])[0]
+    order = np.argsort(-np.nan_to_num(per_cohort, nan=-np.inf), kind="stable")
+    selected = [int(c) for c in order[:top]]
+    bottom = np.isin(ca, selected) | np.isin(cb, selected)
+
+    def eer_of(mask: np.ndarray) -> float | None:
+        ok = labels[mask].any() and (labels[mask] == 0).any()
+        return float(eer(scores[mask], labels[mask])[0]) if ok else None
+
+    train_means = speaker_means(train_embeddings, train_speaker_of_utt, n_train_speakers)
+    train_cohort = np.argmax(train_means @ centroids.T, axis=1)
+    return {
+        "cohort": cohorts.tolist(),
+        "cohort_eer": per_cohort.tolist(),
+        "selected": selected,
+        "train_cohort": train_cohort.tolist(),
+        "oversample": np.isin(train_cohort, selected).tolist(),
+        "bottom_eer": eer_of(bottom),
+        "rest_eer": eer_of(~bottom),
+        "bottom_share": float(np.isin(cohorts, selected).mean()),
+    }

@@ -306,7 +306,7 @@ def _training_data(
     if cfg.data.sampling == "group_balanced":
         groups = _speaker_groups(manifest, cfg.data.balance_key)
     label_free: dict[str, Any] = {}
-    if cfg.data.sampling in ("cohort_oversample", "jtt", "cohort_batches"):
+    if cfg.data.sampling in ("cohort_oversample", "jtt", "cohort_batches", "cohort_heldout"):
         # Cached in the run folder: a resumed run draws exactly the same batches.
         targets = sampling_targets(
             cfg,
