@@ -147,3 +147,34 @@ def test_the_pair_margin_comes_from_the_config(tiny_manifests, tmp_path):
     cfg = tiny_config(tmp_path, tiny_manifests[0], "loss.pair_margin=0.1")
     assert build_learner(cfg, 4).pair.margin == pytest.approx(0.1)
     assert build_learner(tiny_config(tmp_path, tiny_manifests[0]), 4).pair.margin == 0.0
+
+
+def test_the_pair_terms_gradient_share_is_logged_as_computed_by_hand(tiny_manifests, tmp_path):
+    """|g_pair| / (|g_aam| + |g_pair|) at the embeddings, both terms unweighted."""
+    import json
+
+    from arw_sv.train.loop import fit
+    from arw_sv.train.step import pair_grad_share
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    emb = torch.randn(8, 6, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    head = torch.nn.Linear(6, 4)
+    sample_loss = F.cross_entropy(head(emb), labels, reduction="none")
+    pairs = (PairwiseSimilarityLoss()(emb, labels),)
+    from types import SimpleNamespace
+
+    objective = SimpleNamespace(aam_weight=1.0, pair_weight=2.0)  # what the share reads
+    share = pair_grad_share(emb, sample_loss, pairs, objective)
+    g_aam = torch.autograd.grad(sample_loss.mean(), emb, retain_graph=True)[0].norm()
+    mean_pair = pairs[0].loss.sum() / pairs[0].valid.sum()
+    g_pair = torch.autograd.grad(2.0 * mean_pair, emb, retain_graph=True)[0].norm()
+    assert share == pytest.approx(float(g_pair / (g_aam + g_pair)), rel=1e-6)
+    # The graph survives for the update, and the training log carries the share.
+    (sample_loss.mean() + mean_pair).backward()
+    assert emb.grad is not None
+    fit(tiny_config(tmp_path, tiny_manifests[0], "train.steps=2", "train.log_every=1"),
+        progress=False)  # fmt: skip
+    rows = [json.loads(r) for r in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert all(0.0 < r["pair_grad_share"] < 1.0 for r in rows)

@@ -24,6 +24,7 @@ def plot_training_curves(history: str | Path, out_png: str | Path) -> Path | Non
     steps = [r["step"] for r in records]
     panels = [
         ("loss", ["loss", "aam_loss", "pair_loss"]),
+        ("pair term's share of the gradient at the embeddings", ["pair_grad_share"]),
         ("learning rate / margin", ["lr", "margin"]),
         ("utterances / s", ["utt_per_s"]),
         ("adversary", ["weight_mean", "weight_max", "weight_std", "adversary_objective"]),

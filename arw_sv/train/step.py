@@ -64,6 +64,10 @@ class LearnerStats:
         weight_mean, weight_max, weight_std: of the adversary's weights on the batch.
         weight_ess: effective sample size of the weights, ``(sum w)^2 / sum w^2``.
         weight_loss_spearman: rank correlation of the weights with the samples' losses.
+        pair_grad_share: the pair term's share of the loss gradient at the embeddings,
+            ``|g_pair| / (|g_aam| + |g_pair|)`` with ``loss.aam_weight`` and
+            ``loss.pair_weight`` applied and no adversary weights (how much the pair term,
+            and so pairwise reweighting, can still move the model; issue 20).
 
     The ``weight_*`` fields are None without an adversary.
     """
@@ -77,6 +81,7 @@ class LearnerStats:
     weight_std: float | None = None
     weight_ess: float | None = None  # (sum w)^2 / sum w^2: B when uniform, 1 at collapse
     weight_loss_spearman: float | None = None  # rank correlation of w_i with sample i's loss
+    pair_grad_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,7 @@ def learner_step(
             if weight_ema is not None:
                 weights = weight_ema(weights, cluster_ids)
     loss = objective(sample_loss, pairs, weights)
+    pair_share = pair_grad_share(embeddings, sample_loss, pairs, objective)
     grad_norm = backward_and_step(
         loss, optimizer, learner.parameters(), scaler=scaler, clip=clip, what="learner"
     )
@@ -240,6 +246,7 @@ def learner_step(
             / sum(p.valid.sum() for p in pairs).clamp(min=1)
         ),
         grad_norm=grad_norm,
+        pair_grad_share=pair_share,
         weight_mean=None if weights is None else float(weights.mean()),
         weight_max=None if weights is None else float(weights.max()),
         weight_std=None if weights is None else float(weights.std()),
@@ -249,6 +256,26 @@ def learner_step(
     return stats, Detached(
         emb, sample_loss.detach().float(), detached, cluster_ids, weights, crowding
     )
+
+
+def pair_grad_share(
+    embeddings: torch.Tensor, sample_loss: torch.Tensor, pairs: tuple[PairTerms, ...], objective
+) -> float | None:
+    """``|g_pair| / (|g_aam| + |g_pair|)``: the two unweighted terms' gradients at the
+    embeddings (through the loss heads only, so cheap; the graph is kept for the update).
+
+    Shape:
+        embeddings (B, D), sample_loss (B,).
+    """
+    if not embeddings.requires_grad or objective.pair_weight == 0:
+        return None
+    n_valid = sum(p.valid.sum() for p in pairs).clamp(min=1)
+    pair = objective.pair_weight * sum(p.loss.sum() for p in pairs) / n_valid
+    aam = objective.aam_weight * sample_loss.mean()
+    (g_aam,) = torch.autograd.grad(aam, embeddings, retain_graph=True)
+    (g_pair,) = torch.autograd.grad(pair, embeddings, retain_graph=True)
+    a, b = float(g_aam.float().norm()), float(g_pair.float().norm())
+    return b / (a + b) if a + b > 0 else None
 
 
 def _monitors(weights, objective, sample_loss, pairs) -> dict[str, float | None]:
