@@ -25,7 +25,10 @@ normalise every trial the same way; ``--score-norm none`` fits the map on cosine
 from __future__ import annotations
 
 import argparse
+import sys
 
+#: Fewer calibration speakers than this draw a warning (docs/calibration-log.md, C5).
+MIN_SPEAKERS = 250
 METHODS = ("global", "fsn", "faircal", "softcal")  # the oracle needs labels: benchmarks only
 #: The defaults: the recommended back-end (:data:`arw_sv.calibration.backend.RECOMMENDED`,
 #: restated so that the parser imports no numpy; tests/test_calibration.py checks they agree).
@@ -147,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
     except CalibrationError as exc:
         raise CalibrationError(f"{args.trials or args.embeddings}: {exc}") from None
     save_calibrator(calibrator, args.out)
+    if len(speakers) < MIN_SPEAKERS:
+        print(
+            f"arw-sv calibrate: warning: {len(speakers)} calibration speakers; below about "
+            f"{MIN_SPEAKERS} the benchmark saw minDCF get worse and new group gaps appear "
+            "(docs/calibration-log.md, C5)",
+            file=sys.stderr,
+        )
     norm = ""
     if calibrator.cohort is not None:
         norm = f"AS-norm (cohort {len(calibrator.cohort)} utterances) + "
