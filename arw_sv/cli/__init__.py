@@ -36,7 +36,8 @@ _MODULE_COMMANDS = {
     "embed": ("arw_sv.cli.embed", "embed a manifest or folder into one .npz"),
     "calibrate": (
         "arw_sv.cli.calibrate",
-        "fit a score calibrator (global, FSN, FairCal, softcal) on calibration speakers",
+        "fit a score calibrator (AS-norm + FSN by default; FairCal, softcal, global) on "
+        "calibration speakers",
     ),
     "score": ("arw_sv.cli.score", "cosine-score a trial list against embeddings"),
     "eval": ("arw_sv.cli.eval", "EER, minDCF and fairness report"),
