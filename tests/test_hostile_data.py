@@ -377,3 +377,14 @@ def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(
     ]
     err = _one_line_exit_2(argv, capsys, "step_1.pt", "do not fit")
     assert "more" in err
+
+
+def test_a_wav_scp_path_too_long_for_the_file_system_is_one_line(tmp_path, capsys):
+    """Found by the long fuzz tier: os.stat raised ENAMETOOLONG through Path.is_file."""
+    from arw_sv.cli import main
+
+    (tmp_path / "wav.scp").write_text(f"r1 {'x' * 5000}\n")
+    (tmp_path / "utt2spk").write_text("r1 spk\n")
+    assert main(["manifest", str(tmp_path), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "wav.scp:1" in err and "unusable audio path" in err and len(err.splitlines()) == 1

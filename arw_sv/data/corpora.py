@@ -266,10 +266,16 @@ def read_kaldi(
             # Kaldi recipes write paths relative to the recipe folder (the working
             # directory); fall back to the data directory for self-contained copies.
             path = Path(target)
-            if not path.is_absolute():
-                path = path if path.is_file() else root / path
-            path = str(path.resolve())
-            if not Path(path).is_file():
+            try:  # a name the file system refuses (too long, ...) is a bad line, too
+                if not path.is_absolute():
+                    path = path if path.is_file() else root / path
+                path = str(path.resolve())
+                found = Path(path).is_file()
+            except (OSError, ValueError) as exc:
+                raise ManifestError(
+                    f"{where}: unusable audio path ({getattr(exc, 'strerror', None) or exc})"
+                ) from None
+            if not found:
                 raise ManifestError(f"{where}: audio file not found: {target}")
         recordings[rec] = (path, where)
     _mapping(root / "utt2spk")  # rejects an utterance listed twice, naming the line
