@@ -173,8 +173,10 @@ def test_the_signature_changes_no_other_draw():
         a, b = speaker_voice(cfg, s), speaker_voice(plain, s)
         assert a.f0_hz == b.f0_hz and np.array_equal(a.formant_offsets, b.formant_offsets)
         assert len(b.notches) == 0 and len(a.notches) == (3 if s.nationality == "India" else 0)
-    with pytest.raises(ValueError, match="nationality_signature_db"):
-        apply_overrides(cfg, ["nationality_signature_db=0,0"])
+    with pytest.raises(ValueError, match="nationality_signature_db.*one per nationality"):
+        apply_overrides(cfg, ["nationality_signature_db=[0,0]"])
+    with pytest.raises(ValueError, match="nationality_signature_db.*in \\[0, 40\\] dB"):
+        apply_overrides(cfg, ["nationality_signature_db=[0,0,-3]"])
 
 
 def test_a_signed_speakers_audio_carries_its_notches():
