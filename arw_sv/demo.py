@@ -171,7 +171,7 @@ def _evaluate_model(
     """
     from arw_sv.data.meta import read_speaker_meta
     from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
-    from arw_sv.evaluate import evaluate_scores, write_report
+    from arw_sv.evaluate import calibrated_section, evaluate_scores, write_report
     from arw_sv.inference import embed_utterances
 
     embeddings = folder / "embeddings_test.npz"
@@ -186,12 +186,7 @@ def _evaluate_model(
     meta = read_speaker_meta(corpus.meta_path)
     report = evaluate_scores(scores, trials.labels, trials.enroll, trials.test, meta, **shared)
     if cal is not None:
-        from arw_sv.calibration import (
-            CalibrationError,
-            calibrate_trials,
-            load_calibrator,
-            save_calibrator,
-        )
+        from arw_sv.calibration import CalibrationError, calibrate_trials, save_calibrator
         from arw_sv.calibration.backend import fit_on_speakers
         from arw_sv.data.trials import read_embedding_model
 
@@ -213,17 +208,18 @@ def _evaluate_model(
             return report
         path = folder / "calibration.json"
         save_calibrator(calibrator, path)
-        llr = calibrate_trials(path, embeddings, trials, scores, read_embeddings(embeddings))
+        llr = calibrate_trials(
+            path, embeddings, trials, scores, read_embeddings(embeddings), calibrator
+        )
         write_scores(folder / "scores_calibrated.txt", trials, llr)
-        calibrated = evaluate_scores(llr, trials.labels, trials.enroll, trials.test, meta, **shared)
-        calibrated.pop("inputs", None)
         report["calibrated"] = {
-            "file": str(path),
-            "method": load_calibrator(path).label,
+            **calibrated_section(
+                llr, trials.labels, trials.enroll, trials.test, meta, file=path,
+                method=calibrator.label, **shared,
+            ),
             "settings": settings,
             "pairs": n_pairs,
-            "report": calibrated,
-        }
+        }  # fmt: skip
     write_report(report, folder / "report", plots=True)
     return report
 

@@ -242,6 +242,28 @@ def evaluate_scores(
     return report
 
 
+def calibrated_section(
+    llr: np.ndarray,
+    labels: np.ndarray,
+    enroll_ids: Sequence[str],
+    test_ids: Sequence[str],
+    speaker_meta: Mapping[str, SpeakerInfo] | None,
+    *,
+    file: str | Path,
+    method: str,
+    **kwargs,
+) -> dict:
+    """``report["calibrated"]``: the report of calibrated scores (``kwargs`` as
+    :func:`evaluate_scores`'s, without its ``inputs``), the calibrator's file and method.
+
+    Shape:
+        llr, labels: (N,).
+    """
+    report = evaluate_scores(llr, labels, enroll_ids, test_ids, speaker_meta, **kwargs)
+    report.pop("inputs", None)
+    return {"file": str(file), "method": method, "report": report}
+
+
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> list[Path]:
     """Write ``report.json``, ``report.md`` and (optionally) PNG plots, each atomically.
 

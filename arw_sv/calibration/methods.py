@@ -333,15 +333,18 @@ def fit_calibrator(
             f"unknown calibration method {method!r}; one of {', '.join(METHODS)}"
         )
     if cohort is not None:
-        norm = _check_cohort(cohort, np.shape(embeddings), top_n)
-        s = norm.normalise(scores, np.asarray(enroll), np.asarray(test), embeddings)
+        from arw_sv.metrics.asnorm import as_norm
+
+        cohort = _checked_cohort(cohort, np.shape(embeddings), top_n)
+        top_n = min(int(top_n), len(cohort))
+        s = as_norm(scores, np.asarray(enroll), np.asarray(test), embeddings, cohort, top_n=top_n)
         plain = fit_calibrator(
             method, s, labels, enroll, test, embeddings, clusters=clusters,
             target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
             groups=groups, speakers=speakers, fingerprint=fingerprint,
         )  # fmt: skip
-        settings = {**plain.settings, **norm.settings}
-        return dataclasses.replace(plain, cohort=norm.cohort, settings=settings)
+        settings = {**plain.settings, "score_norm": "asnorm", "top_n": top_n}
+        return dataclasses.replace(plain, cohort=cohort, settings=settings)
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     enroll, test = np.asarray(enroll), np.asarray(test)
@@ -403,8 +406,8 @@ def fit_calibrator(
     )  # fmt: skip
 
 
-def _check_cohort(cohort, shape: tuple[int, ...], top_n: int) -> Calibrator:
-    """A calibrator that only normalises, after checking the cohort fits the embeddings."""
+def _checked_cohort(cohort, shape: tuple[int, ...], top_n: int) -> np.ndarray:
+    """The cohort as float32, after checking it fits the embeddings and ``top_n``."""
     cohort = np.asarray(cohort, dtype=np.float32)
     if cohort.ndim != 2 or len(shape) != 2 or cohort.shape[1] != shape[1]:
         raise CalibrationError(
@@ -418,12 +421,7 @@ def _check_cohort(cohort, shape: tuple[int, ...], top_n: int) -> Calibrator:
         )
     if not np.isfinite(cohort).all():
         raise CalibrationError("the AS-norm cohort has non-finite values")
-    top_n = min(int(top_n), cohort.shape[0])
-    return Calibrator(
-        "global", dim=int(shape[1]), centroids=np.zeros((0, shape[1])), maps=np.zeros((0, 3)),
-        counts=np.zeros(0), fallback=np.zeros(2),
-        settings={"score_norm": "asnorm", "top_n": top_n}, cohort=cohort,
-    )  # fmt: skip
+    return cohort
 
 
 def _per_region_beta(s, y, ka, kb, k, what, names=None) -> tuple[np.ndarray, np.ndarray]:

@@ -144,16 +144,18 @@ def calibrate_trials(
     trials,
     scores: np.ndarray,
     embeddings: tuple[list[str], np.ndarray],
+    calibrator: Calibrator | None = None,
 ) -> np.ndarray:
     """LLRs of scored trials under the calibrator in file ``calibration``, after checking
     it fits these embeddings (dimension, model fingerprint) and test speakers (disjoint).
+    ``calibrator``: the file's calibrator when the caller has it loaded already.
 
     Shape:
         scores: (N,); embeddings matrix: (U, D) -> (N,).
     """
     from arw_sv.data.trials import read_embedding_model, speaker_of, utterance_rows
 
-    calibrator = load_calibrator(calibration)
+    calibrator = calibrator or load_calibrator(calibration)
     ids, matrix = embeddings
     model = read_embedding_model(embeddings_path) or {}
     test_speakers = {speaker_of(u) for u in set(trials.enroll).union(trials.test)}

@@ -108,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.clusters < 1 or args.max_pairs < 2 or not 0 < args.target_fmr < 1:
         raise ValueError("--clusters >= 1, --max-pairs >= 2 and 0 < --target-fmr < 1, please")
-    if args.cohort_size < 2 or args.top_n < 2:
-        raise ValueError("--cohort-size and --top-n must be at least 2")
     ids, matrix = read_embeddings(args.embeddings)
     owner = {u: speaker_of(u) for u in ids}
     if args.manifest:

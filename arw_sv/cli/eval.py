@@ -109,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
         score_trial_list,
         write_scores,
     )
-    from arw_sv.evaluate import align_scores, as_norm_trials, evaluate_scores, write_report
+    from arw_sv.evaluate import (
+        align_scores,
+        as_norm_trials,
+        calibrated_section,
+        evaluate_scores,
+        write_report,
+    )
 
     try:
         inputs: dict = {}
@@ -192,14 +198,13 @@ def run(args: argparse.Namespace) -> int:
                 )
             from arw_sv.calibration import calibrate_trials, load_calibrator
 
-            llr = calibrate_trials(args.calibration, args.embeddings, trials, scores, embeddings)
-            calibrated = evaluate_scores(llr, *sides, **shared)
-            calibrated.pop("inputs", None)
-            report["calibrated"] = {
-                "file": str(args.calibration),
-                "method": load_calibrator(args.calibration).label,
-                "report": calibrated,
-            }
+            calibrator = load_calibrator(args.calibration)
+            llr = calibrate_trials(
+                args.calibration, args.embeddings, trials, scores, embeddings, calibrator
+            )
+            report["calibrated"] = calibrated_section(
+                llr, *sides, file=args.calibration, method=calibrator.label, **shared
+            )
         if args.embeddings is not None:
             write_scores(args.out / "scores.txt", trials, scores)
             if args.calibration is not None:
