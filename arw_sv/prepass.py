@@ -1,9 +1,9 @@
 """The pre-pass of the label-free samplers: embed the training set with the init model.
 
-``data.sampling: cohort_oversample``, ``cohort_batches`` and ``jtt`` need the initial (ERM)
-model's view of the training set before fine-tuning starts. :func:`sampling_targets` embeds the training
-utterances with ``train.init_checkpoint`` (whole utterances, as at test time; for the
-cohorts at most ``data.cohort_utterances_per_speaker`` of each speaker, for JTT all of
+``data.sampling: cohort_oversample``, ``cohort_heldout``, ``cohort_batches`` and ``jtt``
+need the initial (ERM) model's view of the training set before fine-tuning starts.
+:func:`sampling_targets` embeds the training utterances with ``train.init_checkpoint``
+(whole utterances, as at test time; for the cohorts at most ``data.cohort_utterances_per_speaker`` of each speaker, for JTT all of
 them) on the training device, computes the targets (:mod:`arw_sv.data.cohort_sampling`)
 and caches them in ``<train.out_dir>/sampling_prepass.json``, so a resumed run reuses
 exactly the same targets (and hence the same batches) instead of recomputing them. Under
@@ -149,11 +149,13 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     result: dict[str, Any] = {"key": key}
     if cfg.data.sampling == "cohort_heldout":
         result.update(_heldout(cfg, manifest, embeddings, speakers, n_speakers, device))
-    elif cfg.data.sampling == "cohort_batches":  # the cohorts only (no crowding ranking used)
-        found = discover_cohorts(embeddings, speakers, n_speakers, cfg.data.n_cohorts, 1,
-                                 neighbours=cfg.data.cohort_neighbours, seed=cfg.train.seed)  # fmt: skip
-        result["cohort"] = found["cohort"]
-        sizes = np.bincount(found["cohort"], minlength=cfg.data.n_cohorts).tolist()
+    elif cfg.data.sampling == "cohort_batches":  # the cohorts only, no ranking
+        from arw_sv.metrics.cohorts import kmeans_cohorts, speaker_means
+
+        means = speaker_means(embeddings, speakers, n_speakers)
+        cohort = kmeans_cohorts(means, cfg.data.n_cohorts, seed=cfg.train.seed)
+        result["cohort"] = cohort.tolist()
+        sizes = np.bincount(cohort, minlength=cfg.data.n_cohorts).tolist()
         log.info("cohort batches: %d cohorts of %s speakers", cfg.data.n_cohorts, sizes)
     elif cfg.data.sampling == "cohort_oversample":
         result.update(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from arw_sv.data.pairs import sample_pairs
 from arw_sv.metrics.cohorts import kmeans_cohorts, speaker_means
 
 
@@ -132,35 +133,19 @@ def jtt_repeats(errors: np.ndarray, upweight: int) -> np.ndarray:
 def _heldout_pairs(
     speaker_of_utt: np.ndarray, max_nontargets: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every same-speaker pair of utterances and up to ``max_nontargets`` distinct
-    different-speaker pairs drawn uniformly with ``seed`` (without listing all pairs).
+    """Every same-speaker pair of utterances and ``max_nontargets`` distinct
+    different-speaker pairs, drawn with ``seed`` by :func:`arw_sv.data.pairs.sample_pairs`
+    (which keeps same-speaker pairs to half of all when they outnumber ``max_nontargets``).
 
     Shape:
         speaker_of_utt: (U,) -> (N,), (N,), (N,) labels 1/0.
     """
-    rng = np.random.default_rng(seed)
-    n = len(speaker_of_utt)
-    ta, tb = [], []
-    for s in np.unique(speaker_of_utt):
-        members = np.flatnonzero(speaker_of_utt == s)
-        i, j = np.triu_indices(members.size, k=1)
-        ta.append(members[i])
-        tb.append(members[j])
-    keys = np.zeros(0, dtype=np.int64)
-    for _ in range(20):  # rejection rounds; a handful suffice unless pairs run out
-        if keys.size >= max_nontargets:
-            break
-        a = rng.integers(0, n, 2 * (max_nontargets - keys.size) + 16)
-        b = rng.integers(0, n, a.size)
-        a, b = np.minimum(a, b), np.maximum(a, b)
-        good = speaker_of_utt[a] != speaker_of_utt[b]
-        keys = np.unique(np.concatenate([keys, a[good] * n + b[good]]))
-    keys = np.sort(rng.permutation(keys)[:max_nontargets])
-    ea = np.concatenate([*ta, keys // n]).astype(np.int64)
-    eb = np.concatenate([*tb, keys % n]).astype(np.int64)
-    labels = np.concatenate([np.ones(sum(len(t) for t in ta), np.int64),
-                             np.zeros(keys.size, np.int64)])  # fmt: skip
-    return ea, eb, labels
+    counts = np.bincount(np.unique(speaker_of_utt, return_inverse=True)[1])
+    n_targets = int((counts * (counts - 1) // 2).sum())
+    enroll, test, labels = sample_pairs(
+        speaker_of_utt.astype(str), n_targets + max_nontargets, seed=seed
+    )
+    return enroll, test, labels.astype(np.int64)
 
 
 def heldout_cohorts(
