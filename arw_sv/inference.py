@@ -419,8 +419,8 @@ def embed_utterances(
     spans: Sequence[tuple[float, float]] | None = None,
 ) -> Path:
     """Embed ``paths`` (or their ``spans``, see :meth:`SpeakerEncoder.embed_files`) and write
-    ``{utt_id: vector}`` to an ``.npz`` atomically, and beside it ``<out>.model.json`` (the model's weight fingerprint, dimension and source), which
-    calibration checks against.
+    ``{utt_id: vector}`` to an ``.npz`` atomically, and beside it ``<out>.model.json`` (the
+    model's weight fingerprint, dimension and source), which calibration checks against.
     """
     import json
 
