@@ -219,6 +219,7 @@ def fit(
                     autocast_dtype=autocast_dtype,
                     chunks=chunks,
                     weight_ema=state.weight_ema,
+                    monitor=(step + 1) % tc.log_every == 0 or step + 1 == last,
                 )
                 adv_stats = None
                 if adversary_on and adversary_due(step, ac.warmup_steps, ac.adversary_every):

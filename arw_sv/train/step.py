@@ -209,12 +209,15 @@ def learner_step(
     autocast_dtype: torch.dtype | None = None,
     chunks: int = 1,
     weight_ema: WeightEMA | None = None,
+    monitor: bool = True,
 ) -> tuple[LearnerStats, Detached]:
     """One learner update on a batch; the adversary (if any) only supplies detached weights.
 
     ``learner`` may be the DDP-wrapped :class:`Learner`; ``chunks`` cuts the batch into
     that many chunks of whole speakers (see the module docstring). ``weight_ema`` (state
-    kept by the caller) replaces each weight by its cluster's EMA mean weight.
+    kept by the caller) replaces each weight by its cluster's EMA mean weight. ``monitor``
+    computes ``pair_grad_share`` (two small extra backward passes through the loss heads);
+    the loop asks for it on the steps it logs only.
 
     Shape:
         waveforms (B, S), labels (B,)
@@ -234,7 +237,7 @@ def learner_step(
             if weight_ema is not None:
                 weights = weight_ema(weights, cluster_ids)
     loss = objective(sample_loss, pairs, weights)
-    pair_share = pair_grad_share(embeddings, sample_loss, pairs, objective)
+    pair_share = pair_grad_share(embeddings, sample_loss, pairs, objective) if monitor else None
     grad_norm = backward_and_step(
         loss, optimizer, learner.parameters(), scaler=scaler, clip=clip, what="learner"
     )
