@@ -31,6 +31,7 @@ from arw_sv.calibration import (
     CalibrationError,
     cosine_scores,
     fit_calibrator,
+    fit_on_speakers,
     sample_pairs,
     split_cohort,
 )
@@ -151,21 +152,17 @@ def main() -> None:
 
     # AS-norm made deployable: cohort = calibration half A; calibrator fitted on half B's
     # pairs, AS-normalised against A (no pair meets its own speaker in the cohort).
-    in_cohort = split_cohort(cal_speakers, 0.5, seed=args.seed)
-    rows_b = np.flatnonzero(~in_cohort)
-    cohort = cal_matrix[in_cohort]
+    # (The product's fit_on_speakers, with the whole half as the cohort: no size cap.)
+    cohort = cal_matrix[split_cohort(cal_speakers, 0.5, seed=args.seed)]
 
     def asnorm_then(method: str | None, **kw) -> dict:
         from arw_sv.metrics import as_norm
 
         if method is None:
             return evaluate(as_norm(raw, e, t, test_matrix, cohort, top_n=300))
-        matrix = cal_matrix[rows_b]
-        speakers = [cal_speakers[i] for i in rows_b]
-        pe, pt, labels = sample_pairs(speakers, args.max_pairs, seed=args.seed)
-        pair_scores = cosine_scores(matrix, pe, pt)
-        cal = fit_calibrator(method, pair_scores, labels, pe, pt, matrix, seed=args.seed,
-                             cohort=cohort, top_n=300, **kw)  # fmt: skip
+        cal, _, _ = fit_on_speakers(cal_speakers, cal_matrix, method=method,
+                                    cohort_size=len(cal_matrix), max_pairs=args.max_pairs,
+                                    seed=args.seed, **kw)  # fmt: skip
         return evaluate(cal.transform_indexed(raw, e, t, test_matrix))
 
     cell("asnorm_half", lambda: asnorm_then(None))
@@ -184,8 +181,6 @@ def main() -> None:
 
     def recommended(keep: np.ndarray) -> np.ndarray:
         """The product's default back-end (AS-norm + FSN k=16) fitted on these rows."""
-        from arw_sv.calibration import fit_on_speakers
-
         cal, _, _ = fit_on_speakers([cal_speakers[i] for i in keep], cal_matrix[keep],
                                     max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
         return cal.transform_indexed(raw, e, t, test_matrix)
