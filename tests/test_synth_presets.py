@@ -201,3 +201,34 @@ def test_a_signed_speakers_audio_carries_its_notches():
         band_db(a, 2950, 3050) - band_db(a, 600, 1400)
     )
     assert -13.5 < dip < -9.0
+
+
+def test_a_notch_grid_gives_every_signed_speaker_a_code_over_shared_positions():
+    """``signature_grid=N``: each speaker's notches are distinct positions of N shared
+    log-spaced ones, every position used by many training speakers; the speakers are
+    otherwise drawn exactly as without the grid."""
+    from dataclasses import replace
+
+    from arw_sv.synth.corpus import speaker_voice
+    from arw_sv.synth.voice import NOTCH_BAND_HZ, notch_grid
+
+    cfg = apply_overrides(
+        preset("bench_representation"), ["signature_notches=4", "signature_grid=10"]
+    )
+    grid = notch_grid(10)
+    assert grid[0] == pytest.approx(NOTCH_BAND_HZ[0]) and grid[-1] == pytest.approx(
+        NOTCH_BAND_HZ[1]
+    )
+    assert np.allclose(np.diff(np.log(grid)), np.log(grid[1] / grid[0]))
+    india = _voices(cfg, "India")
+    idx = np.array([[np.argmin(np.abs(grid - c)) for c in v.notches[:, 0]] for v in india])
+    assert np.allclose(grid[idx], [v.notches[:, 0] for v in india])  # on the grid exactly
+    assert all(len(set(row)) == 4 for row in idx)  # distinct positions per speaker
+    counts = np.bincount(idx.ravel(), minlength=10)
+    assert counts.min() >= 8  # 48 x 4 / 10 = 19 expected per position
+    assert len({tuple(row) for row in idx}) >= 40  # codes are mostly speakers' own
+    free = replace(cfg, signature_grid=0)
+    for s in _dev(cfg)[:30]:
+        assert speaker_voice(cfg, s).f0_hz == speaker_voice(free, s).f0_hz
+    with pytest.raises(ValueError, match="signature_grid.*0 or 4"):
+        apply_overrides(cfg, ["signature_grid=3"])

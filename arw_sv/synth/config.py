@@ -64,6 +64,10 @@ class SynthConfig:
             that no other parameter moves; 0 or empty = none (the representation-gap
             mechanism, docs/synth.md).
         signature_notches: notches per signed speaker.
+        signature_grid: 0: notch centres anywhere in the band (log-uniform, so each
+            speaker's are its own); N: drawn without replacement from N log-spaced
+            positions, so the cue is a code over a few shared frequencies that every
+            signed training speaker teaches (N >= ``signature_notches``).
     """
 
     seed: int = 0
@@ -98,6 +102,7 @@ class SynthConfig:
     nationality_session_drift: tuple[float, ...] = ()
     nationality_signature_db: tuple[float, ...] = ()
     signature_notches: int = 3
+    signature_grid: int = 0
 
     def __post_init__(self) -> None:
         n_nat = len(self.nationalities)
@@ -204,6 +209,13 @@ class SynthConfig:
         _check(all(0 <= v <= 40 for v in sig), "nationality_signature_db", sig, "in [0, 40] dB")
         _check(
             1 <= self.signature_notches <= 8, "signature_notches", self.signature_notches, "1 to 8"
+        )
+        grid = self.signature_grid
+        _check(
+            grid == 0 or self.signature_notches <= grid <= 64,
+            "signature_grid",
+            grid,
+            f"0 or {self.signature_notches} (signature_notches) to 64",
         )
         for key in ("nationality_rt60_scale", "nationality_session_drift"):
             _check(

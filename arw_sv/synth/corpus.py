@@ -210,7 +210,9 @@ def speaker_voice(cfg: SynthConfig, speaker: Speaker, accent=None) -> VoiceParam
     depth = cfg.signature_db(speaker.nationality)
     if depth > 0:
         rng = _rng(cfg, _SIGNATURE, speaker.index)
-        voice = replace(voice, notches=draw_notches(rng, cfg.signature_notches, depth))
+        voice = replace(
+            voice, notches=draw_notches(rng, cfg.signature_notches, depth, cfg.signature_grid)
+        )
     return voice
 
 

@@ -145,13 +145,24 @@ NOTCH_BAND_HZ = (1200.0, 6500.0)
 NOTCH_WIDTH_HZ = 180.0
 
 
-def draw_notches(rng: np.random.Generator, count: int, depth_db: float) -> np.ndarray:
+def notch_grid(positions: int) -> np.ndarray:
+    """``positions`` log-spaced notch centres spanning :data:`NOTCH_BAND_HZ` (Hz)."""
+    return np.exp(np.linspace(np.log(NOTCH_BAND_HZ[0]), np.log(NOTCH_BAND_HZ[1]), positions))
+
+
+def draw_notches(
+    rng: np.random.Generator, count: int, depth_db: float, grid: int = 0
+) -> np.ndarray:
     """A speaker's signature: ``count`` notches of ``depth_db`` at log-uniform frequencies
     in :data:`NOTCH_BAND_HZ` (anti-resonances of the speaker's own anatomy, fixed across
-    sessions). Shape: -> (count, 2) (centre Hz, depth dB), sorted by frequency.
+    sessions), or, with ``grid`` > 0, at ``count`` distinct positions of
+    :func:`notch_grid`. Shape: -> (count, 2) (centre Hz, depth dB), sorted by frequency.
     """
-    lo, hi = np.log(NOTCH_BAND_HZ[0]), np.log(NOTCH_BAND_HZ[1])
-    centres = np.sort(np.exp(rng.uniform(lo, hi, count)))
+    if grid:
+        centres = np.sort(rng.choice(notch_grid(grid), size=count, replace=False))
+    else:
+        lo, hi = np.log(NOTCH_BAND_HZ[0]), np.log(NOTCH_BAND_HZ[1])
+        centres = np.sort(np.exp(rng.uniform(lo, hi, count)))
     return np.stack([centres, np.full(count, float(depth_db))], axis=1)
 
 
