@@ -33,6 +33,17 @@ import numpy as np
 
 from arw_sv.atomic import atomic_write_text
 
+#: Harder in-batch pairs (issue 20) at the same batch size (32 crops): 8 speakers x 4 crops
+#: from 2 of the `data.n_cohorts` k-means cohorts (label-free hard negatives), and a margin
+#: in the pair loss.
+HARD_PAIRS = (
+    "data.sampling=cohort_batches",
+    "data.cohorts_per_batch=2",
+    "data.speakers_per_batch=8",
+    "data.utterances_per_speaker=4",
+    "loss.pair_margin=0.2",
+)
+
 #: method -> (shipped config, extra overrides)
 FINETUNE_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "erm": ("bench_erm", ()),
@@ -43,9 +54,19 @@ FINETUNE_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cohort_oversample": ("bench_cohort_oversample", ()),
     "jtt": ("bench_jtt", ()),
     "groupdro": ("bench_groupdro", ()),
+    # Held-out cohort discovery (Dheram et al.): cohorts ranked by EER on the corpus's
+    # held-out speakers (its cal split, bench.runs.HELDOUT), nearest training speakers
+    # oversampled as cohort_oversample does.
+    "cohort_heldout": (
+        "bench_cohort_oversample",
+        ("data.sampling=cohort_heldout", "data.heldout_manifest=@heldout"),
+    ),
+    # Harder in-batch pairs, with ERM and with ARW-PW.
+    "erm_hard": ("bench_erm", HARD_PAIRS),
+    "arw_pw_hard": ("bench_arw_pw", HARD_PAIRS),
 }
 
-MECHANISMS = ("crowding", "underrep", "acoustics", "gender")
+MECHANISMS = ("crowding", "underrep", "acoustics", "gender", "representation")
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,7 @@ class Protocol:
     #: The mechanisms of the success criterion: a validation corpus and every held-out
     #: corpus. The others get the first held-out corpus only and no validation corpus (they
     #: take the settings chosen on these); empty: every mechanism gets every corpus.
-    primary: tuple[str, ...] = ("crowding", "acoustics")
+    primary: tuple[str, ...] = ("crowding", "acoustics", "representation")
 
     def corpora(self, mechanism: str) -> list[tuple[int, bool]]:
         """``(corpus seed, is validation)`` for each corpus ``mechanism`` is run on."""

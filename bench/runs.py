@@ -32,6 +32,22 @@ class RunTask:
     threads: int
     bootstrap: int
     analysis_utterances: int
+    #: Manifest of the corpus's held-out speakers (its ``cal`` split; "" when it has none):
+    #: what an override ``...=@heldout`` stands for.
+    heldout_manifest: str = ""
+
+
+HELDOUT = "@heldout"
+
+
+def _resolve(overrides: tuple[str, ...], heldout: str, method: str) -> list[str]:
+    """The overrides with :data:`HELDOUT` replaced by the held-out speakers' manifest."""
+    if any(o.endswith(f"={HELDOUT}") for o in overrides) and not heldout:
+        raise ValueError(
+            f"method {method} needs held-out speakers, and this corpus has none: generate it "
+            "with calibration_speakers_per_cell > 0 (a cal split)"
+        )
+    return [o[: -len(HELDOUT)] + heldout if o.endswith(f"={HELDOUT}") else o for o in overrides]
 
 
 def run_one(task: RunTask) -> dict:
@@ -61,7 +77,7 @@ def run_one(task: RunTask) -> dict:
             f"train.out_dir={run_dir / 'train'}",
             f"train.seed={task.seed}",
             f"train.threads={task.threads}",
-            *task.overrides,
+            *_resolve(task.overrides, task.heldout_manifest, task.method),
         ],
     )
     started = time.perf_counter()
@@ -226,11 +242,19 @@ def prepare_data(
             f"{out / 'runs'} were trained on an earlier one (first: {stale[0]}); delete them "
             "or choose another --out"
         )
-    have = Path(paths["train_manifest"]).is_file() and Path(paths["test_manifest"]).is_file()
+    heldout = out / "manifests" / "heldout.csv"  # the cal split, when the corpus has one
+    have = all(Path(paths[k]).is_file() for k in ("train_manifest", "test_manifest")) and (
+        heldout.is_file() or not synth_cfg.calibration_speakers_per_cell
+    )
     if corpus.generated or not have:
-        manifest = build_manifest(corpus.root, corpus.meta_path)
+        heldout.unlink(missing_ok=True)
+        manifest = build_manifest(corpus.root, corpus.meta_path, splits=("dev", "test", "cal"))
         write_manifest(manifest.subset("test"), paths["test_manifest"])
         write_manifest(manifest.subset("dev"), paths["train_manifest"])
+        if len(manifest.subset("cal")):
+            write_manifest(manifest.subset("cal"), heldout)
+    if heldout.is_file():
+        paths["heldout_manifest"] = str(heldout)
     print(
         f"corpus: {corpus.num_dev_speakers} training / {corpus.num_test_speakers} test "
         f"speakers, {corpus.num_utterances} utterances, {corpus.num_trials} trials",

@@ -318,7 +318,8 @@ def test_finetune_cli_builds_the_protocol_asked_for():
 
 
 def test_full_protocol_runs_the_corpora_the_issue_states():
-    """Crowding and acoustics: validation corpus and two held-out corpora; the mechanisms
+    """Crowding, acoustics and representation (issue 20): validation corpus and two held-out
+    corpora; the mechanisms
     outside the success criterion: one held-out corpus and no validation corpus. Corpora
     asked for by name apply to every mechanism."""
     import argparse
@@ -328,8 +329,8 @@ def test_full_protocol_runs_the_corpora_the_issue_states():
     parser = argparse.ArgumentParser()
     add_fairness_arguments(parser)
     full = finetune_protocol(parser.parse_args(["--protocol", "finetune"]))
-    assert set(full.mechanisms) == {"crowding", "acoustics", "underrep", "gender"}
-    for mechanism in ("crowding", "acoustics"):
+    assert set(full.mechanisms) == {"crowding", "acoustics", "underrep", "gender", "representation"}
+    for mechanism in ("crowding", "acoustics", "representation"):
         assert full.corpora(mechanism) == [(100, True), (0, False), (1, False)]
     for mechanism in ("underrep", "gender"):
         assert full.corpora(mechanism) == [(0, False)]

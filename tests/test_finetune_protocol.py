@@ -114,3 +114,57 @@ def test_the_oracle_balances_the_mechanisms_planted_attribute(tmp_path, recorded
     assert keys[("crowding", "erm_balanced")] == ("group_balanced", "nationality")
     assert keys[("gender", "erm_balanced")] == ("group_balanced", "gender")
     assert keys[("gender", "erm")][0] != "group_balanced"
+
+
+def test_the_new_methods_resolve_to_their_samplers_and_the_heldout_manifest(tmp_path, recorded):
+    """Held-out cohort discovery gets the corpus's held-out manifest in place of @heldout;
+    the hard-pair methods keep the batch size (8 speakers x 4 crops from 2 cohorts, a pair
+    margin) and differ from ERM / ARW-PW only there; without held-out speakers the run
+    says so in one line."""
+    from arw_sv.config import load_config
+    from bench.common import config_path
+
+    protocol = _protocol(
+        val_seeds=(),
+        seeds=(0,),
+        methods=("erm", "arw_pw", "cohort_heldout", "erm_hard", "arw_pw_hard"),
+    )
+    finetune.run_finetune_benchmark(tmp_path, protocol)
+    tasks = {t.method: t for t in recorded["tasks"]}
+    held = runs._resolve(tasks["cohort_heldout"].overrides, "/x/heldout.csv", "cohort_heldout")
+    cfg = load_config(config_path(tasks["cohort_heldout"].config), held)
+    assert cfg.data.sampling == "cohort_heldout" and cfg.data.heldout_manifest == "/x/heldout.csv"
+    with pytest.raises(ValueError, match="cohort_heldout needs held-out speakers.*cal split"):
+        runs._resolve(tasks["cohort_heldout"].overrides, "", "cohort_heldout")
+
+    def config_of(name):
+        return load_config(config_path(tasks[name].config), list(tasks[name].overrides))
+
+    for plain, hard in (("erm", "erm_hard"), ("arw_pw", "arw_pw_hard")):
+        a, b = config_of(plain), config_of(hard)
+        assert (b.data.sampling, b.data.cohorts_per_batch) == ("cohort_batches", 2)
+        assert b.data.speakers_per_batch * b.data.utterances_per_speaker == (
+            a.data.speakers_per_batch * a.data.utterances_per_speaker
+        )
+        assert b.data.utterances_per_speaker == 4 and b.loss.pair_margin == 0.2
+        assert a.loss.pair_margin == 0.0
+        same = dataclasses.replace(b, data=a.data, loss=a.loss)
+        assert same == a and b.adversary == a.adversary
+
+
+def test_prepare_data_writes_the_cal_split_as_the_heldout_manifest(tmp_path):
+    """A corpus with a cal split gets manifests/heldout.csv: its speakers only, disjoint
+    from the training and test manifests; a corpus without one gets none."""
+    from arw_sv.data.manifest import read_manifest
+    from arw_sv.synth import apply_overrides, preset
+
+    paths = runs.prepare_data(tmp_path / "a", "tiny", ["calibration_speakers_per_cell=2"], 1, False)
+    train, test = (read_manifest(paths[k]) for k in ("train_manifest", "test_manifest"))
+    held = read_manifest(paths["heldout_manifest"])
+    cells = 2 * len(apply_overrides(preset("tiny"), []).nationalities)  # x 2 genders
+    assert {u.split for u in held} == {"cal"} and len(held.speakers) == 2 * cells
+    assert set(held.speakers).isdisjoint(set(train.speakers) | set(test.speakers))
+    assert {u.split for u in train} == {"dev"} and {u.split for u in test} == {"test"}
+    again = runs.prepare_data(tmp_path / "a", "tiny", ["calibration_speakers_per_cell=2"], 1, False)
+    assert again == paths
+    assert "heldout_manifest" not in runs.prepare_data(tmp_path / "b", "tiny", [], 1, False)

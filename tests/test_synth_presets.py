@@ -134,6 +134,7 @@ def test_representation_gives_india_a_cue_of_its_own_and_a_narrow_shared_spread(
     parameters (x0.35) and carry notches at their own frequencies; the majority has none."""
     cfg = preset("bench_representation")
     assert _shares(_dev(cfg), "nationality")["India"] == pytest.approx(0.10)
+    assert cfg.calibration_speakers_per_cell == 12  # held-out speakers for cohort discovery
     india, usa = _voices(cfg, "India"), _voices(cfg, "USA")
     for key in ("f0_hz", "formant_scale", "bandwidth_scale"):
         for gender in ("m", "f"):  # within a gender (their means differ)

@@ -322,6 +322,9 @@ PRESETS["bench_representation"] = {
     **PRESETS["bench"],
     "nationality_spread": (1.0, 1.0, 0.35),
     "nationality_signature_db": (0.0, 0.0, 12.0),
+    # Held-out speakers (a cal split, 12 per cell) for held-out cohort discovery: added
+    # speakers only, every training and test speaker is drawn as without them.
+    "calibration_speakers_per_cell": 12,
 }
 PRESETS["bench_gender"] = {
     **PRESETS["bench"],
