@@ -64,6 +64,7 @@ def run_one(task: RunTask) -> dict:
     from arw_sv.data.trials import read_embeddings, read_trials, score_trials, write_scores
     from arw_sv.evaluate import evaluate_scores, write_report
     from arw_sv.inference import embed_utterances
+    from arw_sv.prepass import PREPASS_FILE
     from arw_sv.train.loop import fit
     from bench.analysis import analyse_checkpoint
     from bench.common import config_path
@@ -123,9 +124,84 @@ def run_one(task: RunTask) -> dict:
         "ci": run_intervals(report) if task.bootstrap else None,
         "analysis": analysis,
         "monitors": training_monitors(Path(cfg.train.out_dir) / "history.jsonl", cfg.data),
+        "pair_term": pair_term_monitor(Path(cfg.train.out_dir) / "history.jsonl"),
+        "cohorts": cohort_report(
+            Path(cfg.train.out_dir) / PREPASS_FILE, task.train_manifest, task.heldout_manifest
+        ),
     }
     atomic_write_text(done, json.dumps(result, indent=1))
     return result
+
+
+def pair_term_monitor(history: Path) -> dict | None:
+    """The pair term over a run: its loss and its share of the gradient at the embeddings
+    (``pair_grad_share``, logged steps), mean over the first and the last quarter of them.
+    None when the run logged no share."""
+    if not Path(history).is_file():
+        return None
+    rows = [json.loads(x) for x in Path(history).read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if r.get("pair_grad_share") is not None and "pair_loss" in r]
+    if not rows:
+        return None
+    q = max(1, len(rows) // 4)
+
+    def mean(part, key):
+        return float(np.mean([r[key] for r in part]))
+
+    return {
+        "logged_steps": len(rows),
+        "share_first": mean(rows[:q], "pair_grad_share"),
+        "share_last": mean(rows[-q:], "pair_grad_share"),
+        "loss_first": mean(rows[:q], "pair_loss"),
+        "loss_last": mean(rows[-q:], "pair_loss"),
+    }
+
+
+def cohort_report(prepass: Path, train_manifest: str, heldout_manifest: str = "") -> dict | None:
+    """What a label-free cohort sampler found, judged with the labels it never saw.
+
+    From the run's pre-pass cache (None without one, or for JTT): per attribute value
+    (nationality, gender), its share of the training speakers and of the oversampled ones;
+    for held-out discovery also the bottom cohorts' EER against the rest's (the seed's
+    table) and the value's share of all held-out speakers and of the bottom cohorts'.
+    """
+    from arw_sv.data.manifest import read_manifest
+
+    if not Path(prepass).is_file():
+        return None
+    found = json.loads(Path(prepass).read_text())
+    if "oversample" not in found and "cohort" not in found:
+        return None
+    train = read_manifest(train_manifest)
+
+    def shares(values: list[str], chosen: np.ndarray | None = None) -> dict[str, float]:
+        values = np.asarray(values)
+        picked = values if chosen is None else values[chosen]
+        return {v: float(np.mean(picked == v)) if len(picked) else 0.0 for v in sorted(set(values))}
+
+    out: dict = {"sampling": found["key"]["sampling"], "groups": {}}
+    for key in ("nationality", "gender"):
+        values = train.speaker_attribute(key)
+        entry = {"training": shares(values)}
+        if "oversample" in found:
+            entry["oversampled"] = shares(values, np.asarray(found["oversample"], dtype=bool))
+        if "train_cohort" in found or "cohort" in found:
+            cohort = np.asarray(found.get("train_cohort", found.get("cohort")))
+            # the cohort that concentrates each value most: its share there
+            entry["best_cohort"] = {
+                v: max(shares(values, cohort == c)[v] for c in np.unique(cohort))
+                for v in sorted(set(values))
+            }
+        out["groups"][key] = entry
+    if found["key"]["sampling"] == "cohort_heldout" and heldout_manifest:
+        held = read_manifest(heldout_manifest)
+        bottom = np.isin(np.asarray(found["cohort"]), found["selected"])
+        out.update({k: found[k] for k in ("bottom_eer", "rest_eer", "bottom_share")})
+        for key in ("nationality", "gender"):
+            values = held.speaker_attribute(key)
+            out["groups"][key]["heldout"] = shares(values)
+            out["groups"][key]["bottom_heldout"] = shares(values, bottom)
+    return out
 
 
 def training_monitors(history: Path, data_cfg) -> dict | None:

@@ -176,6 +176,8 @@ def render_markdown(results: dict) -> str:
             lines.append("")
     lines += _adversary_markdown(results["adversary"])
     lines += _monitor_markdown(runs, methods)
+    lines += _pair_markdown(runs, methods)
+    lines += _cohort_markdown(runs, methods)
     lines += _interval_markdown(runs, methods, gkeys)
     errors = [r for r in results.get("failed", [])]
     if errors:
@@ -260,10 +262,7 @@ def _monitor_markdown(runs: list[dict], methods: list[str]) -> list[str]:
         "|---|---|---|---|---|" + "---|" * len(keys),
     ]
 
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return f"{np.mean(values):.2f}" if values else "n/a"
-
+    mean = _mean_of
     for m in with_monitors:
         mon = [r["monitors"] for r in runs if r["method"] == m and r.get("monitors")]
         cells = [
@@ -274,6 +273,80 @@ def _monitor_markdown(runs: list[dict], methods: list[str]) -> list[str]:
         ] + [mean([x["point_biserial_mean"].get(k) for x in mon]) for k in keys]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _mean_of(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.2f}" if values else "n/a"
+
+
+def _pair_markdown(runs: list[dict], methods: list[str]) -> list[str]:
+    """The pair term's loss and gradient share, first and last quarter of the logged steps."""
+    have = [m for m in methods if any(r.get("pair_term") for r in runs if r["method"] == m)]
+    if not have:
+        return []
+    lines = [
+        "",
+        "## The pair term (how much pairwise weights have to act on)",
+        "",
+        "Its loss and its share of the loss gradient at the embeddings, mean over the first "
+        "and the last quarter of the logged steps; mean over seeds.",
+        "",
+        "| method | pair loss, first | last | gradient share, first | last |",
+        "|---|---|---|---|---|",
+    ]
+    for m in have:
+        p = [r["pair_term"] for r in runs if r["method"] == m and r.get("pair_term")]
+        keys = ("loss_first", "loss_last", "share_first", "share_last")
+        lines.append(f"| {m} | " + " | ".join(_mean_of([x[k] for x in p]) for k in keys) + " |")
+    return lines
+
+
+def _cohort_markdown(runs: list[dict], methods: list[str]) -> list[str]:
+    """What the label-free cohort samplers found, judged with the labels they never saw."""
+    have = [m for m in methods if any(r.get("cohorts") for r in runs if r["method"] == m)]
+    if not have:
+        return []
+    values = sorted({v for r in runs if r.get("cohorts")
+                     for v in r["cohorts"]["groups"]["nationality"]["training"]})  # fmt: skip
+    lines = [
+        "",
+        "## What the cohort samplers found (labels used only here)",
+        "",
+        "Per nationality: its share of the oversampled training speakers (of all training "
+        "speakers in brackets), and the largest share it has in any one training cohort. "
+        "Held-out discovery (the seed's table): EER of the held-out trials touching the "
+        "bottom cohorts and of the rest, the bottom cohorts' share of the held-out speakers, "
+        "and each nationality's share of them (of all held-out speakers in brackets). "
+        "Mean over seeds.",
+        "",
+        "| method | bottom EER % | rest EER % | bottom share | "
+        + " | ".join(f"{v}: oversampled | in one cohort | bottom held-out" for v in values)
+        + " |",
+        "|---|---|---|---|" + "---|---|---|" * len(values),
+    ]
+    for m in have:
+        c = [r["cohorts"] for r in runs if r["method"] == m and r.get("cohorts")]
+        cells = [
+            _mean_of([100 * x[k] if x.get(k) is not None else None for x in c])
+            for k in ("bottom_eer", "rest_eer")
+        ] + [_mean_of([x.get("bottom_share") for x in c])]
+        for v in values:
+            cells += [
+                _share(c, "oversampled", v, "training"),
+                _share(c, "best_cohort", v),
+                _share(c, "bottom_heldout", v, "heldout"),
+            ]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _share(cohorts: list[dict], part: str, value: str, of: str = "") -> str:
+    """Mean over seeds of a nationality's share in ``part``, with its share in ``of``."""
+    nat = [x["groups"]["nationality"] for x in cohorts]
+    got = _mean_of([g.get(part, {}).get(value) for g in nat])
+    base = _mean_of([g.get(of, {}).get(value) for g in nat]) if of else "n/a"
+    return got if "n/a" in (got, base) else f"{got} ({base})"
 
 
 def _interval_markdown(runs: list[dict], methods: list[str], gkeys: list[str]) -> list[str]:

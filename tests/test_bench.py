@@ -344,3 +344,49 @@ def test_full_protocol_runs_the_corpora_the_issue_states():
         parser.parse_args(["--protocol", "finetune", "--val-corpus", "5", "--val-seeds", "0"])
     )
     assert named_val.corpora("underrep") == [(5, True), (0, False), (1, False)]
+
+
+@pytest.mark.slow
+def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp_path):
+    """Held-out cohort discovery and the hard-pair methods end to end on a tiny corpus with
+    held-out speakers: held-out discovery records the seed's table on held-out speakers
+    disjoint from training and test, every run its pair term, results.md both tables."""
+    from arw_sv.data.manifest import read_manifest
+    from bench.finetune import Protocol, run_finetune_benchmark
+
+    protocol = Protocol(
+        mechanisms=("crowding",),
+        val_corpus=7,
+        test_corpora=(8,),
+        val_seeds=(),
+        seeds=(0,),
+        pretrain_steps=6,
+        finetune_steps=4,
+        curve_points=1,
+        synth_overrides=(*FT_SYNTH, "calibration_speakers_per_cell=2"),
+        overrides=tuple(o for o in TINY if not o.startswith("train.steps"))
+        + ("data.n_cohorts=3", "data.cohort_oversample_top=1", "data.cohort_share=0.25"),
+        analysis_utterances=8,
+        methods=("erm", "cohort_heldout", "erm_hard", "arw_pw_hard"),
+    )
+    run_finetune_benchmark(tmp_path, protocol, jobs=1, threads=1, workers=1)
+    corpus = tmp_path / "crowding" / "corpus8"
+    on_disk = json.loads((corpus / "results.json").read_text())
+    assert not on_disk["failed"]
+    by = {r["method"]: r for r in on_disk["runs"]}
+    assert all(by[m]["pair_term"]["logged_steps"] >= 1 for m in by)
+    held = read_manifest(corpus / "manifests" / "heldout.csv")
+    train = read_manifest(corpus / "manifests" / "train.csv")
+    test = read_manifest(corpus / "manifests" / "test.csv")
+    assert set(held.speakers).isdisjoint(set(train.speakers) | set(test.speakers))
+    found = by["cohort_heldout"]["cohorts"]
+    assert found["sampling"] == "cohort_heldout" and 0 < found["bottom_share"] < 1
+    assert 0 <= found["bottom_eer"] <= 1 and 0 <= found["rest_eer"] <= 1
+    nat = found["groups"]["nationality"]
+    assert sum(nat["oversampled"].values()) == pytest.approx(1.0)
+    assert sum(nat["heldout"].values()) == pytest.approx(1.0)
+    prepass = json.loads((corpus / "runs" / "erm_hard" / "seed0" / "train" /
+                          "sampling_prepass.json").read_text())  # fmt: skip
+    assert prepass["key"]["sampling"] == "cohort_batches"
+    md = (corpus / "results.md").read_text()
+    assert "## What the cohort samplers found" in md and "## The pair term" in md

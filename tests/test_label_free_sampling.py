@@ -292,7 +292,20 @@ def test_heldout_cohorts_rank_by_error_on_heldout_speakers_and_flag_the_nearest_
     assert out["bottom_share"] == pytest.approx(len(members) / 80)
     flagged = np.flatnonzero(out["oversample"])
     assert set(flagged.tolist()) <= set(range(10)) and len(flagged) >= 5  # crowded trainers
+    assert out["filled"] == 0  # the nearest-centroid rule found enough by itself
     json.dumps(out)
+    # A bottom cohort that no training speaker is nearest to: the training speakers most
+    # similar to it fill up to the bottom cohorts' share (here of 40 training speakers).
+    far = speakers(40, False)
+    far_emb, far_spk = utterances(far, per=3)
+    out = heldout_cohorts(far_emb, far_spk, 40, held_emb, held_spk, n_cohorts=4, top=1)
+    share = out["bottom_share"]
+    assert out["filled"] > 0 and sum(out["oversample"]) == round(share * 40)
+    means = np.stack([far_emb[far_spk == i].mean(axis=0) for i in range(40)])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    toward = means[:, 0]  # the crowd's direction: the filled ones are the closest to it
+    flagged = np.asarray(out["oversample"])
+    assert toward[flagged].min() >= np.sort(toward)[-flagged.sum() - 3]
 
 
 def test_heldout_speakers_that_are_training_speakers_are_refused(tiny_manifests, tmp_path):

@@ -166,7 +166,9 @@ def heldout_cohorts(
     is in it (every same-speaker pair and at most ``max_nontargets`` different-speaker
     pairs, drawn with ``seed``); the ``top`` cohorts of highest EER are the bottom ones,
     and the training speakers whose mean embedding is nearest to a bottom cohort's
-    centroid are flagged for oversampling. Unlike :func:`discover_cohorts`, the ranking
+    centroid are flagged for oversampling; where fewer than the bottom cohorts' share of
+    held-out speakers would be (k-means on held-out speakers can leave a bottom cohort no
+    nearest training speaker), the most similar others fill up to that share. Unlike :func:`discover_cohorts`, the ranking
     comes from errors on speech the model has not fitted.
 
     Returns:
@@ -207,14 +209,23 @@ def heldout_cohorts(
         return float(eer(scores[mask], labels[mask])[0]) if ok else None
 
     train_means = speaker_means(train_embeddings, train_speaker_of_utt, n_train_speakers)
-    train_cohort = np.argmax(train_means @ centroids.T, axis=1)
+    similarity = train_means @ centroids.T
+    train_cohort = np.argmax(similarity, axis=1)
+    oversample = np.isin(train_cohort, selected)
+    bottom_share = float(np.isin(cohorts, selected).mean())
+    want = max(1, round(bottom_share * n_train_speakers))
+    filled = max(0, want - int(oversample.sum()))
+    if filled:  # the most similar to a bottom centroid among those not flagged yet
+        closeness = np.where(oversample, -np.inf, similarity[:, selected].max(axis=1))
+        oversample[np.argsort(-closeness, kind="stable")[:filled]] = True
     return {
         "cohort": cohorts.tolist(),
         "cohort_eer": per_cohort.tolist(),
         "selected": selected,
         "train_cohort": train_cohort.tolist(),
-        "oversample": np.isin(train_cohort, selected).tolist(),
+        "oversample": oversample.tolist(),
+        "filled": filled,
         "bottom_eer": eer_of(bottom),
         "rest_eer": eer_of(~bottom),
-        "bottom_share": float(np.isin(cohorts, selected).mean()),
+        "bottom_share": bottom_share,
     }
