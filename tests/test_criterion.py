@@ -128,3 +128,30 @@ def test_a_zero_baseline_gives_no_division_error(tmp_path):
     by = {c.method: c for c in checks}
     assert by["same"].spread_change == 0.0 and not by["same"].met
     assert by["wider"].spread_change == float("inf")
+
+
+def test_half_of_the_oracles_gain_is_measured_against_the_oracle_on_the_same_seed(tmp_path):
+    """Issue 20: a label-free method meets the rule on a seed when its worst-group drop is
+    at least half the oracle's (same seed) with the overall EER not higher; not where the
+    oracle did not help, never for the oracle itself."""
+    erm = _metrics(0.08, 0.20, 0.05)
+    oracle = {0: _metrics(0.078, 0.15, 0.04), 1: _metrics(0.08, 0.21, 0.05)}  # seed 1: no gain
+    runs = {("erm", s): erm for s in (0, 1)} | {("erm_balanced", s): oracle[s] for s in (0, 1)}
+    runs |= {
+        ("half", 0): _metrics(0.08, 0.175, 0.05),  # 2.5 of the oracle's 5 points
+        ("short", 0): _metrics(0.07, 0.176, 0.05),  # 2.4 of 5
+        ("worse", 0): _metrics(0.0801, 0.15, 0.05),  # the whole gain, overall worse
+        ("half", 1): _metrics(0.08, 0.10, 0.05),  # the oracle did not help on seed 1
+    }
+    checks = {(c.method, c.seed): c for c in criterion.check_corpus(runs, 0, "representation")}
+    assert checks[("half", 0)].oracle_share == pytest.approx(0.5)
+    assert checks[("half", 0)].half_oracle
+    assert checks[("short", 0)].oracle_share == pytest.approx(0.48)
+    assert not checks[("short", 0)].half_oracle
+    assert not checks[("worse", 0)].half_oracle
+    assert checks[("half", 1)].oracle_share is None and not checks[("half", 1)].half_oracle
+    assert checks[("erm_balanced", 0)].oracle_share == pytest.approx(1.0)
+    assert not checks[("erm_balanced", 0)].half_oracle
+    table = criterion.overview({"representation": list(checks.values())})
+    assert table["half"]["representation"]["half_oracle"] == 1
+    assert "half-oracle 1/2" in criterion.render_overview(table, ["representation"])
