@@ -390,3 +390,13 @@ def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp
     assert prepass["key"]["sampling"] == "cohort_batches"
     md = (corpus / "results.md").read_text()
     assert "## What the cohort samplers found" in md and "## The pair term" in md
+    # bench.cohort_table on the same ERM model and setting gives the run's own table
+    from bench import cohort_table
+
+    init = json.loads((corpus / "seed0" / "erm_pretrain" / "pretrain_curve.json").read_text())
+    argv = ["--corpus", str(corpus), "--checkpoint", init["checkpoint"], "--cohorts", "2", "3"]
+    assert cohort_table.main(argv) == 0
+    rows = json.loads((corpus / "cohort_table.json").read_text())
+    assert [r["cohorts"] for r in rows] == [2, 3]
+    assert rows[1]["bottom_eer"] == found["bottom_eer"] and rows[1]["groups"] == found["groups"]
+    assert len((corpus / "cohort_table.md").read_text().splitlines()) == 2 + 2  # head + rows
