@@ -208,8 +208,10 @@ def _heldout(cfg: Config, manifest: Manifest, embeddings, speakers, n_speakers, 
     held_spk = np.asarray(held.speaker_indices())
     rows = capped_rows(held_spk, d.cohort_utterances_per_speaker, cfg.train.seed)
     held_emb = embed_training_set(cfg.train.init_checkpoint, held, rows, device)
+    slots = int(np.ceil(d.speakers_per_batch * d.cohort_share))  # what the sampler needs
     result = heldout_cohorts(embeddings, speakers, n_speakers, held_emb, held_spk[rows],
-                             d.n_cohorts, d.cohort_oversample_top, seed=cfg.train.seed)  # fmt: skip
+                             d.n_cohorts, d.cohort_oversample_top, seed=cfg.train.seed,
+                             min_flagged=slots)  # fmt: skip
     log.info(
         "held-out cohorts: %d held-out speakers; bottom cohorts %s: EER %.2f%% against %.2f%% "
         "for the rest, %.0f%% of the held-out speakers; %d of %d training speakers oversampled",

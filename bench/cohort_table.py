@@ -9,6 +9,8 @@ the bottom held-out cohorts and of the training speakers they flag for oversampl
     python -m bench.cohort_table --corpus runs/ft/representation/corpus100 \\
         --checkpoint runs/ft/representation/corpus100/seed0/erm_pretrain/train/checkpoints/final.pt
 
+Trailing ``k=v`` arguments override the method's config as in its run (the flagged set is
+at least the batch slots it fills: ``data.speakers_per_batch`` x ``data.cohort_share``).
 Writes ``cohort_table.md`` and ``cohort_table.json`` into ``--out`` (default: the corpus
 folder); the pre-pass caches go to ``--out/cohort_table/k<N>/``.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 
 def cohort_table(corpus: Path, checkpoint: Path, cohorts: list[int], top: int, out: Path,
-                 seed: int = 0) -> list[dict]:  # fmt: skip
+                 seed: int = 0, overrides: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
     """One row per cohort count: :func:`bench.runs.cohort_report` of the pre-pass."""
     from arw_sv.config import load_config
     from arw_sv.data.manifest import read_manifest
@@ -46,6 +48,7 @@ def cohort_table(corpus: Path, checkpoint: Path, cohorts: list[int], top: int, o
                 f"data.cohort_oversample_top={top}",
                 f"train.init_checkpoint={checkpoint}",
                 f"train.seed={seed}",
+                *overrides,
             ],
         )
         sampling_targets(cfg, read_manifest(train), folder)
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("overrides", nargs="*", help="config overrides of the method's run (k=v), "
+                   "e.g. data.speakers_per_batch=8: the flagged set fills its batch slots")  # fmt: skip
     args = p.parse_args(argv)
     import torch
 
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = args.out or args.corpus
-    rows = cohort_table(args.corpus, args.checkpoint, args.cohorts, args.top, out, args.seed)
+    rows = cohort_table(args.corpus, args.checkpoint, args.cohorts, args.top, out, args.seed,
+                        tuple(args.overrides))  # fmt: skip
     text = render(rows, args.minority)
     atomic_write_text(out / "cohort_table.md", text)
     atomic_write_text(out / "cohort_table.json", json.dumps(rows, indent=1))

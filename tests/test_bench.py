@@ -365,7 +365,7 @@ def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp
         curve_points=1,
         synth_overrides=(*FT_SYNTH, "calibration_speakers_per_cell=2"),
         overrides=tuple(o for o in TINY if not o.startswith("train.steps"))
-        + ("data.n_cohorts=3", "data.cohort_oversample_top=1", "data.cohort_share=0.25"),
+        + ("data.n_cohorts=3", "data.cohort_oversample_top=1"),
         analysis_utterances=8,
         methods=("erm", "cohort_heldout", "erm_hard", "arw_pw_hard"),
     )
@@ -394,7 +394,8 @@ def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp
     from bench import cohort_table
 
     init = json.loads((corpus / "seed0" / "erm_pretrain" / "pretrain_curve.json").read_text())
-    argv = ["--corpus", str(corpus), "--checkpoint", init["checkpoint"], "--cohorts", "2", "3"]
+    argv = ["data.speakers_per_batch=4", "--corpus", str(corpus), "--checkpoint",
+            init["checkpoint"], "--cohorts", "2", "3"]  # fmt: skip
     assert cohort_table.main(argv) == 0
     rows = json.loads((corpus / "cohort_table.json").read_text())
     assert [r["cohorts"] for r in rows] == [2, 3]

@@ -306,6 +306,11 @@ def test_heldout_cohorts_rank_by_error_on_heldout_speakers_and_flag_the_nearest_
     toward = means[:, 0]  # the crowd's direction: the filled ones are the closest to it
     flagged = np.asarray(out["oversample"])
     assert toward[flagged].min() >= np.sort(toward)[-flagged.sum() - 3]
+    # ... and at least the batch slots the sampler must fill from them
+    more = heldout_cohorts(far_emb, far_spk, 40, held_emb, held_spk, n_cohorts=4, top=1,
+                           min_flagged=20)  # fmt: skip
+    assert sum(more["oversample"]) == 20 and more["selected"] == out["selected"]
+    assert set(np.flatnonzero(flagged)) <= set(np.flatnonzero(more["oversample"]))
 
 
 def test_heldout_speakers_that_are_training_speakers_are_refused(tiny_manifests, tmp_path):

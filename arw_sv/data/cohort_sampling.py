@@ -158,6 +158,7 @@ def heldout_cohorts(
     top: int,
     max_nontargets: int = 200_000,
     seed: int = 0,
+    min_flagged: int = 1,
 ) -> dict[str, list | float]:
     """Cohort discovery on held-out speakers (Dheram et al., Interspeech 2022), label-free.
 
@@ -167,8 +168,9 @@ def heldout_cohorts(
     pairs, drawn with ``seed``); the ``top`` cohorts of highest EER are the bottom ones,
     and the training speakers whose mean embedding is nearest to a bottom cohort's
     centroid are flagged for oversampling; where fewer than the bottom cohorts' share of
-    held-out speakers would be (k-means on held-out speakers can leave a bottom cohort no
-    nearest training speaker), the most similar others fill up to that share. Unlike :func:`discover_cohorts`, the ranking
+    held-out speakers (and fewer than ``min_flagged``: the batch slots they must fill)
+    would be (k-means on held-out speakers can leave a bottom cohort no nearest training
+    speaker), the most similar others fill up to that. Unlike :func:`discover_cohorts`, the ranking
     comes from errors on speech the model has not fitted.
 
     Returns:
@@ -213,7 +215,7 @@ def heldout_cohorts(
     train_cohort = np.argmax(similarity, axis=1)
     oversample = np.isin(train_cohort, selected)
     bottom_share = float(np.isin(cohorts, selected).mean())
-    want = max(1, round(bottom_share * n_train_speakers))
+    want = min(n_train_speakers, max(1, min_flagged, round(bottom_share * n_train_speakers)))
     filled = max(0, want - int(oversample.sum()))
     if filled:  # the most similar to a bottom centroid among those not flagged yet
         closeness = np.where(oversample, -np.inf, similarity[:, selected].max(axis=1))
