@@ -193,6 +193,8 @@ def finetune_protocol(args: argparse.Namespace):
         changes["val_seeds"] = tuple(args.val_seeds)
     if args.pretrain_per_seed:
         changes["shared_pretrain"] = False
+    if args.no_gate:
+        changes["gate"] = False
     if args.curve_points is not None:
         changes["curve_points"] = args.curve_points
     extra = {}
@@ -299,6 +301,10 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-per-seed", action="store_true",
                    help="finetune: one ERM pre-training per training seed (default: one per "
                    "corpus, fine-tuned with every seed)")  # fmt: skip
+    p.add_argument("--no-gate", action="store_true",
+                   help="finetune: run every method and corpus of a mechanism with a headroom "
+                   "gate (representation) even when the oracle gains too little on the "
+                   "validation corpus (bench/finetune.py: HEADROOM_GATE)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=None, help="methods to run")
     p.add_argument(
         "--variant",

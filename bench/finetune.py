@@ -68,6 +68,13 @@ FINETUNE_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 MECHANISMS = ("crowding", "underrep", "acoustics", "gender", "representation")
 
+#: Issue 20's rule, per mechanism: before any label-free run, the label oracle must lower
+#: the worst group's EER by at least this share (relative, against ERM continued, mean over
+#: the validation seeds) on the validation corpus; otherwise only ERM and the oracle run
+#: there and the held-out corpora are skipped (`Protocol.gate`; `--no-gate` runs them).
+HEADROOM_GATE = {"representation": 0.25}
+GATE_METHODS = ("erm", "erm_balanced")
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -97,6 +104,7 @@ class Protocol:
     #: corpus. The others get the first held-out corpus only and no validation corpus (they
     #: take the settings chosen on these); empty: every mechanism gets every corpus.
     primary: tuple[str, ...] = ("crowding", "acoustics", "representation")
+    gate: bool = True  # apply HEADROOM_GATE
 
     def corpora(self, mechanism: str) -> list[tuple[int, bool]]:
         """``(corpus seed, is validation)`` for each corpus ``mechanism`` is run on."""
@@ -280,7 +288,7 @@ def run_finetune_benchmark(
 ) -> dict:
     """Run (or finish) the fine-tuning benchmark; returns {mechanism: held-out results}."""
     from bench.criterion import write_overview
-    from bench.runs import RunTask, prepare_data, run_one
+    from bench.runs import prepare_data
     from bench.summary import write_results
 
     out = Path(out)
@@ -294,31 +302,21 @@ def run_finetune_benchmark(
             folder.mkdir(parents=True, exist_ok=True)
             synth = [*protocol.synth_overrides, f"seed={corpus_seed}"]
             paths = prepare_data(folder, f"bench_{mechanism}", synth, workers, progress)
-            results = []
             seeds = protocol.val_seeds if validation else protocol.seeds
-            for seed in seeds:
-                from_seed = seeds[0] if protocol.shared_pretrain else seed
-                init = pretrain(folder / f"seed{from_seed}" / "erm_pretrain", paths, from_seed,
-                                protocol, threads)  # fmt: skip
-                tasks = [
-                    RunTask(
-                        method=name,
-                        config=config,
-                        seed=seed,
-                        run_dir=str(folder / "runs" / name / f"seed{seed}"),
-                        overrides=(
-                            *_finetune_overrides(protocol, init),
-                            *mechanism_overrides(config, mechanism),
-                            *extra,
-                        ),
-                        threads=threads,
-                        bootstrap=protocol.bootstrap,
-                        analysis_utterances=protocol.analysis_utterances,
-                        **paths,
-                    )
-                    for name, (config, extra) in methods.items()
-                ]
-                results += _run_tasks(tasks, jobs, run_one)
+            gate = HEADROOM_GATE.get(mechanism) if protocol.gate and validation else None
+            first = {n: m for n, m in methods.items() if n in GATE_METHODS} if gate else methods
+            if gate and set(first) != set(GATE_METHODS):
+                raise ValueError(f"the headroom gate of {mechanism} needs methods "
+                                 f"{' and '.join(GATE_METHODS)} (or --no-gate)")  # fmt: skip
+
+            where = (folder, paths, mechanism, seeds)
+            results = _finetune_corpus(first, where, protocol, jobs, threads)
+            passed = True
+            if gate:
+                passed = headroom(folder, results, mechanism, gate)
+                if passed:
+                    rest = {n: m for n, m in methods.items() if n not in first}
+                    results += _finetune_corpus(rest, where, protocol, jobs, threads)
             setup = {
                 "command": command,
                 "protocol": "finetune",
@@ -334,6 +332,8 @@ def run_finetune_benchmark(
                 "seeds": list(seeds),
             }
             write_results(folder, setup, results)
+            if not passed:
+                break  # no label-free run, no held-out corpus
             if not validation:
                 heldout += [{**r, "seed": 1000 * corpus_seed + r["seed"]} for r in results]
         if heldout:
@@ -360,6 +360,77 @@ def _budget(protocol: Protocol) -> dict:
         "overrides": list(protocol.overrides),
         "synth_overrides": list(protocol.synth_overrides),
     }
+
+
+def _finetune_corpus(methods: dict, where: tuple, protocol: Protocol, jobs: int,
+                     threads: int) -> list[dict]:  # fmt: skip
+    """Fine-tune ``methods`` on one corpus for each seed, from its ERM pre-training.
+
+    ``where``: (corpus folder, its manifest paths, mechanism, training seeds).
+    """
+    from bench.runs import RunTask, run_one
+
+    folder, paths, mechanism, seeds = where
+    results = []
+    for seed in seeds:
+        from_seed = seeds[0] if protocol.shared_pretrain else seed
+        init = pretrain(folder / f"seed{from_seed}" / "erm_pretrain", paths, from_seed,
+                        protocol, threads)  # fmt: skip
+        tasks = [
+            RunTask(
+                method=name,
+                config=config,
+                seed=seed,
+                run_dir=str(folder / "runs" / name / f"seed{seed}"),
+                overrides=(
+                    *_finetune_overrides(protocol, init),
+                    *mechanism_overrides(config, mechanism),
+                    *extra,
+                ),
+                threads=threads,
+                bootstrap=protocol.bootstrap,
+                analysis_utterances=protocol.analysis_utterances,
+                **paths,
+            )
+            for name, (config, extra) in methods.items()
+        ]
+        results += _run_tasks(tasks, jobs, run_one)
+    return results
+
+
+def headroom(folder: Path, results: list[dict], mechanism: str, gate: float) -> bool:
+    """Issue 20's gate on a validation corpus: does the label oracle lower the worst
+    group's EER by at least ``gate`` (relative, mean over seeds) against ERM continued?
+    Writes ``headroom.json`` and says so in one line; False stops the mechanism there."""
+    from bench.criterion import worst_and_spread
+
+    by = {(r["method"], r["seed"]): r for r in results if "metrics" in r}
+    changes = [
+        worst_and_spread(by[("erm_balanced", s)]["metrics"], mechanism)[0]
+        / worst_and_spread(by[("erm", s)]["metrics"], mechanism)[0]
+        - 1.0
+        for (m, s) in by
+        if m == "erm" and ("erm_balanced", s) in by
+    ]
+    if not changes:
+        raise RuntimeError(f"{folder}: the headroom gate needs finished erm and erm_balanced runs")
+    change = float(np.mean(changes))
+    passed = change <= -gate
+    doc = {"mechanism": mechanism, "gate": gate, "oracle_worst_change": change,
+           "per_seed": changes, "passed": passed}  # fmt: skip
+    atomic_write_text(folder / "headroom.json", json.dumps(doc, indent=1))
+    verdict = "passed" if passed else "not passed"
+    print(
+        f"headroom gate {verdict}: the oracle changes the worst group's EER by "
+        f"{100 * change:+.1f}% on {folder} (needs -{100 * gate:.0f}%)"
+        + (
+            ""
+            if passed
+            else "; label-free methods and held-out corpora not run (--no-gate runs them)"
+        ),
+        flush=True,
+    )
+    return passed
 
 
 def _run_tasks(tasks, jobs: int, run_one) -> list[dict]:

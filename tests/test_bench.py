@@ -312,7 +312,8 @@ def test_finetune_cli_builds_the_protocol_asked_for():
     assert protocol.extra == {"pw_fast": ("bench_arw_pw", ("adversary.lr=0.1",))}
     assert protocol.bootstrap == 0
     full = finetune_protocol(parser.parse_args(["--protocol", "finetune", "--bootstrap", "50"]))
-    assert full.overrides == FULL.overrides and full.bootstrap == 50
+    assert full.overrides == FULL.overrides and full.bootstrap == 50 and full.gate
+    assert not finetune_protocol(parser.parse_args(["--protocol", "finetune", "--no-gate"])).gate
     with pytest.raises(ValueError, match="--variant"):
         finetune_protocol(parser.parse_args(["--protocol", "finetune", "--variant", "x=nope:a=1"]))
 

@@ -168,3 +168,47 @@ def test_prepare_data_writes_the_cal_split_as_the_heldout_manifest(tmp_path):
     again = runs.prepare_data(tmp_path / "a", "tiny", ["calibration_speakers_per_cell=2"], 1, False)
     assert again == paths
     assert "heldout_manifest" not in runs.prepare_data(tmp_path / "b", "tiny", [], 1, False)
+
+
+@pytest.mark.parametrize("oracle_worst, passes", [(0.18, False), (0.14, True)])
+def test_the_headroom_gate_stops_a_mechanism_whose_oracle_gains_too_little(
+    tmp_path, recorded, monkeypatch, oracle_worst, passes
+):
+    """Representation: ERM and the oracle run first on the validation corpus; the rest of
+    the methods and the held-out corpora only when the oracle lowers the worst group's EER
+    by at least 25% (0.20 -> 0.18 is -10%, -> 0.14 is -30%); --no-gate and the other
+    mechanisms are not gated."""
+    import json
+
+    def metrics(method):
+        worst = oracle_worst if method == "erm_balanced" else 0.20
+        return {"eer": 0.08, "worst_nationality_eer": worst, "nationality_std": 0.05}
+
+    def fake_run_tasks(tasks, jobs, run_one):
+        recorded["tasks"] += tasks
+        return [{"method": t.method, "seed": t.seed, "metrics": metrics(t.method)} for t in tasks]
+
+    monkeypatch.setattr(finetune, "_run_tasks", fake_run_tasks)
+    protocol = _protocol(
+        mechanisms=("representation", "crowding"), seeds=(0,),
+        methods=("erm", "erm_balanced", "arw_pw"), primary=(),
+    )  # fmt: skip
+    finetune.run_finetune_benchmark(tmp_path, protocol)
+    ran = {(Path(t.run_dir).parents[3].name, Path(t.run_dir).parents[2].name, t.method)
+           for t in recorded["tasks"]}  # fmt: skip
+    gate = json.loads((tmp_path / "representation" / "corpus100" / "headroom.json").read_text())
+    assert gate["passed"] is passes
+    assert gate["oracle_worst_change"] == pytest.approx(oracle_worst / 0.20 - 1)
+    every = {(c, m) for c in ("corpus100", "corpus0") for m in ("erm", "erm_balanced", "arw_pw")}
+    want = every if passes else {("corpus100", "erm"), ("corpus100", "erm_balanced")}
+    assert {(c, m) for mech, c, m in ran if mech == "representation"} == want
+    assert {(c, m) for mech, c, m in ran if mech == "crowding"} == every
+    assert not (tmp_path / "crowding" / "corpus100" / "headroom.json").exists()
+    recorded["tasks"].clear()
+    finetune.run_finetune_benchmark(tmp_path / "nogate", dataclasses.replace(protocol, gate=False))
+    assert {(Path(t.run_dir).parents[2].name, t.method) for t in recorded["tasks"]
+            if "representation" in t.run_dir} == every  # fmt: skip
+    with pytest.raises(ValueError, match="headroom gate of representation needs methods"):
+        finetune.run_finetune_benchmark(
+            tmp_path / "x", dataclasses.replace(protocol, methods=("arw_pw",))
+        )
