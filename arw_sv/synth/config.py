@@ -318,8 +318,8 @@ PRESETS["bench_acoustics"] = {
 # of their own (5 spectral notches of 18 dB at speaker-specific frequencies) that the
 # majority never varies in, and little in the shared voice parameters (spread 0.35); the
 # majority varies in the shared parameters only. Of the settings tried on validation corpus
-# seed 100 (docs/fairness-log.md R1-R7), the one where the label oracle gained most; it
-# still gains less than the 25% the issue asks for.
+# seed 100 (docs/fairness-log.md R1-R8), the one where group-balanced fine-tuning gained
+# most (-14%, short of the issue's 25%; from the first step it gains 25%, R6).
 PRESETS["bench_representation"] = {
     **PRESETS["bench"],
     "nationality_spread": (1.0, 1.0, 0.35),
