@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
+from bench.criterion import BASELINE, ORACLE
 
 #: Harder in-batch pairs (issue 20) at the same batch size (32 crops): 8 speakers x 4 crops
 #: from 2 of the `data.n_cohorts` k-means cohorts (label-free hard negatives), and a margin
@@ -73,7 +74,7 @@ MECHANISMS = ("crowding", "underrep", "acoustics", "gender", "representation")
 #: the validation seeds) on the validation corpus; otherwise only ERM and the oracle run
 #: there and the held-out corpora are skipped (`Protocol.gate`; `--no-gate` runs them).
 HEADROOM_GATE = {"representation": 0.25}
-GATE_METHODS = ("erm", "erm_balanced")
+GATE_METHODS = (BASELINE, ORACLE)
 
 
 @dataclass(frozen=True)
@@ -402,16 +403,10 @@ def headroom(folder: Path, results: list[dict], mechanism: str, gate: float) -> 
     """Issue 20's gate on a validation corpus: does the label oracle lower the worst
     group's EER by at least ``gate`` (relative, mean over seeds) against ERM continued?
     Writes ``headroom.json`` and says so in one line; False stops the mechanism there."""
-    from bench.criterion import worst_and_spread
+    from bench.criterion import check_corpus
 
-    by = {(r["method"], r["seed"]): r for r in results if "metrics" in r}
-    changes = [
-        worst_and_spread(by[("erm_balanced", s)]["metrics"], mechanism)[0]
-        / worst_and_spread(by[("erm", s)]["metrics"], mechanism)[0]
-        - 1.0
-        for (m, s) in by
-        if m == "erm" and ("erm_balanced", s) in by
-    ]
+    runs = {(r["method"], r["seed"]): r["metrics"] for r in results if "metrics" in r}
+    changes = [c.worst_change for c in check_corpus(runs, 0, mechanism) if c.method == ORACLE]
     if not changes:
         raise RuntimeError(f"{folder}: the headroom gate needs finished erm and erm_balanced runs")
     change = float(np.mean(changes))
