@@ -89,9 +89,27 @@ class DataConfig:
     cohorts_per_batch: int = 2
     heldout_manifest: str = ""
     heldout_split: str = ""
+    # Adaptive label-free samplers, from the first step (arw_sv/data/adaptive.py):
+    # "loss_weighted": speakers drawn in proportion to a running mean of their own training
+    # loss (`loss_ema`), tempered (`loss_temperature`) and mixed with uniform (`loss_floor`).
+    # "cohort_balanced": every k-means cohort (`n_cohorts`) of the speakers' running mean
+    # embeddings gets an equal share of the draws, re-clustered every `adaptive_refresh_steps`.
+    # Both are uniform before `adaptive_start_step`; a new distribution applies
+    # `adaptive_delay` steps after it is computed (at least the loader's prefetch depth).
+    adaptive_refresh_steps: int = 100
+    adaptive_start_step: int = 100
+    adaptive_delay: int = 8
+    loss_ema: float = 0.9
+    loss_temperature: float = 1.0
+    loss_floor: float = 0.2
 
     def __post_init__(self) -> None:
-        _positive("data", self, "crop_seconds")
+        _positive("data", self, "crop_seconds", "loss_temperature")
+        _at_least("data", self, 1, "adaptive_refresh_steps")
+        _at_least("data", self, 0, "adaptive_start_step", "adaptive_delay")
+        for name in ("loss_ema", "loss_floor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name}: {getattr(self, name)} is not in [0, 1]")
         _at_least("data", self, 0, "cohort_utterances_per_speaker")
         _at_least(
             "data", self, 1, "speakers_per_batch", "utterances_per_speaker", "cohorts_per_batch"
@@ -274,10 +292,15 @@ class TrainConfig:
     # so one graph serves the whole run; see docs/performance.md for the cold-compile cost.
     compile: bool = False
     compile_mode: str = "default"
+    # Every this many steps, each training speaker's crops drawn and weight given
+    # (`sampling.jsonl`, arw_sv/train/sample_log.py); 0 = off.
+    sample_log_every: int = 100
 
     def __post_init__(self) -> None:
         _at_least("train", self, 1, "steps", "log_every", "checkpoint_every")
-        _at_least("train", self, 0, "warmup_steps", "keep_checkpoints", "threads")
+        _at_least(
+            "train", self, 0, "warmup_steps", "keep_checkpoints", "threads", "sample_log_every"
+        )
         _at_least("train", self, 0, "final_lr", "weight_decay", "momentum", "grad_clip")
         _positive("train", self, "lr")
         if self.device not in ("auto", "cpu", "mps") and not re.fullmatch(
@@ -317,6 +340,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "jtt",
         "cohort_batches",
         "cohort_heldout",
+        "loss_weighted",
+        "cohort_balanced",
     ),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),

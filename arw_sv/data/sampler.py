@@ -25,6 +25,20 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
+def check_batch_shape(n_speakers: int, speakers_per_batch: int, rank: int, world_size: int) -> None:
+    """Refuse a batch of more speakers than the data has, or one DDP cannot split whole."""
+    if n_speakers < speakers_per_batch:
+        raise ValueError(
+            f"data.speakers_per_batch={speakers_per_batch} but the training data has only "
+            f"{n_speakers} speakers"
+        )
+    if speakers_per_batch % world_size or not 0 <= rank < world_size:
+        raise ValueError(
+            f"data.speakers_per_batch={speakers_per_batch} must be a multiple of the "
+            f"world size {world_size} (each rank takes whole speakers)"
+        )
+
+
 class _Cycle:
     """Endless reshuffled passes over a list of items, each pass from its own RNG."""
 
@@ -109,16 +123,7 @@ class SpeakerBatchSampler:
             raise ValueError("data.speakers_per_batch must be at least 2 for pair losses")
         if utterances_per_speaker < 1:
             raise ValueError("data.utterances_per_speaker must be at least 1")
-        if n_speakers < speakers_per_batch:
-            raise ValueError(
-                f"data.speakers_per_batch={speakers_per_batch} but the training data has only "
-                f"{n_speakers} speakers"
-            )
-        if speakers_per_batch % world_size or not 0 <= rank < world_size:
-            raise ValueError(
-                f"data.speakers_per_batch={speakers_per_batch} must be a multiple of the "
-                f"world size {world_size} (each rank takes whole speakers)"
-            )
+        check_batch_shape(n_speakers, speakers_per_batch, rank, world_size)
         if speed_prob > 0 and n_speeds < 1:
             raise ValueError("speed_prob > 0 needs n_speeds >= 1")
         self.P, self.K, self.seed = speakers_per_batch, utterances_per_speaker, seed

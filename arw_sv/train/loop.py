@@ -34,6 +34,8 @@ from arw_sv.checkpoint import (
 )
 from arw_sv.clusters import needs_clusters, refresh_clusters
 from arw_sv.config import Config, ConfigError, save_config
+from arw_sv.data.adaptive import RULES as ADAPTIVE_RULES
+from arw_sv.data.adaptive import AdaptiveSpeakerSampler
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import Manifest, read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
@@ -52,6 +54,8 @@ from arw_sv.train.build import AUTOCAST_DTYPES
 from arw_sv.train.curves import plot_training_curves
 from arw_sv.train.lock import RunLock
 from arw_sv.train.resume import apply_new_lrs, check_resumed_config
+from arw_sv.train.sample_log import FILE as SAMPLE_LOG
+from arw_sv.train.sample_log import SampleLog
 from arw_sv.train.state import TrainState, build_train_state
 from arw_sv.train.step import Learner, NonFiniteError, adversary_step, learner_step
 
@@ -151,6 +155,8 @@ def fit(
             cfg, manifest.speakers, device=device, world_size=dist_ctx.world_size, sampler=sampler
         )
         learner, adversary = state.learner, state.adversary
+        n_speakers = len(manifest.speakers)
+        state.sample_log = SampleLog(out_dir / SAMPLE_LOG, n_speakers, tc.sample_log_every)
         # ---- resume ---------------------------------------------------------------------
         if checkpoint is not None:
             state.load_state_dict(checkpoint, source=existing[-1])
@@ -174,6 +180,9 @@ def fit(
             save_config(cfg, out_dir / "config.yaml")
         loader = _loader(dataset, sampler, cfg, device)
         run_log = _RunLog(out_dir, from_step=state.step) if dist_ctx.is_main else None
+        if dist_ctx.is_main:
+            state.sample_log.start(from_step=state.step)
+        adaptive = sampler if isinstance(sampler, AdaptiveSpeakerSampler) else None
         autocast_dtype = AUTOCAST_DTYPES[tc.precision]
         chunks = distributed.local_chunks(
             tc.batch_chunks, dist_ctx.world_size, cfg.data.speakers_per_batch
@@ -235,6 +244,7 @@ def fit(
             if adversary is not None:
                 # The global batch's embeddings: every rank's bank equals one process's.
                 state.bank.add(dist_ctx.gather_rows(detached.embeddings))
+            _record_draws(state, detached, labels, adaptive, step, n_speakers, dist_ctx)
             state.scheduler.step()
             state.step = step = step + 1
             bar.update(1)
@@ -272,6 +282,37 @@ def fit(
             utterances_per_second=(state.step - started_step) * batch_size / max(elapsed, 1e-9),
             last_loss=stats.loss if stats is not None else float("nan"),
         )
+
+
+def _record_draws(
+    state: TrainState,
+    detached,
+    labels: torch.Tensor,
+    adaptive: AdaptiveSpeakerSampler | None,
+    step: int,
+    n_speakers: int,
+    dist_ctx: distributed.DistContext,
+) -> None:
+    """Feed the global batch of step ``step`` (0-based) to the sample log and to an
+    adaptive sampler's statistics (every rank's sampler sees the same global batch).
+    """
+    logging = state.sample_log.every > 0  # the same on every rank: the gathers are collective
+    if adaptive is None and not logging:
+        return
+    speakers = dist_ctx.gather_rows(labels.unsqueeze(1)).squeeze(1).cpu().numpy()
+    if logging:
+        weights = detached.weights
+        if weights is not None:
+            weights = dist_ctx.gather_rows(weights.unsqueeze(1)).squeeze(1).cpu().numpy()
+        if dist_ctx.is_main:
+            state.sample_log.add(step + 1, speakers, weights)
+    if adaptive is not None:
+        losses = state.objective.sample_losses(detached.sample_loss, detached.pairs)
+        losses = dist_ctx.gather_rows(losses.unsqueeze(1)).squeeze(1).cpu().numpy()
+        embeddings = None
+        if adaptive.rule == "cohort_balanced":
+            embeddings = dist_ctx.gather_rows(detached.embeddings).cpu().numpy()
+        adaptive.observe(step, speakers % n_speakers, losses, embeddings)
 
 
 def _training_manifest(cfg: Config) -> Manifest:
@@ -318,6 +359,8 @@ def _training_data(
             barrier=dist_ctx.barrier,
         )
         label_free = sampler_arguments(cfg, targets)
+    if cfg.data.sampling in ADAPTIVE_RULES:
+        return dataset, _adaptive_sampler(cfg, manifest, dist_ctx)
     sampler = SpeakerBatchSampler(
         manifest.speaker_indices(),
         cfg.data.speakers_per_batch,
@@ -331,6 +374,41 @@ def _training_data(
         **label_free,
     )
     return dataset, sampler
+
+
+#: DataLoader prefetch_factor with workers (_loader): the batches drawn ahead of training.
+PREFETCH = 4
+
+
+def _adaptive_sampler(
+    cfg: Config, manifest: Manifest, dist_ctx: distributed.DistContext
+) -> AdaptiveSpeakerSampler:
+    dc = cfg.data
+    if cfg.augment.speed_prob > 0:
+        raise ConfigError(f"data.sampling={dc.sampling} does not support augment.speed_prob > 0")
+    depth = dc.num_workers * PREFETCH
+    if depth > dc.adaptive_delay:
+        raise ConfigError(
+            f"data.adaptive_delay={dc.adaptive_delay} is below the loader's prefetch depth "
+            f"({dc.num_workers} workers x {PREFETCH} = {depth}): set it to at least {depth}"
+        )
+    return AdaptiveSpeakerSampler(
+        manifest.speaker_indices(),
+        dc.speakers_per_batch,
+        dc.utterances_per_speaker,
+        rule=dc.sampling,
+        seed=cfg.train.seed,
+        refresh_steps=dc.adaptive_refresh_steps,
+        start_step=dc.adaptive_start_step,
+        delay=dc.adaptive_delay,
+        loss_ema=dc.loss_ema,
+        temperature=dc.loss_temperature,
+        floor=dc.loss_floor,
+        n_cohorts=dc.n_cohorts,
+        embedding_dim=cfg.model.embedding_dim,
+        rank=dist_ctx.rank,
+        world_size=dist_ctx.world_size,
+    )
 
 
 def _loader(
@@ -347,7 +425,7 @@ def _loader(
         collate_fn=collate_crops,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=PREFETCH if workers > 0 else None,
     )
 
 

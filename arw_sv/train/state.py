@@ -21,12 +21,14 @@ from arw_sv.augment import speed_classes
 from arw_sv.checkpoint import CheckpointError
 from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import Config, config_to_dict
+from arw_sv.data.adaptive import AdaptiveSpeakerSampler
 from arw_sv.data.sampler import SpeakerBatchSampler
 from arw_sv.models.adversary import GroupDROWeights, build_adversary_from_config
 from arw_sv.models.heads import MarginSchedule
 from arw_sv.robust import WeightEMA, check_stabilisers
 from arw_sv.train.build import build_learner, build_optimizer, lr_factor
 from arw_sv.train.objective import Objective
+from arw_sv.train.sample_log import SampleLog
 from arw_sv.train.step import Learner
 
 
@@ -51,7 +53,8 @@ class TrainState:
     bank: EmbeddingBank
     objective: Objective
     margin: MarginSchedule
-    sampler: SpeakerBatchSampler | None = None
+    sampler: SpeakerBatchSampler | AdaptiveSpeakerSampler | None = None
+    sample_log: SampleLog | None = None
     clusters: ClusterIndex | None = None
     world_size: int = 1
     step: int = 0
@@ -74,7 +77,8 @@ class TrainState:
             "clusters": None if self.clusters is None else self.clusters.state_dict(),
             "weight_ema": None if self.weight_ema is None else self.weight_ema.state_dict(),
             "bank": self.bank.state_dict(),
-            "sampler": {"step": self.step, "seed": self.cfg.train.seed},
+            "sampler": self._sampler_state(),
+            "sample_log": None if self.sample_log is None else self.sample_log.state_dict(),
             "world_size": self.world_size,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -113,11 +117,24 @@ class TrainState:
             ) from None
         self._load_clusters(state)
         if self.sampler is not None:
-            self.sampler.load_state_dict(state["sampler"])
+            try:
+                self.sampler.load_state_dict(state["sampler"])
+            except ValueError as exc:
+                raise CheckpointError(f"{source}: {exc}") from None
+        if self.sample_log is not None:
+            self.sample_log.load_state_dict(state.get("sample_log"))
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         self.step = int(state["step"])
+
+    def _sampler_state(self) -> dict[str, Any]:
+        # The trainer's step is the sampler's position; an adaptive sampler adds its
+        # statistics (running losses, cohorts, the distributions in force).
+        position = {"step": self.step, "seed": self.cfg.train.seed}
+        if isinstance(self.sampler, AdaptiveSpeakerSampler):
+            return {**self.sampler.state_dict(), **position}
+        return position
 
     def load_adversary_state(self, state: dict[str, Any]) -> None:
         """Start the adversary where a checkpoint's left off (fine-tuning with the same

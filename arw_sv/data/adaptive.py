@@ -1,0 +1,263 @@
+"""Label-free speaker sampling that adapts during training (from the first step on).
+
+Two rules turn what training has seen so far into a probability per training speaker:
+
+- ``loss_weighted`` (speaker-level hardness sampling): speaker ``s`` is drawn with
+  probability ``p_s`` proportional to ``max(Lbar_s, eps) ** (1 / T)``, mixed with the
+  uniform distribution so that no speaker falls below ``floor / n``::
+
+      p = floor / n + (1 - floor) * q,   q_s = Lbar_s^(1/T) / sum_t Lbar_t^(1/T)
+
+  where ``Lbar_s`` is a running (exponential) mean of the per-sample training loss of
+  ``s``'s crops, updated each time ``s`` is in a batch. A speaker not yet seen takes the
+  mean of the seen ones. Speaker identity is not a sensitive attribute; a minority that the
+  representation serves badly starts with a higher loss, so its speakers are drawn more.
+- ``cohort_balanced``: k-means cohorts (``n_cohorts``) of the speakers' running mean
+  embeddings (L2-normalised), refitted every ``refresh_steps``; each cohort gets an equal
+  share of the draws, uniform within it: ``p_s = 1 / (C' n_{c(s)})`` over the ``C'`` non-empty
+  cohorts. A speaker not yet seen keeps the uniform ``1 / n`` (and the rest is renormalised).
+
+Before ``start_step`` both are uniform. A new distribution computed at the end of step
+``r`` takes effect at step ``r + 1 + delay``, so a loader that prefetches up to ``delay``
+batches still draws every batch from the distribution an uninterrupted run with no
+prefetching would use: the batches are a pure function of (seed, step, the statistics),
+and the statistics are in the checkpoint, so a resumed run continues exactly.
+
+Each batch draws ``P`` distinct speakers without replacement from ``p`` (numpy's
+sequential rule) and ``K`` utterances of each uniformly (with replacement only when the
+speaker has fewer than ``K``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from arw_sv.data.sampler import _seed, check_batch_shape
+
+RULES = ("loss_weighted", "cohort_balanced")
+
+
+def loss_probabilities(
+    mean_loss: np.ndarray, seen: np.ndarray, temperature: float, floor: float
+) -> np.ndarray:
+    """Speaker probabilities of ``loss_weighted`` (see the module docstring).
+
+    Shape:
+        mean_loss (n,), seen (n,) bool -> (n,), summing to 1.
+    """
+    n = mean_loss.shape[0]
+    if not seen.any():
+        return np.full(n, 1.0 / n)
+    loss = np.where(seen, mean_loss, mean_loss[seen].mean())
+    power = np.maximum(loss, 1e-6) ** (1.0 / temperature)
+    q = power / power.sum()
+    return floor / n + (1.0 - floor) * q
+
+
+def cohort_probabilities(cohorts: np.ndarray) -> np.ndarray:
+    """Speaker probabilities of ``cohort_balanced``: each non-empty cohort an equal share of
+    the seen speakers' mass, uniform within; unseen speakers (cohort -1) keep ``1 / n``.
+
+    Shape:
+        cohorts (n,) int, -1 for unseen -> (n,), summing to 1.
+    """
+    n = cohorts.shape[0]
+    p = np.full(n, 1.0 / n)
+    seen = cohorts >= 0
+    if not seen.any():
+        return p
+    labels, counts = np.unique(cohorts[seen], return_counts=True)
+    size = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+    mass = seen.sum() / n  # the seen speakers' total under the uniform distribution
+    p[seen] = mass / (len(labels) * np.array([size[c] for c in cohorts[seen]]))
+    return p
+
+
+def speaker_cohorts(
+    embeddings: np.ndarray, seen: np.ndarray, n_cohorts: int, seed: int
+) -> np.ndarray:
+    """k-means cohorts of the seen speakers' (L2-normalised) embeddings; -1 for the unseen.
+
+    Shape:
+        embeddings (n, D), seen (n,) -> (n,) int.
+    """
+    from sklearn.cluster import KMeans
+
+    cohorts = np.full(embeddings.shape[0], -1, dtype=np.int64)
+    rows = np.flatnonzero(seen)
+    k = min(n_cohorts, rows.size)
+    if k < 1:
+        return cohorts
+    x = embeddings[rows].astype(np.float64)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    fitted = KMeans(n_clusters=k, n_init=3, random_state=seed % (2**31)).fit(x)
+    cohorts[rows] = fitted.labels_
+    return cohorts
+
+
+class AdaptiveSpeakerSampler:
+    """Infinite sampler of ``P x K`` batches of ``(utterance index, crop seed)`` whose
+    speaker distribution the trainer updates from training statistics (:meth:`observe`).
+
+    Args:
+        speakers: speaker index of every utterance, shape (N,).
+        speakers_per_batch, utterances_per_speaker: P and K.
+        rule: ``loss_weighted`` or ``cohort_balanced``.
+        seed: fixes the draws (with the statistics).
+        refresh_steps: a new distribution every this many steps (from ``start_step``).
+        start_step: uniform before it.
+        delay: steps between computing a distribution and drawing from it (>= the loader's
+            prefetch depth).
+        loss_ema: decay of each speaker's running mean loss (0: the last batch only).
+        temperature, floor: of ``loss_weighted``.
+        n_cohorts: of ``cohort_balanced``.
+        embedding_dim: D of the running mean embeddings (``cohort_balanced``).
+        rank, world_size: this rank's slice of whole speakers under DDP.
+    """
+
+    def __init__(
+        self,
+        speakers: Sequence[int] | np.ndarray,
+        speakers_per_batch: int,
+        utterances_per_speaker: int,
+        *,
+        rule: str,
+        seed: int = 0,
+        refresh_steps: int = 100,
+        start_step: int = 100,
+        delay: int = 8,
+        loss_ema: float = 0.9,
+        temperature: float = 1.0,
+        floor: float = 0.2,
+        n_cohorts: int = 8,
+        embedding_dim: int = 192,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        speakers = np.asarray(speakers, dtype=np.int64)
+        n = int(speakers.max()) + 1 if speakers.size else 0
+        if rule not in RULES:
+            raise ValueError(f"adaptive sampling rule {rule!r}: choose one of {', '.join(RULES)}")
+        check_batch_shape(n, speakers_per_batch, rank, world_size)
+        self.P, self.K, self.seed, self.rule = (
+            speakers_per_batch,
+            utterances_per_speaker,
+            seed,
+            rule,
+        )
+        self.refresh_steps, self.start_step, self.delay = refresh_steps, start_step, delay
+        self.loss_ema, self.temperature, self.floor = loss_ema, temperature, floor
+        self.n_cohorts = n_cohorts
+        self.rank, self.world_size = rank, world_size
+        self.utts_of = [np.flatnonzero(speakers == s) for s in range(n)]
+        self.n_speakers = n
+        self.step = 0
+        # The statistics (all in the checkpoint).
+        self.mean_loss = np.zeros(n)
+        self.mean_embedding = np.zeros((n, embedding_dim))
+        self.seen = np.zeros(n, dtype=bool)
+        self.cohorts = np.full(n, -1, dtype=np.int64)
+        # (first step it applies to, probabilities), oldest first; uniform from step 0.
+        self.schedule: list[tuple[int, np.ndarray]] = [(0, np.full(n, 1.0 / n))]
+
+    # ---- statistics ---------------------------------------------------------------------
+    def observe(self, step: int, speakers: np.ndarray, losses: np.ndarray,
+                embeddings: np.ndarray | None = None) -> None:  # fmt: skip
+        """Fold the global batch of (completed) step ``step`` into the statistics, and at a
+        refresh point compute the distribution that applies from ``step + 1 + delay``.
+
+        Shape:
+            speakers (B,) speaker index per crop, losses (B,), embeddings (B, D) or None.
+        """
+        for s in np.unique(speakers):
+            rows = speakers == s
+            loss = float(losses[rows].mean())
+            first = not self.seen[s]
+            a = 0.0 if first else self.loss_ema
+            self.mean_loss[s] = a * self.mean_loss[s] + (1 - a) * loss
+            if embeddings is not None:
+                emb = embeddings[rows].mean(axis=0)
+                self.mean_embedding[s] = a * self.mean_embedding[s] + (1 - a) * emb
+            self.seen[s] = True
+        done = step + 1
+        if done >= self.start_step and (done - self.start_step) % self.refresh_steps == 0:
+            self.schedule.append((done + self.delay, self.probabilities(done)))
+            self.schedule = self.schedule[-(self.delay // self.refresh_steps + 2) :]
+
+    def probabilities(self, step: int) -> np.ndarray:
+        """The distribution the current statistics give (refits the cohorts)."""
+        if self.rule == "loss_weighted":
+            return loss_probabilities(self.mean_loss, self.seen, self.temperature, self.floor)
+        self.cohorts = speaker_cohorts(
+            self.mean_embedding, self.seen, self.n_cohorts, _seed(self.seed, step, 11)
+        )
+        return cohort_probabilities(self.cohorts)
+
+    def distribution_at(self, step: int) -> np.ndarray:
+        """The speaker distribution batch ``step`` is drawn from."""
+        current = self.schedule[0][1]
+        for first, p in self.schedule:
+            if first <= step:
+                current = p
+        return current
+
+    # ---- batches ------------------------------------------------------------------------
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """The global batch of ``step``: a pure function of the seed, the step and the
+        distribution in force at it.
+        """
+        rng = np.random.default_rng(_seed(self.seed, step, 3))
+        p = self.distribution_at(step)
+        chosen = rng.choice(self.n_speakers, size=self.P, replace=False, p=p)
+        batch = []
+        for s in chosen:
+            utts = self.utts_of[s]
+            batch.extend(rng.choice(utts, size=self.K, replace=utts.size < self.K).tolist())
+        seeds = [_seed(self.seed, step, 5, j) for j in range(len(batch))]
+        return list(zip(batch, seeds, strict=True))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.step
+        size = self.P * self.K // self.world_size
+        lo, hi = self.rank * size, (self.rank + 1) * size
+        while True:
+            batch = self.batch(step)
+            yield batch if self.world_size == 1 else batch[lo:hi]
+            step += 1
+
+    # ---- checkpoint ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The position and every statistic (plain arrays; loads with ``weights_only``)."""
+        import torch
+
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "rule": self.rule,
+            "mean_loss": torch.from_numpy(self.mean_loss.copy()),
+            "mean_embedding": torch.from_numpy(self.mean_embedding.copy()),
+            "seen": torch.from_numpy(self.seen.copy()),
+            "cohorts": torch.from_numpy(self.cohorts.copy()),
+            "schedule_steps": [int(s) for s, _ in self.schedule],
+            "schedule": torch.from_numpy(np.stack([p for _, p in self.schedule])),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the seed and rule must match)."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"sampler seed {state['seed']} in checkpoint, {self.seed} now")
+        self.step = int(state["step"])
+        if "mean_loss" not in state:  # a run that started with another sampler
+            raise ValueError("the checkpoint has no adaptive-sampler statistics (data.sampling "
+                             "changed since it was written)")  # fmt: skip
+        if state.get("rule") != self.rule:
+            raise ValueError(f"sampler rule {state.get('rule')} in checkpoint, {self.rule} now")
+        self.mean_loss = np.asarray(state["mean_loss"], dtype=np.float64).copy()
+        self.mean_embedding = np.asarray(state["mean_embedding"], dtype=np.float64).copy()
+        self.seen = np.asarray(state["seen"], dtype=bool).copy()
+        self.cohorts = np.asarray(state["cohorts"], dtype=np.int64).copy()
+        table = np.asarray(state["schedule"], dtype=np.float64)
+        self.schedule = [(int(s), table[i].copy()) for i, s in enumerate(state["schedule_steps"])]

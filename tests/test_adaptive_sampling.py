@@ -1,0 +1,198 @@
+"""Adaptive label-free sampling from the first step (loss-weighted speakers, cohort-balanced
+batches) and the per-speaker sample log, against hand computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from arw_sv.data.adaptive import (
+    AdaptiveSpeakerSampler,
+    cohort_probabilities,
+    loss_probabilities,
+    speaker_cohorts,
+)
+from arw_sv.train.sample_log import SampleLog, group_shares, read_sample_log
+
+
+def _speakers(n_speakers=12, per=5):
+    return np.repeat(np.arange(n_speakers), per)
+
+
+def test_loss_probabilities_match_a_hand_computation():
+    loss = np.array([1.0, 2.0, 4.0, 0.0])
+    seen = np.array([True, True, True, False])
+    # The unseen speaker takes the seen mean, 7/3; T = 0.5 squares; floor 0.2 of uniform.
+    power = np.array([1.0, 4.0, 16.0, (7 / 3) ** 2])
+    expected = 0.2 / 4 + 0.8 * power / power.sum()
+    got = loss_probabilities(loss, seen, temperature=0.5, floor=0.2)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got.sum() == pytest.approx(1.0)
+    assert got.min() >= 0.2 / 4  # the floor
+    # T -> large is uniform; floor 1 is uniform.
+    np.testing.assert_allclose(loss_probabilities(loss, seen, 1e9, 0.0), 0.25, rtol=1e-6)
+    np.testing.assert_allclose(loss_probabilities(loss, seen, 1.0, 1.0), 0.25)
+    # Nothing seen yet: uniform.
+    np.testing.assert_allclose(loss_probabilities(loss, ~seen & False, 1.0, 0.0), 0.25)
+
+
+def test_cohort_probabilities_give_every_cohort_an_equal_share():
+    # Cohort 0 has 1 speaker, cohort 1 has 3, one speaker unseen (-1).
+    cohorts = np.array([0, 1, 1, 1, -1])
+    p = cohort_probabilities(cohorts)
+    assert p[4] == pytest.approx(1 / 5)  # unseen keeps uniform
+    assert p[0] == pytest.approx(0.4)  # the seen mass 4/5 split in two halves of 0.4
+    np.testing.assert_allclose(p[1:4], 0.4 / 3)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_cohort_balanced_sampler_draws_each_cohort_at_its_share(rng):
+    # 2 well-separated speaker clusters of 16 and 4 speakers: balanced, each gets half.
+    speakers = _speakers(20, 4)
+    sampler = AdaptiveSpeakerSampler(speakers, 4, 2, rule="cohort_balanced", seed=3,
+                                     refresh_steps=1, start_step=1, delay=0, n_cohorts=2,
+                                     embedding_dim=2, loss_ema=0.0)  # fmt: skip
+    centre = np.where(np.arange(20) < 16, 1.0, -1.0)[:, None] * np.array([[1.0, 0.2]])
+    emb = centre[speakers] + 0.01 * rng.standard_normal((speakers.size, 2))
+    sampler.observe(0, speakers, np.ones(speakers.size), emb)
+    small = np.arange(20) >= 16
+    assert len(set(sampler.cohorts[small])) == 1 and len(set(sampler.cohorts[~small])) == 1
+    counts = np.zeros(20)
+    for step in range(1, 2001):
+        for utt, _ in sampler.batch(step)[::2]:
+            counts[speakers[utt]] += 1
+    share = counts[small].sum() / counts.sum()
+    # Drawn without replacement 4 at a time: close to the 1/2 asked for (uniform: 1/5).
+    assert 0.42 < share < 0.52
+
+
+def test_loss_weighted_sampler_draws_speakers_in_proportion_and_is_deterministic():
+    speakers = _speakers(12, 3)
+    make = lambda: AdaptiveSpeakerSampler(speakers, 2, 2, rule="loss_weighted", seed=5,  # noqa: E731
+                                          refresh_steps=1, start_step=1, delay=2, floor=0.0,
+                                          loss_ema=0.0)  # fmt: skip
+    sampler = make()
+    losses = np.where(speakers == 0, 11.0, 1.0)  # speaker 0: 11 / (11 + 11) of the mass
+    sampler.observe(0, speakers, losses)
+    # Computed at the end of step 0, it applies from step 1 + delay = 3; uniform before.
+    np.testing.assert_allclose(sampler.distribution_at(2), 1 / 12)
+    p = sampler.distribution_at(3)
+    assert p[0] == pytest.approx(0.5)
+    first = [sampler.batch(s)[0][0] for s in range(3, 3003)]
+    # The first of 2 distinct draws is speaker 0 with probability p_0 exactly.
+    assert np.mean(speakers[first] == 0) == pytest.approx(0.5, abs=0.03)
+    again = make()
+    again.observe(0, speakers, losses)
+    assert again.batch(10) == sampler.batch(10)
+
+
+def test_running_losses_follow_the_ema_per_speaker():
+    speakers = np.array([0, 0, 1, 1, 2, 2])
+    sampler = AdaptiveSpeakerSampler(speakers, 2, 2, rule="loss_weighted", loss_ema=0.5,
+                                     start_step=100)  # fmt: skip
+    sampler.observe(0, np.array([0, 0, 1, 1]), np.array([2.0, 4.0, 1.0, 1.0]))
+    sampler.observe(1, np.array([0, 0]), np.array([1.0, 1.0]))
+    # Speaker 0: first seen at mean 3, then 0.5 * 3 + 0.5 * 1 = 2; speaker 1: 1; 2: unseen.
+    np.testing.assert_allclose(sampler.mean_loss[:2], [2.0, 1.0])
+    assert sampler.seen.tolist() == [True, True, False]
+
+
+def test_refreshed_cohorts_change_when_the_embeddings_do(rng):
+    n = 12
+    seen = np.ones(n, dtype=bool)
+    a = np.repeat(np.eye(3), 4, axis=0) + 0.01 * rng.standard_normal((n, 3))
+    first = speaker_cohorts(a, seen, 3, seed=0)
+    same = lambda x, y: (x[:, None] == x[None]) == (y[:, None] == y[None])  # noqa: E731
+    # Same partition from a shuffled copy's geometry (labels may be renamed).
+    assert same(first, speaker_cohorts(a, seen, 3, seed=1)).all()
+    b = np.roll(a, 2, axis=0)  # speakers move to other clusters
+    second = speaker_cohorts(b, seen, 3, seed=0)
+    assert not same(first, second).all()
+    # Through the sampler: re-clustered at every refresh from the running embeddings.
+    speakers = np.arange(n)
+    sampler = AdaptiveSpeakerSampler(speakers, 2, 1, rule="cohort_balanced", refresh_steps=1,
+                                     start_step=1, delay=0, n_cohorts=3, embedding_dim=3,
+                                     loss_ema=0.0)  # fmt: skip
+    sampler.observe(0, speakers, np.ones(n), a)
+    before = sampler.cohorts.copy()
+    sampler.observe(1, speakers, np.ones(n), b)
+    assert not same(before, sampler.cohorts).all()
+    assert same(sampler.cohorts, second).all()
+
+
+def test_sampler_state_round_trips_and_resumes_the_same_batches():
+    speakers = _speakers(10, 4)
+    kw = dict(rule="loss_weighted", seed=2, refresh_steps=2, start_step=2, delay=1)
+    full = AdaptiveSpeakerSampler(speakers, 3, 2, **kw)
+    rng = np.random.default_rng(0)
+    feed = [(s, rng.random(speakers.size) * 3) for s in range(6)]
+    for step, loss in feed[:3]:
+        full.observe(step, speakers, loss)
+    state = full.state_dict()
+    resumed = AdaptiveSpeakerSampler(speakers, 3, 2, **kw)
+    resumed.load_state_dict(state)
+    for step, loss in feed[3:]:
+        full.observe(step, speakers, loss)
+        resumed.observe(step, speakers, loss)
+    assert [full.batch(s) for s in range(3, 12)] == [resumed.batch(s) for s in range(3, 12)]
+    other = AdaptiveSpeakerSampler(speakers, 3, 2, **{**kw, "rule": "cohort_balanced"})
+    with pytest.raises(ValueError, match="rule"):
+        other.load_state_dict(state)
+
+
+def test_sample_log_counts_match_a_direct_count(tmp_path):
+    log = SampleLog(tmp_path / "sampling.jsonl", n_speakers=4, every=2)
+    log.start(0)
+    batches = [np.array([0, 0, 1, 5]), np.array([2, 2, 3, 3]), np.array([1, 1, 1, 1])]
+    weights = [np.array([1.0, 2.0, 3.0, 4.0]), None, np.array([0.5, 0.5, 0.5, 0.5])]
+    for step, (labels, w) in enumerate(zip(batches, weights, strict=True), start=1):
+        log.add(step, labels, w)
+    records = read_sample_log(tmp_path / "sampling.jsonl")
+    assert len(records) == 1 and records[0]["step"] == 2  # step 3's window is still open
+    # Steps 1-2: label 5 is speaker 1's speed class (5 % 4).
+    assert records[0]["crops"] == [2, 2, 2, 2]
+    assert records[0]["weight"] == [3.0, 7.0, 2.0, 2.0]
+    shares = group_shares(records, np.array([False, True, False, False]))
+    assert shares[0]["crop_share"] == pytest.approx(2 / 8)
+    assert shares[0]["weight_share"] == pytest.approx(7 / 14)
+    # The open window is in the checkpoint; a resumed log writes what one run would.
+    state = log.state_dict()
+    resumed = SampleLog(tmp_path / "sampling.jsonl", n_speakers=4, every=2)
+    resumed.load_state_dict(state)
+    resumed.start(3)
+    resumed.add(4, np.array([0, 0, 0, 0]), None)
+    last = read_sample_log(tmp_path / "sampling.jsonl")[-1]
+    assert last["step"] == 4 and last["crops"] == [4, 4, 0, 0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", ["loss_weighted", "cohort_balanced"])
+def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
+    from conftest import tiny_config
+
+    from arw_sv.checkpoint import load_checkpoint
+    from arw_sv.train.loop import fit
+
+    train, _ = tiny_manifests
+    args = (
+        f"data.sampling={sampling}", "data.speakers_per_batch=4", "data.n_cohorts=2",
+        "data.adaptive_start_step=1", "data.adaptive_refresh_steps=2", "data.adaptive_delay=1",
+        "train.steps=6", "train.checkpoint_every=3", "train.log_every=1",
+        "train.sample_log_every=2",
+    )  # fmt: skip
+    full = fit(tiny_config(tmp_path / "full", train, *args), progress=False)
+    fit(tiny_config(tmp_path / "cut", train, *args), progress=False, stop_after=3)
+    fit(tiny_config(tmp_path / "cut", train, *args), resume=True, progress=False)
+    read = lambda p, name: (p / name).read_text().splitlines()  # noqa: E731
+    hist = [[json.loads(x)["loss"] for x in read(tmp_path / r, "history.jsonl")]
+            for r in ("full", "cut")]  # fmt: skip
+    assert hist[0] == hist[1]
+    assert read(tmp_path / "full", "sampling.jsonl") == read(tmp_path / "cut", "sampling.jsonl")
+    state = load_checkpoint(full.checkpoint)["sampler"]
+    assert state["rule"] == sampling and bool(state["seen"].any())
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "step_6.pt")["sampler"]
+    assert torch.equal(state["mean_loss"], cut["mean_loss"])
+    assert torch.equal(state["schedule"], cut["schedule"])
