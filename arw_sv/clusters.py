@@ -183,7 +183,7 @@ class EmbeddingBank:
 
 def needs_clusters(adversary: AdversaryConfig) -> bool:
     """Whether the adversary reads cluster ids (so the k-means index must be kept fresh)."""
-    return adversary.use_cluster or adversary.formulation in ("pl", "groupdro")
+    return adversary.use_cluster or adversary.formulation in ("pl", "groupdro", "vrex")
 
 
 class _Processes(Protocol):

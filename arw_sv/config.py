@@ -190,6 +190,7 @@ class AdversaryConfig:
     chi2_penalty: float = 0.0  # ... - chi2_penalty * chi2(p || uniform), p = lambda / sum
     weight_ema: float = 0.0  # learner sees its cluster's EMA of the mean weight; 0 = off
     dro_step_size: float = 0.01  # groupdro: q_g <- q_g exp(eta * loss_g), normalised
+    vrex_penalty: float = 1.0  # vrex: beta in mean_c L_c + beta * var_c L_c over the clusters
 
     def __post_init__(self) -> None:
         _at_least(
@@ -202,6 +203,7 @@ class AdversaryConfig:
             "crowding_k",
         )
         _at_least("adversary", self, 0, "warmup_steps", "hidden")  # hidden 0: linear (ARL)
+        _at_least("adversary", self, 0, "vrex_penalty")
         _positive("adversary", self, "lr")
 
 
@@ -345,7 +347,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     ),
     "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
-    "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro"),
+    "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro", "vrex"),
     "adversary.optimizer": OPTIMIZER_NAMES,
     "adversary.normalize": ("sum", "none"),
     "train.optimizer": OPTIMIZER_NAMES,

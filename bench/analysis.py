@@ -31,7 +31,7 @@ from arw_sv.checkpoint import load_checkpoint
 from arw_sv.clusters import ClusterIndex
 from arw_sv.config import config_from_dict
 from arw_sv.data.manifest import Manifest
-from arw_sv.models.adversary import batch_crowding, build_adversary_from_config
+from arw_sv.models.adversary import VRExWeights, batch_crowding, build_adversary_from_config
 from arw_sv.train.build import build_learner
 from arw_sv.train.objective import adversary_weights
 
@@ -153,7 +153,10 @@ def analyse_checkpoint(
         owners = torch.tensor([index[u.speaker] for u in utts])
         crowding = batch_crowding(emb, owners, adversary.crowding_k)
     with torch.no_grad():
-        weights = adversary_weights(adversary, emb, cluster_ids, ac, crowding)
+        if isinstance(adversary, VRExWeights):  # weights from the cohorts' losses
+            weights = adversary(torch.as_tensor(aam_loss, dtype=torch.float32), cluster_ids)
+        else:
+            weights = adversary_weights(adversary, emb, cluster_ids, ac, crowding)
         weights = weights.numpy().astype(np.float64)
     result["adversary"] = adversary_summary(
         weights, aam_loss, groups, cluster_ids.numpy() if clusters is not None else None

@@ -234,12 +234,67 @@ def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def scratch_protocol(args: argparse.Namespace):
+    """The :class:`~bench.scratch.ScratchProtocol` that ``--protocol scratch --mechanisms``
+    args ask for."""
+    import dataclasses
+
+    from bench.scratch import SCRATCH_METHODS, ScratchProtocol
+
+    protocol = ScratchProtocol()
+    changes: dict = {"mechanisms": tuple(args.mechanisms)}
+    for key, name in (
+        ("val_corpora", "val_corpora"),
+        ("test_corpora", "test_corpora"),
+        ("seeds", "seeds"),
+        ("val_seeds", "val_seeds"),
+        ("methods", "methods"),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            changes[key] = tuple(value)
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.early_step is not None:
+        changes["early_step"] = args.early_step
+    if args.bootstrap is not None:
+        changes["bootstrap"] = args.bootstrap
+    extra = {}
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        base, sep, more = rest.partition(":")
+        if not sep or base not in SCRATCH_METHODS:
+            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
+        config, base_extra = SCRATCH_METHODS[base]
+        extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
+    changes["extra"] = extra
+    changes["gate"] = not args.no_gate
+    changes["skip_validation"] = args.skip_validation
+    changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
+    changes["overrides"] = (*protocol.overrides, *args.overrides)
+    return dataclasses.replace(protocol, **changes)  # fmt: skip
+
+
+def _run_scratch_cli(args: argparse.Namespace, command: str) -> int:
+    from bench.scratch import run_scratch_benchmark
+
+    summary = run_scratch_benchmark(args.out, scratch_protocol(args), jobs=args.jobs,
+                                    threads=args.threads, workers=args.workers,
+                                    progress=not args.quiet, command=command)  # fmt: skip
+    for mechanism in summary:
+        print(f"== {mechanism} (held-out corpora) ==")
+        print((Path(args.out) / mechanism / "heldout" / "results.md").read_text())
+    return 0
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     from bench.summary import load_results, write_results
 
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
     if args.protocol == "finetune":
         return _run_finetune_cli(args, command)
+    if args.mechanisms is not None:
+        return _run_scratch_cli(args, command)
     if args.bootstrap is None:
         args.bootstrap = 200
     if args.methods is None:
@@ -277,14 +332,23 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
         "--protocol",
         choices=("scratch", "finetune"),
         default="scratch",
-        help="scratch: every method trains from scratch (600 steps); finetune: ERM pre-trains "
-        "once per (corpus, seed), every method fine-tunes from it (docs/benchmark.md)",
+        help="scratch: every method trains from scratch (with --mechanisms: the gated "
+        "protocol of bench/scratch.py; without: the original 600-step benchmark on the bench "
+        "preset); finetune: ERM pre-trains once per (corpus, seed), every method fine-tunes "
+        "from it (docs/benchmark.md)",
     )
+    p.add_argument("--val-corpora", type=int, nargs="*", default=None,
+                   help="scratch: validation corpus seeds (default 100 101)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None, help="scratch: the training budget (1800)")
+    p.add_argument("--early-step", type=int, default=None,
+                   help="scratch: the ERM checkpoint the early methods start from (300)")  # fmt: skip
+    p.add_argument("--skip-validation", action="store_true",
+                   help="scratch: held-out corpora only (the validation choice is made)")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="finetune: tiny corpus and budget, <= ~15 min on 2 cores")  # fmt: skip
     p.add_argument("--mechanisms", nargs="+", default=None,
-                   help="finetune: disparity presets bench_<mechanism> (crowding underrep "
-                   "acoustics gender)")  # fmt: skip
+                   help="disparity presets bench_<mechanism> (crowding underrep acoustics "
+                   "gender representation); scratch: selects the gated protocol")  # fmt: skip
     p.add_argument("--val-corpus", type=int, default=None, help="finetune: validation corpus seed")
     p.add_argument("--test-corpora", type=int, nargs="*", default=None,
                    help="finetune: held-out corpus seeds (reported; none: the validation "

@@ -166,11 +166,14 @@ QUICK = Protocol(
 )
 
 
-def available_methods(names: tuple[str, ...], extra: dict) -> dict[str, tuple[str, tuple]]:
-    """The methods whose shipped config exists; a missing one is skipped with a message."""
+def available_methods(
+    names: tuple[str, ...], extra: dict, table: dict | None = None
+) -> dict[str, tuple[str, tuple]]:
+    """The methods (of ``table``, default the fine-tuning ones, and ``extra``) whose shipped
+    config exists; a missing one is skipped with a message."""
     from bench.common import config_path
 
-    table = {**FINETUNE_METHODS, **extra}
+    table = {**(FINETUNE_METHODS if table is None else table), **extra}
     out = {}
     for name in (*names, *[n for n in extra if n not in names]):
         if name not in table:
@@ -432,7 +435,7 @@ def _run_tasks(tasks, jobs: int, run_one) -> list[dict]:
     if jobs <= 1:
         out = []
         for task in tasks:
-            print(f"fine-tune {task.method} seed {task.seed} -> {task.run_dir}", flush=True)
+            print(f"run {task.method} seed {task.seed} -> {task.run_dir}", flush=True)
             out.append(_guarded(run_one, task))
         return out
     import multiprocessing

@@ -128,9 +128,68 @@ def run_one(task: RunTask) -> dict:
         "cohorts": cohort_report(
             Path(cfg.train.out_dir) / PREPASS_FILE, task.train_manifest, task.heldout_manifest
         ),
+        "shares": share_monitor(Path(cfg.train.out_dir), task.train_manifest),
     }
     atomic_write_text(done, json.dumps(result, indent=1))
     return result
+
+
+def share_monitor(train_dir: Path, train_manifest: str) -> dict | None:
+    """What a run drew and weighted, judged with labels it never saw (issue 29): per
+    attribute value (nationality, gender), its share of the training speakers and, per
+    window of ``sampling.jsonl``, its share of the crops drawn and of the learner's weight;
+    for an adaptive cohort sampler, the purity of its cohorts at each kept checkpoint (the
+    share of speakers in their cohort's majority nationality). None without a sample log.
+    """
+    from arw_sv.data.manifest import read_manifest
+    from arw_sv.train.sample_log import FILE, group_shares, read_sample_log
+
+    records = read_sample_log(Path(train_dir) / FILE)
+    if not records:
+        return None
+    train = read_manifest(train_manifest)
+    train = train.subset("dev") if len({u.split for u in train}) > 1 else train
+    out: dict = {"groups": {}}
+    for key in ("nationality", "gender"):
+        values = np.asarray(train.speaker_attribute(key))
+        for value in sorted(set(values.tolist())):
+            member = values == value
+            out["groups"][f"{key}={value}"] = {
+                "speaker_share": float(member.mean()),
+                "windows": group_shares(records, member),
+            }
+    purity = cohort_purity(Path(train_dir), np.asarray(train.speaker_attribute("nationality")))
+    if purity:
+        out["cohort_purity"] = purity
+    return out
+
+
+def cohort_purity(train_dir: Path, values: np.ndarray) -> list[dict]:
+    """Per kept checkpoint of an adaptive cohort sampler: the share of the seen speakers
+    that are in their cohort's majority value, and the largest share of one value that a
+    single cohort reaches for each value (does a cohort find the minority?)."""
+    import torch
+
+    out = []
+    for ckpt in sorted((Path(train_dir) / "checkpoints").glob("step_*.pt"),
+                       key=lambda p: int(p.stem.split("_")[1])):  # fmt: skip
+        sampler = torch.load(ckpt, map_location="cpu", weights_only=True).get("sampler", {})
+        if "cohorts" not in sampler or sampler.get("rule") != "cohort_balanced":
+            continue
+        cohorts = np.asarray(sampler["cohorts"])
+        seen = cohorts >= 0
+        if not seen.any():
+            continue
+        majority, best = 0, {}
+        for c in np.unique(cohorts[seen]):
+            members = values[cohorts == c]
+            labels, counts = np.unique(members, return_counts=True)
+            majority += int(counts.max())
+            for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+                best[label] = max(best.get(label, 0.0), count / members.size)
+        out.append({"step": int(ckpt.stem.split("_")[1]), "purity": majority / int(seen.sum()),
+                    "best_cohort_share": best})  # fmt: skip
+    return out
 
 
 def pair_term_monitor(history: Path) -> dict | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
+from bench.shares import plot_shares, shares_markdown
 
 SCHEMA = "arw-sv/bench-fairness"
 BASELINE = "erm"
@@ -178,6 +179,7 @@ def render_markdown(results: dict) -> str:
     lines += _monitor_markdown(runs, methods)
     lines += _pair_markdown(runs, methods)
     lines += _cohort_markdown(runs, methods)
+    lines += shares_markdown(runs, methods)
     lines += _interval_markdown(runs, methods, gkeys)
     errors = [r for r in results.get("failed", [])]
     if errors:
@@ -453,6 +455,8 @@ def plot_results(results: dict, out: Path) -> list[Path]:
         written.append(out / "paired_differences.png")
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
+    if plot_shares(runs, methods, out / "shares.png") is not None:
+        written.append(out / "shares.png")
     return written
 
 

@@ -169,16 +169,21 @@ def test_sample_log_counts_match_a_direct_count(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", ["loss_weighted", "cohort_balanced"])
+@pytest.mark.parametrize("sampling", ["loss_weighted", "cohort_balanced", "vrex"])
 def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
+    """Resume mid-run continues the method's state exactly: the running losses and cohorts
+    (adaptive samplers), V-REx's clusters; and the sample log with them."""
     from conftest import tiny_config
 
     from arw_sv.checkpoint import load_checkpoint
     from arw_sv.train.loop import fit
 
     train, _ = tiny_manifests
+    method = (f"data.sampling={sampling}",) if sampling != "vrex" else (
+        "adversary.formulation=vrex", "adversary.n_clusters=2", "adversary.vrex_penalty=2",
+        "adversary.cluster_refresh_steps=2", "adversary.warmup_steps=1")  # fmt: skip
     args = (
-        f"data.sampling={sampling}", "data.speakers_per_batch=4", "data.n_cohorts=2",
+        *method, "data.speakers_per_batch=4", "data.n_cohorts=2",
         "data.adaptive_start_step=1", "data.adaptive_refresh_steps=2", "data.adaptive_delay=1",
         "train.steps=6", "train.checkpoint_every=3", "train.log_every=1",
         "train.sample_log_every=2",
@@ -191,6 +196,11 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
             for r in ("full", "cut")]  # fmt: skip
     assert hist[0] == hist[1]
     assert read(tmp_path / "full", "sampling.jsonl") == read(tmp_path / "cut", "sampling.jsonl")
+    if sampling == "vrex":
+        history = [json.loads(x) for x in read(tmp_path / "full", "history.jsonl")]
+        assert any(h.get("adversary_objective") for h in history)
+        assert any(h.get("weight_std", 0) > 0 for h in history)  # cohorts weighted apart
+        return
     state = load_checkpoint(full.checkpoint)["sampler"]
     assert state["rule"] == sampling and bool(state["seen"].any())
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "step_6.pt")["sampler"]

@@ -483,3 +483,32 @@ def test_weight_ema_without_clusters_is_refused(tiny_manifests, tmp_path):
     )
     with pytest.raises(ValueError, match="use_cluster"):
         loop.fit(cfg, progress=False)
+
+
+def test_vrex_weights_give_the_gradient_of_the_vrex_objective():
+    """The weighted mean loss with V-REx's detached weights has exactly the gradient of
+    mean_c L_c + beta * var_c L_c (autograd on the objective itself), cohorts of unequal
+    size, one cohort absent."""
+    from arw_sv.models.adversary import VRExWeights
+
+    torch.manual_seed(0)
+    theta = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(10, 3, dtype=torch.float64)
+    cohort = torch.tensor([0, 0, 0, 0, 1, 1, 3, 3, 3, 1])  # cohort 2 absent
+    beta = 0.7
+
+    def per_sample():
+        return (x @ theta).exp()  # any smooth per-sample loss
+
+    losses = per_sample()
+    cohort_loss = torch.stack([losses[cohort == c].mean() for c in (0, 1, 3)])
+    objective = cohort_loss.mean() + beta * cohort_loss.var(unbiased=False)
+    (want,) = torch.autograd.grad(objective, theta)
+    weights = VRExWeights(4, beta)(per_sample().detach().float(), cohort).double()
+    assert weights.sum().item() == pytest.approx(10.0, rel=1e-6)
+    (got,) = torch.autograd.grad((weights * per_sample()).mean(), theta)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    # beta = 0: each present cohort equally weighted, whatever its size
+    flat = VRExWeights(4, 0.0)(losses.detach().float(), cohort)
+    assert flat[0].item() == pytest.approx(10 / (3 * 4))
+    assert flat[4].item() == pytest.approx(10 / (3 * 3))

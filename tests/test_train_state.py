@@ -20,6 +20,7 @@ from arw_sv.train.step import adversary_step, learner_step
 CHECKPOINT_KEYS = [
     "step", "config", "speakers", "extractor", "learner", "optimizer", "scheduler", "scaler",
     "adversary", "adversary_optimizer", "clusters", "weight_ema", "bank", "sampler",
+    "sample_log",
     "world_size", "rng",
 ]  # fmt: skip
 SMALL = ["model.preset=tiny", "model.embedding_dim=16", "adversary.n_clusters=2"]

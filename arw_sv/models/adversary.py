@@ -233,6 +233,54 @@ class GroupDROWeights(nn.Module):
         self.q.copy_(group_dro_update(self.q, group_loss.to(self.q), self.step_size))
 
 
+def vrex_sample_weights(losses: Tensor, cluster_ids: Tensor, n_clusters: int,
+                        penalty: float) -> Tensor:  # fmt: skip
+    """Sample weights whose weighted mean loss has the gradient of V-REx (Krueger et al.).
+
+    V-REx over the cohorts present, ``R = mean_c L_c + beta * var_c L_c`` (``L_c`` a
+    cohort's mean loss, the variance over the ``C'`` cohorts present, population form), has
+    the gradient ``sum_c (1 + 2 beta (L_c - mean L)) / C' * grad L_c``; so with the ``L_c``
+    detached, ``w_i = B (1 + 2 beta (L_{c_i} - mean L)) / (C' n_{c_i})`` gives the learner
+    exactly that gradient, and ``sum w = B``. A weight can be negative (V-REx raises a
+    cohort's loss that is below the mean). Global under DDP.
+
+    Shape:
+        losses (B,) detached, cluster_ids (B,) -> (B,).
+    """
+    losses = losses.detach().float()
+    sums = torch.zeros(n_clusters, device=losses.device).index_add(0, cluster_ids, losses)
+    counts = torch.bincount(cluster_ids, minlength=n_clusters).to(losses.dtype)
+    both = _global_sum(torch.stack([sums, counts]))
+    sums, counts = both[0], both[1]
+    present = counts > 0
+    cohort_loss = sums / counts.clamp(min=1)
+    mean = cohort_loss[present].mean()
+    factor = (1 + 2 * penalty * (cohort_loss - mean)) / (present.sum() * counts.clamp(min=1))
+    return counts.sum() * factor[cluster_ids]
+
+
+class VRExWeights(nn.Module):
+    """V-REx over the k-means clusters (proxy groups, as Fair-Gate over proxy sex groups):
+    no parameters and no update, the weights follow from the batch's cohort losses
+    (:func:`vrex_sample_weights`).
+
+    Args:
+        n_clusters: C.
+        penalty: beta, the weight of the variance of the cohorts' losses.
+    """
+
+    def __init__(self, n_clusters: int, penalty: float = 1.0) -> None:
+        super().__init__()
+        if n_clusters < 1 or penalty < 0:
+            raise ValueError(f"V-REx needs n_clusters >= 1 and penalty >= 0, got "
+                             f"{n_clusters}, {penalty}")  # fmt: skip
+        self.n_clusters, self.penalty = n_clusters, penalty
+
+    def forward(self, losses: Tensor, cluster_ids: Tensor) -> Tensor:
+        """Sample weights (sum B) from the batch's detached per-sample losses."""
+        return vrex_sample_weights(losses, cluster_ids.detach(), self.n_clusters, self.penalty)
+
+
 def _cluster_weights(*, n_clusters: int, temperature: float = 1.0, **_ignored) -> nn.Module:
     # hidden / use_embedding / use_cluster do not apply: PL sees the cluster only.
     return ClusterWeights(n_clusters, temperature)
@@ -242,7 +290,11 @@ def _group_dro(*, n_clusters: int, dro_step_size: float = 0.01, **_ignored) -> n
     return GroupDROWeights(n_clusters, dro_step_size)
 
 
-def _mlp(*, dro_step_size: float = 0.01, **kwargs) -> nn.Module:
+def _vrex(*, n_clusters: int, vrex_penalty: float = 1.0, **_ignored) -> nn.Module:
+    return VRExWeights(n_clusters, vrex_penalty)
+
+
+def _mlp(*, dro_step_size: float = 0.01, vrex_penalty: float = 1.0, **kwargs) -> nn.Module:
     return Adversary(**kwargs)
 
 
@@ -252,6 +304,7 @@ ADVERSARIES: dict[str, Callable[..., nn.Module] | None] = {
     "pw": _mlp,
     "pl": _cluster_weights,
     "groupdro": _group_dro,
+    "vrex": _vrex,
 }
 
 
@@ -267,13 +320,15 @@ def build_adversary(
     dro_step_size: float = 0.01,
     use_crowding: bool = False,
     crowding_k: int = 5,
+    vrex_penalty: float = 1.0,
 ) -> nn.Module | None:
     """The adversary for a formulation; None for "erm" (adversary off).
 
     "aps" and "pw" get an ``Adversary`` (MLP over embedding and/or cluster one-hot); "pl"
     gets ``ClusterWeights`` (one logit per cluster; ``hidden``, ``use_embedding`` and
     ``use_cluster`` do not apply to it); "groupdro" gets ``GroupDROWeights`` (q over the
-    clusters, no parameters).
+    clusters, no parameters); "vrex" gets ``VRExWeights`` (V-REx over the clusters, no
+    parameters).
 
     Args:
         formulation: one of "erm", "aps", "pl", "pw".
@@ -284,6 +339,7 @@ def build_adversary(
         use_cluster: feed the one-hot of the k-means cluster.
         temperature: T in ``sigmoid(logit / T)`` ("aps", "pw", "pl").
         dro_step_size: eta of GroupDRO's update ("groupdro").
+        vrex_penalty: beta of V-REx ("vrex").
         use_crowding: also feed the batch crowding ("aps", "pw" only).
         crowding_k: its number of neighbours.
 
@@ -316,6 +372,7 @@ def build_adversary(
         use_cluster=use_cluster,
         temperature=temperature,
         dro_step_size=dro_step_size,
+        vrex_penalty=vrex_penalty,
         **extra,
     )
 
@@ -346,6 +403,7 @@ def build_adversary_from_config(
             dro_step_size=adversary.dro_step_size,
             use_crowding=adversary.use_crowding,
             crowding_k=adversary.crowding_k,
+            vrex_penalty=adversary.vrex_penalty,
         )
 
     if seed is None:

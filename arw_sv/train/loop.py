@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -313,6 +314,35 @@ def _record_draws(
         if adaptive.rule == "cohort_balanced":
             embeddings = dist_ctx.gather_rows(detached.embeddings).cpu().numpy()
         adaptive.observe(step, speakers % n_speakers, losses, embeddings)
+
+
+def replay_sample_log(cfg: Config, steps: int | None = None) -> Path:
+    """Write the ``sampling.jsonl`` a run of a fixed sampler (``speaker`` or
+    ``group_balanced``, whose batches depend on the seed alone) drew, without training: for
+    runs made before the log existed. Unit weights (no adversary). Returns the file.
+    """
+    if cfg.data.sampling not in ("speaker", "group_balanced") or cfg.adversary.formulation != "erm":
+        raise ValueError(f"replay needs a fixed sampler and no adversary, not "
+                         f"data.sampling={cfg.data.sampling}")  # fmt: skip
+    manifest = _training_manifest(cfg)
+    groups = None
+    if cfg.data.sampling == "group_balanced":
+        groups = _speaker_groups(manifest, cfg.data.balance_key)
+    sampler = SpeakerBatchSampler(manifest.speaker_indices(), cfg.data.speakers_per_batch,
+                                  cfg.data.utterances_per_speaker, seed=cfg.train.seed,
+                                  groups=groups)  # fmt: skip
+    speaker_of = manifest.speaker_indices()
+    out = Path(cfg.train.out_dir) / SAMPLE_LOG
+    log_ = SampleLog(out, len(manifest.speakers), cfg.train.sample_log_every or 100)
+    log_.start(from_step=0)
+    if out.exists():
+        out.unlink()
+    total = steps if steps is not None else cfg.train.steps
+    for step, batch in enumerate(sampler, start=1):
+        if step > total:
+            break
+        log_.add(step, np.asarray([speaker_of[i] for i, *_ in batch]), None)
+    return out
 
 
 def _training_manifest(cfg: Config) -> Manifest:

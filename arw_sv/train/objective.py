@@ -28,7 +28,7 @@ class Objective:
     """``L_w``: the (weighted) AAM + pair loss, as ``arw_sv.arw.weighted_objective`` defines it.
 
     Attributes:
-        formulation: "erm", "aps", "pl", "pw" or "groupdro" (weighted as "aps").
+        formulation: "erm", "aps", "pl", "pw", "groupdro" or "vrex" (both weighted as "aps").
         aam_weight, pair_weight: the two loss terms' weights (``loss.*``).
         weight_aam: the adversary's weights scale the AAM term too (``adversary.*`` from here).
         normalize: "sum" or "none".
@@ -78,7 +78,8 @@ class Objective:
         Shape:
             sample_loss (B,), J x PairTerms of (B/J, B/J), weights (B,) or None -> ().
         """
-        formulation = "aps" if self.formulation == "groupdro" else self.formulation
+        # GroupDRO's and V-REx's cluster-derived weights act on samples, as APS's do.
+        formulation = "aps" if self.formulation in ("groupdro", "vrex") else self.formulation
 
         def one(loss: torch.Tensor, terms: PairTerms, w: torch.Tensor | None) -> torch.Tensor:
             return weighted_objective(

@@ -23,7 +23,7 @@ from arw_sv.clusters import ClusterIndex, EmbeddingBank
 from arw_sv.config import Config, config_to_dict
 from arw_sv.data.adaptive import AdaptiveSpeakerSampler
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.models.adversary import GroupDROWeights, build_adversary_from_config
+from arw_sv.models.adversary import GroupDROWeights, VRExWeights, build_adversary_from_config
 from arw_sv.models.heads import MarginSchedule
 from arw_sv.robust import WeightEMA, check_stabilisers
 from arw_sv.train.build import build_learner, build_optimizer, lr_factor
@@ -199,7 +199,7 @@ def build_train_state(
     adv_optimizer = weight_ema = None
     if adversary is not None:
         adversary = adversary.to(device)
-        if not isinstance(adversary, GroupDROWeights):  # q moves by its own rule
+        if not isinstance(adversary, (GroupDROWeights, VRExWeights)):  # no gradient step
             adv_optimizer = build_optimizer(ac.optimizer, adversary.parameters(), ac.lr)
         if ac.weight_ema > 0:
             weight_ema = WeightEMA(ac.n_clusters, ac.weight_ema)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from arw_sv.clusters import ClusterIndex
-from arw_sv.models.adversary import GroupDROWeights, batch_crowding
+from arw_sv.models.adversary import GroupDROWeights, VRExWeights, batch_crowding
 from arw_sv.models.pair_loss import PairTerms
 from arw_sv.robust import WeightEMA, group_sums, weight_statistics
 from arw_sv.train.distributed import all_ranks_true, average_gradients
@@ -233,7 +233,13 @@ def learner_step(
         with torch.no_grad():
             if getattr(adversary, "use_crowding", False):
                 crowding = batch_crowding(emb, labels, adversary.crowding_k)
-            weights = adversary_weights(adversary, emb, cluster_ids, objective, crowding)
+            if isinstance(adversary, VRExWeights):
+                losses = objective.sample_losses(
+                    sample_loss.detach(), tuple(p.detach() for p in pairs)
+                )
+                weights = adversary(losses, cluster_ids)
+            else:
+                weights = adversary_weights(adversary, emb, cluster_ids, objective, crowding)
             if weight_ema is not None:
                 weights = weight_ema(weights, cluster_ids)
     loss = objective(sample_loss, pairs, weights)
@@ -310,6 +316,13 @@ def adversary_step(
     ``objective`` is then the q-weighted loss before the update and ``grad_norm`` 0.
     """
     adversary.train()
+    if isinstance(adversary, VRExWeights):  # nothing to update: report R = mean + beta var
+        with torch.no_grad():
+            losses = objective.sample_losses(batch.sample_loss, batch.pairs)
+            sums, counts = group_sums(losses, batch.cluster_ids, adversary.n_clusters)
+            cohort = (sums / counts.clamp(min=1))[counts > 0]
+            value = cohort.mean() + adversary.penalty * cohort.var(unbiased=False)
+        return AdversaryStats(objective=float(value), grad_norm=0.0)
     if isinstance(adversary, GroupDROWeights):
         with torch.no_grad():
             losses = objective.sample_losses(batch.sample_loss, batch.pairs)
