@@ -203,12 +203,18 @@ class _Corpus:
         from bench.summary import write_results
 
         order = methods if order is None else order
-        early_ones = {n: m for n, m in order.items() if f"train.init_checkpoint={EARLY}" in m[1]}
         done = []
-        # ERM (and every method from step 0) first: the early methods start from its run.
-        for phase in ({n: m for n, m in order.items() if n not in early_ones}, early_ones):
-            tasks = [self._task(name, config, extra, seed, threads)
-                     for seed in seeds for name, (config, extra) in phase.items()]  # fmt: skip
+        # An early method waits for ERM's run of its seed when that is not there yet; the
+        # rest run in the order asked for.
+        waiting = [
+            (n, s)
+            for s in seeds
+            for n, (_, extra) in order.items()
+            if f"train.init_checkpoint={EARLY}" in extra and not self._early(s).is_file()
+        ]
+        ready = [(n, s) for s in seeds for n in order if (n, s) not in waiting]
+        for phase in (ready, waiting):
+            tasks = [self._task(n, *order[n], s, threads) for n, s in phase]  # fmt: skip
             for task, result in zip(tasks, _run_tasks(tasks, jobs, run_one), strict=True):
                 self.results[(task.method, task.seed)] = result
                 _log_run(self.out, task, result)
@@ -225,12 +231,16 @@ class _Corpus:
         write_results(self.folder, setup, list(self.results.values()))
         return done
 
+    def _early(self, seed: int) -> Path:
+        """ERM's checkpoint at the early step, for ``seed``."""
+        return (self.folder / "runs" / BASELINE / f"seed{seed}" / "train" / "checkpoints"
+                / f"step_{self.protocol.early_step}.pt")  # fmt: skip
+
     def _task(self, name: str, config: str, extra: tuple, seed: int, threads: int):
         from bench.finetune import mechanism_overrides
         from bench.runs import RunTask
 
-        early = (self.folder / "runs" / BASELINE / f"seed{seed}" / "train" / "checkpoints"
-                 / f"step_{self.protocol.early_step}.pt")  # fmt: skip
+        early = self._early(seed)
         if f"train.init_checkpoint={EARLY}" in extra and not early.is_file():
             raise RuntimeError(
                 f"{name} starts from {early}, which {BASELINE}'s run did not keep (it keeps "
