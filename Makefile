@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff format arw_sv eval bench tests
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.metrics_speed
+	$(BIN)/python -m bench.speed.metrics
 
 clean:
 	rm -rf $(VENV) runs

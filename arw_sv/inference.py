@@ -29,7 +29,7 @@ from arw_sv.models.traceable import TraceableEcapa
 BACKENDS = ("auto", "onnx", "jit", "eager")
 # "auto" runs a job through ONNX Runtime from this much audio on (seconds): the export costs
 # about 7 s once per model (then cached), ONNX Runtime saves about 40% of the trace's time
-# (bench/extract_speed.py), and the trace runs at about 126x real time per core, so an hour
+# (bench/speed/extract.py), and the trace runs at about 126x real time per core, so an hour
 # of audio wins back the export; a model already in the cache is used at any size.
 ONNX_MIN_SECONDS = 3600.0
 
@@ -279,7 +279,7 @@ class SpeakerEncoder:
         length share a batch, so every embedding equals the one ``embed_file`` gives; a
         corpus with few equal lengths then runs file by file. On CPU that is also the fast
         way: one 8 s utterance per call runs at 126x real time, 16 per call at 83x (larger
-        activations fall out of cache; ``bench/extract_speed.py``), and SpeechBrain's padded
+        activations fall out of cache; ``bench/speed/extract.py``), and SpeechBrain's padded
         batches of 16 were 3.4x slower than this on 36 utterances of 3-12 s.
         ``max_padding > 0`` also batches
         near-equal lengths, padding each to the longest of its batch (at most that

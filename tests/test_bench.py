@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from arw_sv.config import Config, load_config
-from bench.analysis import adversary_summary, point_biserial, spearman
 from bench.common import config_path
-from bench.fairness import METHODS, parse_methods, run_benchmark
+from bench.fairness.analysis import adversary_summary, point_biserial, spearman
+from bench.fairness.cli import METHODS, parse_methods, run_benchmark
 
 TINY = (
     "model.preset=tiny",
@@ -54,7 +54,7 @@ def _refuse_second_calls(monkeypatch, *targets) -> None:
 
 def _spy_adversary_summaries(monkeypatch) -> list[tuple[tuple, dict]]:
     """Record the inputs and output of every ``adversary_summary`` call of the analysis."""
-    import bench.analysis as analysis
+    import bench.fairness.analysis as analysis
 
     calls = []
     original = analysis.adversary_summary
@@ -182,13 +182,13 @@ def test_fairness_benchmark_tiny(tmp_path, monkeypatch):
     import arw_sv.inference
     import arw_sv.synth.corpus
     import arw_sv.train.loop
-    import bench.analysis
+    import bench.fairness.analysis
 
     _refuse_second_calls(
         monkeypatch,
         (arw_sv.train.loop, "fit"),
         (arw_sv.inference, "embed_utterances"),
-        (bench.analysis, "analyse_checkpoint"),
+        (bench.fairness.analysis, "analyse_checkpoint"),
         (arw_sv.synth.corpus, "_render_task"),
     )
     assert run_benchmark(out, **kwargs)["runs"] == results["runs"]
@@ -210,7 +210,7 @@ FT_SYNTH = (
 
 
 def test_finetune_methods_that_exist_are_configs_differing_only_in_data_sampling(capsys):
-    from bench.finetune import FINETUNE_METHODS, available_methods
+    from bench.fairness.finetune import FINETUNE_METHODS, available_methods
 
     methods = available_methods(tuple(FINETUNE_METHODS), {"x": ("bench_nonexistent", ())})
     assert "x" not in methods and "bench_nonexistent" in capsys.readouterr().out
@@ -226,7 +226,7 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
     import torch
 
     import arw_sv.train.loop as loop
-    from bench.finetune import Protocol, run_finetune_benchmark
+    from bench.fairness.finetune import Protocol, run_finetune_benchmark
 
     probe = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
     first: dict[str, torch.Tensor] = {}
@@ -296,8 +296,8 @@ def test_finetune_protocol_tiny_every_method_starts_from_the_same_erm(tmp_path, 
 def test_finetune_cli_builds_the_protocol_asked_for():
     import argparse
 
-    from bench.fairness import add_fairness_arguments, finetune_protocol
-    from bench.finetune import FULL, QUICK
+    from bench.fairness.cli import add_fairness_arguments, finetune_protocol
+    from bench.fairness.finetune import FULL, QUICK
 
     parser = argparse.ArgumentParser()
     add_fairness_arguments(parser)
@@ -325,7 +325,7 @@ def test_full_protocol_runs_the_corpora_the_issue_states():
     asked for by name apply to every mechanism."""
     import argparse
 
-    from bench.fairness import add_fairness_arguments, finetune_protocol
+    from bench.fairness.cli import add_fairness_arguments, finetune_protocol
 
     parser = argparse.ArgumentParser()
     add_fairness_arguments(parser)
@@ -353,7 +353,7 @@ def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp
     held-out speakers: held-out discovery records the seed's table on held-out speakers
     disjoint from training and test, every run its pair term, results.md both tables."""
     from arw_sv.data.manifest import read_manifest
-    from bench.finetune import Protocol, run_finetune_benchmark
+    from bench.fairness.finetune import Protocol, run_finetune_benchmark
 
     protocol = Protocol(
         mechanisms=("crowding",),
@@ -391,8 +391,8 @@ def test_finetune_protocol_tiny_new_methods_record_cohorts_and_the_pair_term(tmp
     assert prepass["key"]["sampling"] == "cohort_batches"
     md = (corpus / "results.md").read_text()
     assert "## What the cohort samplers found" in md and "## The pair term" in md
-    # bench.cohort_table on the same ERM model and setting gives the run's own table
-    from bench import cohort_table
+    # bench.fairness.cohort_table on the same ERM model and setting gives the run's own table
+    from bench.fairness import cohort_table
 
     init = json.loads((corpus / "seed0" / "erm_pretrain" / "pretrain_curve.json").read_text())
     argv = ["data.speakers_per_batch=4", "--corpus", str(corpus), "--checkpoint",

@@ -9,7 +9,7 @@ import pytest
 
 from arw_sv.data.manifest import read_manifest
 from arw_sv.train.loop import fit
-from bench.analysis import analyse_checkpoint
+from bench.fairness.analysis import analyse_checkpoint
 from tests.conftest import tiny_config
 
 
@@ -40,7 +40,7 @@ def test_analysis_weights_are_the_trained_ones(tiny_manifests, tmp_path, overrid
 def test_training_monitors_summarise_the_history_by_hand(tmp_path):
     from types import SimpleNamespace
 
-    from bench.runs import training_monitors
+    from bench.fairness.runs import training_monitors
 
     rows = [
         {"step": 10, "loss": 3.0},  # an ERM-style row: no monitors

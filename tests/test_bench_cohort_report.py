@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from arw_sv.data.manifest import Utterance, write_manifest
-from bench import runs, summary
+from bench.fairness import runs, summary
 
 
 def _manifest(path, speakers, split):

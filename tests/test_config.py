@@ -20,7 +20,7 @@ def test_every_config_folder_is_there_with_the_configs_the_code_names():
     # A folder that moved or emptied would leave the parametrised test below with fewer (or
     # no) cases, which pytest skips instead of failing: this test fails instead.
     from arw_sv.shipped import shipped_configs
-    from bench.fairness import METHODS
+    from bench.fairness.cli import METHODS
 
     for folder in (*CONFIG_DIRS, RECIPE_CONF):
         assert folder.is_dir() and any(folder.glob("*.yaml")), folder

@@ -1,4 +1,4 @@
-"""bench.criterion: issue 13's success rule on hand-made runs (each part able to fail)."""
+"""bench.fairness.criterion: issue 13's success rule on hand-made runs (each part able to fail)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import criterion
+from bench.fairness import criterion
 
 
 def _metrics(eer, worst, std, female=None, male=None, gap=None) -> dict:

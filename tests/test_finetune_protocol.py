@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import finetune, runs, summary
+from bench.fairness import finetune, runs, summary
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import finetune, runs, scratch, summary
+from bench.fairness import finetune, runs, scratch, summary
 
 
 @pytest.fixture

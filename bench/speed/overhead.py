@@ -1,7 +1,7 @@
 """Per-step training overhead of ARW-PW over ERM.
 
-    python -m bench.overhead --threads 1                 # the fairness benchmark's model
-    python -m bench.overhead --config demo_arw_pw        # the demo's c256 model
+    python -m bench.speed.overhead --threads 1                 # the fairness benchmark's model
+    python -m bench.speed.overhead --config demo_arw_pw        # the demo's c256 model
 
 
 Both players' work is timed exactly as ``fit`` does it per step, on one fixed batch held in
@@ -191,8 +191,8 @@ def format_result(result: OverheadResult, cfg: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.overhead``."""
-    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__,
+    """Entry point of ``python -m bench.speed.overhead``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.speed.overhead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
         "--config", default="bench_arw_pw", help="an ARW-PW config: bench/conf or shipped"

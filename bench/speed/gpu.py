@@ -13,8 +13,8 @@ Without CUDA it prints one line and exits 0, so it can sit in any script.
 
 Usage::
 
-    .venv/bin/python -m bench.gpu                 # everything
-    .venv/bin/python -m bench.gpu --quick         # tiny model, seconds
+    .venv/bin/python -m bench.speed.gpu                 # everything
+    .venv/bin/python -m bench.speed.gpu --quick         # tiny model, seconds
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from bench import common as sc
-from bench import train_speed as ts
+from bench.speed import train as ts
 
 VARIANTS = [  # (name, kind, precision, compiled)
     ("SpeechBrain fp32", "speechbrain", "fp32", False),
@@ -133,7 +133,7 @@ def section_tests() -> str:
         [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "tests/test_gpu.py"],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     tail = "\n".join(run.stdout.strip().splitlines()[-15:])
     return f"### gpu-marked tests (exit {run.returncode})\n\n```\n{tail}\n```"
@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench/gpu.py: no CUDA device here; every GPU measurement skipped.")
+        print("bench/speed/gpu.py: no CUDA device here; every GPU measurement skipped.")
         return 0
     if args.quick:
         args.presets, args.batch, args.steps, args.extract_batch = ["tiny"], 16, 3, 4
-    print(f"<!-- python -m bench.gpu {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.speed.gpu {' '.join(argv or sys.argv[1:])} -->")
     print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}\n")
     sections = {
         "training": lambda: section_training(args),

@@ -11,7 +11,7 @@
 3. trains the demo's narrow ECAPA on the training speakers (``arw-sv train demo``,
    ``--steps``), embeds the test and calibration segments;
 4. scores every pair of test segments (``arw-sv trials`` with quotas above the supply);
-5. runs ``bench.calibration`` (every method, the gender oracle, speaker-bootstrap
+5. runs ``bench.calibration.experiment`` (every method, the gender oracle, speaker-bootstrap
    intervals) and writes ``summary.md`` and ``gender_rates.png``: per-gender FMR and FNMR
    at the global EER and FMR-1% thresholds, raw cosine against each calibration method.
 
@@ -22,7 +22,7 @@ its README; the numbers show that the pipeline works on real speech, not a tuned
 
 Usage::
 
-    python -m bench.librispeech_calibration --out runs/librispeech-cal [--steps 1500]
+    python -m bench.calibration.librispeech --out runs/librispeech-cal [--steps 1500]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 
 from arw_sv.atomic import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / ".." / "shared" / "data" / "librispeech-mini" / "LibriSpeech"
 SEGMENT_S, MIN_LAST_S = 2.0, 1.0
 N_TEST_EXTRA, N_CAL_PER_GENDER = 51, 30
@@ -164,7 +164,7 @@ def main() -> None:
             "100000", "--across", "100000", "--max-per-speaker", "0", "--out", str(trials))  # fmt: skip
     cal_out = out / "calibration"
     subprocess.run(
-        [sys.executable, "-m", "bench.calibration", "--test", str(out / "test.npz"), "--cal",
+        [sys.executable, "-m", "bench.calibration.experiment", "--test", str(out / "test.npz"), "--cal",
          str(out / "cal.npz"), "--trials", str(trials), "--meta", str(manifest), "--out",
          str(cal_out), "--clusters", "4", "16", "--oracle-key", "gender", "--bootstrap",
          str(args.bootstrap)],

@@ -23,8 +23,8 @@ Agreement is the lowest cosine to SpeechBrain's embedding over the batch.
 
 Usage::
 
-    .venv/bin/python -m bench.extract_speed --threads 2          # everything (~3 min)
-    .venv/bin/python -m bench.extract_speed --quick              # tiny smoke run
+    .venv/bin/python -m bench.speed.extract --threads 2          # everything (~3 min)
+    .venv/bin/python -m bench.speed.extract --quick              # tiny smoke run
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ def section_memory(v: Variants, args, out: dict, workdir: Path) -> str:
         "onnx": "ONNX Runtime",
     }
     for variant, label in names.items():
-        got = sc.run_child("extract_speed", ["--child", variant, *common])
+        got = sc.run_child("speed.extract", ["--child", variant, *common])
         out[f"memory_{variant}"] = got
         rows.append([label, f"{got['peak']:.0f}", f"{got['peak'] - got['before']:.0f}"])
     return "\n".join(
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    print(f"<!-- python -m bench.extract_speed {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.speed.extract {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}; onnxruntime threads {args.threads}\n")
     out: dict = {"machine": sc.machine_line(), "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="arw_extract_") as tmp:

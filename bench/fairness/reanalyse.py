@@ -1,12 +1,12 @@
 """Recompute the adversary analysis and the training monitors of finished benchmark runs.
 
-For runs written by an older version of :func:`bench.runs.run_one` (before the analysis
+For runs written by an older version of :func:`bench.fairness.runs.run_one` (before the analysis
 used the trainer's own weight function, or before the monitors were recorded): every
 ``result.json`` under ``--out`` gets its ``analysis`` recomputed from its checkpoint and its
 ``monitors`` read from its ``history.jsonl``; nothing else in it changes. Then re-run the
 benchmark's command (every run is complete, so it only rebuilds ``results.*``).
 
-    python -m bench.reanalyse --out runs/ft
+    python -m bench.fairness.reanalyse --out runs/ft
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def reanalyse(out: Path, *, threads: int = 1, base: Path | None = None) -> int:
     from arw_sv.checkpoint import load_checkpoint
     from arw_sv.config import config_from_dict
     from arw_sv.data.manifest import read_manifest
-    from bench.analysis import analyse_checkpoint
-    from bench.runs import training_monitors
+    from bench.fairness.analysis import analyse_checkpoint
+    from bench.fairness.runs import training_monitors
 
     torch.set_num_threads(threads)
     base = Path(base or ".")
@@ -54,8 +54,8 @@ def reanalyse(out: Path, *, threads: int = 1, base: Path | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.reanalyse``."""
-    p = argparse.ArgumentParser(prog="python -m bench.reanalyse", description=__doc__,
+    """Entry point of ``python -m bench.fairness.reanalyse``."""
+    p = argparse.ArgumentParser(prog="python -m bench.fairness.reanalyse", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--out", required=True, help="a benchmark output folder")
     p.add_argument("--base", default=".", help="the folder the benchmark ran in")

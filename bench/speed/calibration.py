@@ -12,12 +12,12 @@ speakers, as ``arw-sv calibrate --score-norm asnorm`` builds it), the held-out b
 best label-free method: it has no target of its own; its cost is AS-norm's (every test
 utterance against the cohort), as with ``arw-sv eval --asnorm``.
 
-The embeddings come from ``bench.metrics_speed.synthesise``; the calibration speakers are
+The embeddings come from ``bench.speed.metrics.synthesise``; the calibration speakers are
 a second draw with their ids renamed, so they are disjoint from the test speakers.
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.calibration_speed [--repeat 5] [--plot out.png]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.speed.calibration [--repeat 5] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from arw_sv.calibration import (
     save_calibrator,
 )
 from arw_sv.data.trials import write_scores
-from bench.eval_speed import timed_run
-from bench.metrics_speed import META, synthesise
+from bench.speed.eval import timed_run
+from bench.speed.metrics import META, synthesise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_embeddings(path: Path, ids: list[str], matrix: np.ndarray) -> None:

@@ -2,11 +2,11 @@
 
 Runs the product's own pre-pass (``data.sampling: cohort_heldout``, arw_sv/prepass.py) on a
 benchmark corpus's ERM checkpoint, for each ``--cohorts`` count, and judges what it found
-with the labels it never saw (:func:`bench.runs.cohort_report`): the bottom cohorts' EER
+with the labels it never saw (:func:`bench.fairness.runs.cohort_report`): the bottom cohorts' EER
 against the rest's, their share of the held-out speakers, and each nationality's share of
 the bottom held-out cohorts and of the training speakers they flag for oversampling.
 
-    python -m bench.cohort_table --corpus runs/ft/representation/corpus100 \\
+    python -m bench.fairness.cohort_table --corpus runs/ft/representation/corpus100 \\
         --checkpoint runs/ft/representation/corpus100/seed0/erm_pretrain/train/checkpoints/final.pt
 
 Trailing ``k=v`` arguments override the method's config as in its run (the flagged set is
@@ -24,12 +24,12 @@ from pathlib import Path
 
 def cohort_table(corpus: Path, checkpoint: Path, cohorts: list[int], top: int, out: Path,
                  seed: int = 0, overrides: tuple[str, ...] = ()) -> list[dict]:  # fmt: skip
-    """One row per cohort count: :func:`bench.runs.cohort_report` of the pre-pass."""
+    """One row per cohort count: :func:`bench.fairness.runs.cohort_report` of the pre-pass."""
     from arw_sv.config import load_config
     from arw_sv.data.manifest import read_manifest
     from arw_sv.prepass import PREPASS_FILE, sampling_targets
     from bench.common import config_path
-    from bench.runs import cohort_report
+    from bench.fairness.runs import cohort_report
 
     train, held = corpus / "manifests" / "train.csv", corpus / "manifests" / "heldout.csv"
     if not held.is_file():
@@ -79,7 +79,7 @@ def render(rows: list[dict], minority: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.cohort_table``."""
+    """Entry point of ``python -m bench.fairness.cohort_table``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--corpus", type=Path, required=True, help="a benchmark corpus folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="the ERM model")

@@ -1,7 +1,7 @@
 """One benchmark run (train, embed, score, evaluate, analyse) and the data it needs.
 
 Shared by the from-scratch protocol (:mod:`bench.fairness`) and the fine-tuning one
-(:mod:`bench.finetune`).
+(:mod:`bench.fairness.finetune`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def run_one(task: RunTask) -> dict:
     from arw_sv.inference import embed_utterances
     from arw_sv.prepass import PREPASS_FILE
     from arw_sv.train.loop import fit
-    from bench.analysis import analyse_checkpoint
     from bench.common import config_path
+    from bench.fairness.analysis import analyse_checkpoint
 
     if task.threads > 0:
         torch.set_num_threads(task.threads)

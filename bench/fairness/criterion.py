@@ -19,7 +19,7 @@ from each run's own ``result.json`` (so a benchmark still under way can be looke
 
 Usage::
 
-    .venv/bin/python -m bench.criterion --out runs/ft --mechanisms crowding acoustics
+    .venv/bin/python -m bench.fairness.criterion --out runs/ft --mechanisms crowding acoustics
 """
 
 from __future__ import annotations
@@ -276,8 +276,8 @@ def write_overview(out: Path, corpora: dict[str, list[int]], min_seeds: int = 2)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.criterion``."""
-    p = argparse.ArgumentParser(prog="python -m bench.criterion", description=__doc__,
+    """Entry point of ``python -m bench.fairness.criterion``."""
+    p = argparse.ArgumentParser(prog="python -m bench.fairness.criterion", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--out", default="runs/ft", help="the fine-tuning benchmark's folder")
     p.add_argument("--mechanisms", nargs="+", default=["crowding", "acoustics"])

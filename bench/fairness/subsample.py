@@ -6,7 +6,7 @@ gender cell, trials kept when both speakers are drawn), ``--draws`` times. Print
 draw: each method's overall and worst-nationality EER on the subset, and Kendall's tau
 between the methods' order on the full set and on the subset (1 = the same ranking).
 
-    python -m bench.subsample --corpus runs/ft/crowding/corpus100 --fraction 0.5 --draws 5
+    python -m bench.fairness.subsample --corpus runs/ft/crowding/corpus100 --fraction 0.5 --draws 5
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def _metrics(scores, trials, meta, keep=None) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.subsample``."""
+    """Entry point of ``python -m bench.fairness.subsample``."""
     from scipy.stats import kendalltau
 
     from arw_sv.data.meta import read_speaker_meta
     from arw_sv.data.trials import read_scores
 
-    p = argparse.ArgumentParser(prog="python -m bench.subsample", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.fairness.subsample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--corpus", required=True, help="a corpus folder of the benchmark")
     p.add_argument("--seed", type=int, default=0, help="training seed of the runs")

@@ -4,8 +4,8 @@ Times the interval between consecutive learner steps (so data loading and everyt
 in the loop is included), after a warm-up of 10 steps, and the first step's wait (a cold or
 warm ``torch.compile``). Used for docs/benchmark.md, "Where the time goes"::
 
-    .venv/bin/python -m bench.step_time --manifest runs/ft/acoustics/corpus0/manifests/train.csv
-    .venv/bin/python -m bench.step_time --manifest ... --compile   # twice: cold, then warm cache
+    .venv/bin/python -m bench.speed.step_time --manifest runs/ft/acoustics/corpus0/manifests/train.csv
+    .venv/bin/python -m bench.speed.step_time --manifest ... --compile   # twice: cold, then warm cache
 
 Pause other benchmark processes first (``kill -STOP``): the numbers are per-core times.
 """
@@ -23,8 +23,8 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.step_time``."""
-    p = argparse.ArgumentParser(prog="python -m bench.step_time", description=__doc__,
+    """Entry point of ``python -m bench.speed.step_time``."""
+    p = argparse.ArgumentParser(prog="python -m bench.speed.step_time", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--manifest", required=True, help="a training manifest (CSV)")
     p.add_argument("--steps", type=int, default=80)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import arw_sv.train.loop as loop
     from arw_sv.config import load_config
     from bench.common import config_path
-    from bench.finetune import FULL
+    from bench.fairness.finetune import FULL
 
     torch.set_num_threads(1)
     stamps: list[float] = []

@@ -7,7 +7,7 @@ it is near 50% the speakers are indistinguishable. Also reports same-session tar
 against the cross-session targets of the trial list, which shows how much the channel
 matters.
 
-    python -m bench.synth_proxy data/synth          # a corpus from `arw-sv synth`
+    python -m bench.fairness.synth_proxy data/synth          # a corpus from `arw-sv synth`
 """
 
 from __future__ import annotations

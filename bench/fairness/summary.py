@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
-from bench.shares import plot_shares, shares_markdown
+from bench.fairness.shares import plot_shares, shares_markdown
 
 SCHEMA = "arw-sv/bench-fairness"
 BASELINE = "erm"

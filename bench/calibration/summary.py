@@ -1,4 +1,4 @@
-"""The method table over several models' ``bench.calibration`` results (paired with raw cosine).
+"""The method table over several models' ``bench.calibration.experiment`` results (paired with raw cosine).
 
 For each calibration method and each model (a training method x seed), the change against
 that model's raw cosine scores of: the planted grouping's max/min FMR and FNMR ratios at the
@@ -8,16 +8,16 @@ model (FMR ratio at least halved, GARBE at least -30%, EER and minDCF not worse,
 than raw). Writes Markdown to stdout and ``--out``.
 
 With folders of several mechanisms (``.../<mechanism>/corpus<k>/runs/<method>/seed<s>/
-calibration``, as ``bench/calibration_heldout.sh`` writes them), ``--overview`` prints the
+calibration``, as ``bench/calibration/heldout.sh`` writes them), ``--overview`` prints the
 method x mechanism table instead: per mechanism, the mean change of the FMR ratio and of
 GARBE at FMR 1% and how many models meet the criterion; the gender mechanism is read on
 gender, the others on nationality.
 
 Usage::
 
-    python -m bench.calibration_summary runs/h1/crowding/corpus0/runs/*/seed*/calibration \\
+    python -m bench.calibration.summary runs/h1/crowding/corpus0/runs/*/seed*/calibration \\
         --out docs/results/calibration-h1/summary.md
-    python -m bench.calibration_summary runs/h*/*/corpus0/runs/*/seed*/calibration --overview
+    python -m bench.calibration.summary runs/h*/*/corpus0/runs/*/seed*/calibration --overview
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("folders", nargs="+", type=Path, help="bench.calibration --out folders")
+    p.add_argument(
+        "folders", nargs="+", type=Path, help="bench.calibration.experiment --out folders"
+    )
     p.add_argument("--grouping", default=None,
                    help="the grouping to read (default: the mechanism's planted one)")  # fmt: skip
     p.add_argument("--overview", action="store_true", help="the method x mechanism table")

@@ -9,8 +9,8 @@ interruption, and a finished run is never trained twice):
 3. per (method, seed), in ``--jobs`` parallel processes of ``--threads`` torch threads:
    train (``fit(resume=True)``) -> embed the test set -> score the trials -> evaluate
    (EER, minDCF, per gender / nationality, disparity, optional speaker bootstrap) ->
-   "what the adversary learned" (:mod:`bench.analysis`) -> ``result.json``;
-4. aggregate: ``results.json``, ``results.md`` and plots (:mod:`bench.summary`).
+   "what the adversary learned" (:mod:`bench.fairness.analysis`) -> ``result.json``;
+4. aggregate: ``results.json``, ``results.md`` and plots (:mod:`bench.fairness.summary`).
 
 Layout of ``--out``: ``corpus/``, ``manifests/``, ``runs/<method>/seed<k>/`` (``train/``,
 ``embeddings_test.npz``, ``scores.txt``, ``report/``, ``result.json``), ``results.*``,
@@ -34,7 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.runs import RunTask, prepare_data, run_one
+from bench.fairness.runs import RunTask, prepare_data, run_one
 
 #: method name -> benchmark config (bench/conf/<name>.yaml)
 METHODS: dict[str, str] = {
@@ -92,7 +92,7 @@ def run_benchmark(
         progress: print progress.
         command: the command line, recorded in the results.
     """
-    from bench.summary import write_results
+    from bench.fairness.summary import write_results
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,10 +174,10 @@ def parse_methods(names: list[str], variants: list[str]) -> dict[str, tuple[str,
 
 
 def finetune_protocol(args: argparse.Namespace):
-    """The :class:`~bench.finetune.Protocol` that ``--protocol finetune`` args ask for."""
+    """The :class:`~bench.fairness.finetune.Protocol` that ``--protocol finetune`` args ask for."""
     import dataclasses
 
-    from bench.finetune import FINETUNE_METHODS, FULL, QUICK
+    from bench.fairness.finetune import FINETUNE_METHODS, FULL, QUICK
 
     protocol = QUICK if args.quick else FULL
     changes: dict = {}
@@ -215,7 +215,7 @@ def finetune_protocol(args: argparse.Namespace):
 
 
 def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
-    from bench.finetune import run_finetune_benchmark
+    from bench.fairness.finetune import run_finetune_benchmark
 
     summary = run_finetune_benchmark(
         args.out,
@@ -235,11 +235,11 @@ def _run_finetune_cli(args: argparse.Namespace, command: str) -> int:
 
 
 def scratch_protocol(args: argparse.Namespace):
-    """The :class:`~bench.scratch.ScratchProtocol` that ``--protocol scratch --mechanisms``
+    """The :class:`~bench.fairness.scratch.ScratchProtocol` that ``--protocol scratch --mechanisms``
     args ask for."""
     import dataclasses
 
-    from bench.scratch import SCRATCH_METHODS, ScratchProtocol
+    from bench.fairness.scratch import SCRATCH_METHODS, ScratchProtocol
 
     protocol = ScratchProtocol()
     changes: dict = {"mechanisms": tuple(args.mechanisms)}
@@ -276,7 +276,7 @@ def scratch_protocol(args: argparse.Namespace):
 
 
 def _run_scratch_cli(args: argparse.Namespace, command: str) -> int:
-    from bench.scratch import run_scratch_benchmark
+    from bench.fairness.scratch import run_scratch_benchmark
 
     summary = run_scratch_benchmark(args.out, scratch_protocol(args), jobs=args.jobs,
                                     threads=args.threads, workers=args.workers,
@@ -288,7 +288,7 @@ def _run_scratch_cli(args: argparse.Namespace, command: str) -> int:
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    from bench.summary import load_results, write_results
+    from bench.fairness.summary import load_results, write_results
 
     command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.argv[0]), *sys.argv[1:]])
     if args.protocol == "finetune":
@@ -333,7 +333,7 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
         choices=("scratch", "finetune"),
         default="scratch",
         help="scratch: every method trains from scratch (with --mechanisms: the gated "
-        "protocol of bench/scratch.py; without: the original 600-step benchmark on the bench "
+        "protocol of bench/fairness/scratch.py; without: the original 600-step benchmark on the bench "
         "preset); finetune: ERM pre-trains once per (corpus, seed), every method fine-tunes "
         "from it (docs/benchmark.md)",
     )
@@ -368,7 +368,7 @@ def add_fairness_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gate", action="store_true",
                    help="finetune: run every method and corpus of a mechanism with a headroom "
                    "gate (representation) even when the oracle gains too little on the "
-                   "validation corpus (bench/finetune.py: HEADROOM_GATE)")  # fmt: skip
+                   "validation corpus (bench/fairness/finetune.py: HEADROOM_GATE)")  # fmt: skip
     p.add_argument("--methods", nargs="+", default=None, help="methods to run")
     p.add_argument(
         "--variant",

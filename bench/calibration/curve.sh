@@ -3,7 +3,7 @@
 # back-end against the number of calibration speakers (50 to 1,020), on validation corpus
 # seed 100 with C1's model. The corpus is regenerated with 170 calibration speakers per cell;
 # every other speaker is drawn as in C1, so C1's model, test embeddings and trials hold.
-#   bench/calibration_curve.sh C1_RUN_DIR OUT [THREADS]
+#   bench/calibration/curve.sh C1_RUN_DIR OUT [THREADS]
 # C1_RUN_DIR holds erm/checkpoints/step_600.pt, test.npz and trials_all.txt (C1's commands).
 set -euo pipefail
 C1=${1:?C1 run folder}
@@ -19,6 +19,6 @@ $A synth --out "$OUT/c100big" --preset demo --seed 100 --workers 1 --quiet calib
 [ -f "$OUT/all.csv" ] || $A manifest "$OUT/c100big" --meta "$OUT/c100big/vox1_meta.csv" --splits dev test cal --out "$OUT/all.csv"
 [ -f "$OUT/cal.npz" ] || $A embed "$C1/erm/checkpoints/step_600.pt" --manifest "$OUT/all.csv" --split cal --out "$OUT/cal.npz" --quiet
 date
-$PY -m bench.calibration --test "$C1/test.npz" --cal "$OUT/cal.npz" --trials "$C1/trials_all.txt" \
+$PY -m bench.calibration.experiment --test "$C1/test.npz" --cal "$OUT/cal.npz" --trials "$C1/trials_all.txt" \
   --meta "$OUT/all.csv" --out "$OUT/cal" --clusters 16 --curve 50 100 240 500 1020
 date

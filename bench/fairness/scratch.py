@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arw_sv.atomic import atomic_write_text
-from bench.criterion import BASELINE, ORACLE
+from bench.fairness.criterion import BASELINE, ORACLE
 
 #: The oracle's worst-group gain every validation (corpus, seed) must show (issue 29).
 SCRATCH_GATE = 0.20
@@ -107,7 +107,7 @@ def run_overrides(protocol: ScratchProtocol, extra: tuple[str, ...], early: Path
 
 def gate_check(results: list[dict], mechanism: str, gate: float) -> dict:
     """The oracle's worst-group change against ERM on each seed of one corpus."""
-    from bench.criterion import check_corpus
+    from bench.fairness.criterion import check_corpus
 
     runs = {(r["method"], r["seed"]): r["metrics"] for r in results if "metrics" in r}
     changes = {c.seed: c.worst_change for c in check_corpus(runs, 0, mechanism)
@@ -128,7 +128,7 @@ def run_scratch_benchmark(
     command: str = "",
 ) -> dict:
     """Run (or finish) the from-scratch benchmark; returns {mechanism: held-out results}."""
-    from bench.finetune import available_methods
+    from bench.fairness.finetune import available_methods
 
     out = Path(out)
     table = {**SCRATCH_METHODS, **protocol.extra}
@@ -162,7 +162,7 @@ def run_scratch_benchmark(
             done = corpus.run(methods, protocol.seeds, jobs, threads, command)
             heldout += [{**r, "seed": 1000 * c + r["seed"]} for r in done]
         if heldout:
-            from bench.summary import write_results
+            from bench.fairness.summary import write_results
 
             setup = {"command": command, "protocol": "scratch", "mechanism": mechanism,
                      "role": "held-out corpora pooled", "corpora": list(protocol.test_corpora),
@@ -183,7 +183,7 @@ class _Corpus:
 
     def __init__(self, out: Path, mechanism: str, seed: int, protocol: ScratchProtocol,
                  workers: int, progress: bool) -> None:  # fmt: skip
-        from bench.runs import prepare_data
+        from bench.fairness.runs import prepare_data
 
         self.folder = out / mechanism / f"corpus{seed}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -198,9 +198,9 @@ class _Corpus:
         """Train (or read) ``order`` (default: all ``methods``) for every seed, ERM first
         (the early methods start from its checkpoint); writes ``results.*`` over every run
         of this corpus so far. Returns this call's runs."""
-        from bench.finetune import _run_tasks
-        from bench.runs import run_one
-        from bench.summary import write_results
+        from bench.fairness.finetune import _run_tasks
+        from bench.fairness.runs import run_one
+        from bench.fairness.summary import write_results
 
         order = methods if order is None else order
         done = []
@@ -237,8 +237,8 @@ class _Corpus:
                 / f"step_{self.protocol.early_step}.pt")  # fmt: skip
 
     def _task(self, name: str, config: str, extra: tuple, seed: int, threads: int):
-        from bench.finetune import mechanism_overrides
-        from bench.runs import RunTask
+        from bench.fairness.finetune import mechanism_overrides
+        from bench.fairness.runs import RunTask
 
         early = self._early(seed)
         if f"train.init_checkpoint={EARLY}" in extra and not early.is_file():
@@ -262,7 +262,7 @@ def _with_shares(path: Path, train_manifest: str) -> dict:
     the run predates the sample log (fixed samplers only: their draws need no model)."""
     from arw_sv.config import load_config
     from arw_sv.train.loop import replay_sample_log
-    from bench.runs import share_monitor
+    from bench.fairness.runs import share_monitor
 
     result = json.loads(path.read_text())
     if result.get("shares") is not None or "metrics" not in result:
@@ -284,7 +284,7 @@ def _log_run(out: Path, task, result: dict) -> None:
     import shlex
 
     from bench.common import config_path
-    from bench.runs import HELDOUT, _resolve
+    from bench.fairness.runs import HELDOUT, _resolve
 
     path = out / "runs.md"
     lines = path.read_text().splitlines() if path.is_file() else [
@@ -298,7 +298,7 @@ def _log_run(out: Path, task, result: dict) -> None:
         *_resolve(task.overrides, task.heldout_manifest or HELDOUT, task.method),
     ]  # fmt: skip
     config = config_path(task.config)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = config.relative_to(root) if config.is_relative_to(root) else config
     cmd = " ".join(shlex.quote(str(x)) for x in ["arw-sv", "train", config, *overrides])
     eer = 100 * result["metrics"]["eer"]

@@ -18,9 +18,9 @@ length and batch size), ``memory`` (peak RSS of a fresh process per variant).
 
 Usage::
 
-    .venv/bin/python -m bench.train_speed --threads 2                # everything (~6 min)
-    .venv/bin/python -m bench.train_speed --sections ratio --presets c512 --rounds 5
-    .venv/bin/python -m bench.train_speed --quick                    # tiny smoke run
+    .venv/bin/python -m bench.speed.train --threads 2                # everything (~6 min)
+    .venv/bin/python -m bench.speed.train --sections ratio --presets c512 --rounds 5
+    .venv/bin/python -m bench.speed.train --quick                    # tiny smoke run
 """
 
 from __future__ import annotations
@@ -603,7 +603,7 @@ def section_memory(args, out: dict) -> str:
         str(args.threads),
     ]
     for variant in ("speechbrain", "erm", "arw_pw"):
-        got = sc.run_child("train_speed", ["--child", variant, *common])
+        got = sc.run_child("speed.train", ["--child", variant, *common])
         out[f"memory_{variant}"] = got
         rows.append(
             [
@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    print(f"<!-- python -m bench.train_speed {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.speed.train {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}\n")
     out: dict = {"machine": sc.machine_line(), "args": vars(args)}
     for name in args.sections:

@@ -17,8 +17,8 @@ speaker and cell structure. Then times:
 
 Usage::
 
-    .venv/bin/python -m bench.metrics_speed            # --quick (default), about a minute
-    .venv/bin/python -m bench.metrics_speed --full     # adds SpeechBrain EER on 550k
+    .venv/bin/python -m bench.speed.metrics            # --quick (default), about a minute
+    .venv/bin/python -m bench.speed.metrics --full     # adds SpeechBrain EER on 550k
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from arw_sv.metrics import as_norm, eer, min_dcf
 
 N_TRIALS_H = 550_894
 N_TRIALS_O = 37_611
-META = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "voxceleb" / "vox1_meta.csv"
+META = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "voxceleb" / "vox1_meta.csv"
 
 
 def synthesise(meta_path: Path, seed: int = 0, n_trials: int = N_TRIALS_H, dim: int = 192):

@@ -11,7 +11,7 @@ calibration speakers' utterances as its cohort) is reported beside them.
 
 Usage (after ``arw-sv embed`` of both splits and ``arw-sv trials`` over the test split)::
 
-    python -m bench.calibration --test test.npz --cal cal.npz --trials trials.txt \\
+    python -m bench.calibration.experiment --test test.npz --cal cal.npz --trials trials.txt \\
         --meta all.csv --out runs/cal_probe [--clusters 4 16] [--curve 24 60 120 240]
 
 Writes ``results.json``, ``results.md`` and ``curve.png`` under ``--out``; each cell is

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
-from bench.criterion import BASELINE, ORACLE
+from bench.fairness.criterion import BASELINE, ORACLE
 
 #: Harder in-batch pairs (issue 20) at the same batch size (32 crops): 8 speakers x 4 crops
 #: from 2 of the `data.n_cohorts` k-means cohorts (label-free hard negatives), and a margin
@@ -56,7 +56,7 @@ FINETUNE_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "jtt": ("bench_jtt", ()),
     "groupdro": ("bench_groupdro", ()),
     # Held-out cohort discovery (Dheram et al.): cohorts ranked by EER on the corpus's
-    # held-out speakers (its cal split, bench.runs.HELDOUT), nearest training speakers
+    # held-out speakers (its cal split, bench.fairness.runs.HELDOUT), nearest training speakers
     # oversampled as cohort_oversample does.
     "cohort_heldout": (
         "bench_cohort_oversample",
@@ -291,9 +291,9 @@ def run_finetune_benchmark(
     command: str = "",
 ) -> dict:
     """Run (or finish) the fine-tuning benchmark; returns {mechanism: held-out results}."""
-    from bench.criterion import write_overview
-    from bench.runs import prepare_data
-    from bench.summary import write_results
+    from bench.fairness.criterion import write_overview
+    from bench.fairness.runs import prepare_data
+    from bench.fairness.summary import write_results
 
     out = Path(out)
     methods = available_methods(protocol.methods, protocol.extra)
@@ -372,7 +372,7 @@ def _finetune_corpus(methods: dict, where: tuple, protocol: Protocol, jobs: int,
 
     ``where``: (corpus folder, its manifest paths, mechanism, training seeds).
     """
-    from bench.runs import RunTask, run_one
+    from bench.fairness.runs import RunTask, run_one
 
     folder, paths, mechanism, seeds = where
     results = []
@@ -406,7 +406,7 @@ def headroom(folder: Path, results: list[dict], mechanism: str, gate: float) -> 
     """Issue 20's gate on a validation corpus: does the label oracle lower the worst
     group's EER by at least ``gate`` (relative, mean over seeds) against ERM continued?
     Writes ``headroom.json`` and says so in one line; False stops the mechanism there."""
-    from bench.criterion import check_corpus
+    from bench.fairness.criterion import check_corpus
 
     runs = {(r["method"], r["seed"]): r["metrics"] for r in results if "metrics" in r}
     changes = [c.worst_change for c in check_corpus(runs, 0, mechanism) if c.method == ORACLE]

@@ -15,8 +15,8 @@ with the trainer's threads).
 
 Usage::
 
-    .venv/bin/python -m bench.data_speed --threads 2        # ~2 min
-    .venv/bin/python -m bench.data_speed --quick
+    .venv/bin/python -m bench.speed.data --threads 2        # ~2 min
+    .venv/bin/python -m bench.speed.data --quick
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from arw_sv.config import AugmentConfig, load_config
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import read_manifest
 from bench import common as sc
-from bench import train_speed as ts
+from bench.speed import train as ts
 
 AUGMENT = {
     "reverb_prob": 0.2,
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         args.preset, args.batch, args.crop = "tiny", 8, 1.0
         args.items, args.batches, args.steps = 8, 4, 2
     sc.setup_threads(args.threads)
-    print(f"<!-- python -m bench.data_speed {' '.join(argv or sys.argv[1:])} -->")
+    print(f"<!-- python -m bench.speed.data {' '.join(argv or sys.argv[1:])} -->")
     print(f"Machine: {sc.machine_line()}\n")
     manifest = sc.make_corpus(Path(args.corpus))
     musan, rirs = make_noise_sources(Path(args.corpus))

@@ -1,6 +1,6 @@
 """End-to-end speed of ``arw-sv eval --scores`` and of the CLI's start-up (a benchmark, not a test).
 
-Writes the VoxCeleb1-H-shaped score file of ``bench/metrics_speed.py`` (550,894 trials), then
+Writes the VoxCeleb1-H-shaped score file of ``bench/speed/metrics.py`` (550,894 trials), then
 times, each as a fresh ``python`` subprocess and interleaved so that machine load hits all
 alike, ``--repeat`` times (median and minimum reported):
 
@@ -16,7 +16,7 @@ compared byte for byte.
 
 Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.eval_speed [--baseline DIR] [--repeat 5]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.speed.eval [--baseline DIR] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.data import trials as trials_io
-from bench.metrics_speed import META, synthesise
+from bench.speed.metrics import META, synthesise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_score_file(path: Path, meta: Path) -> None:
