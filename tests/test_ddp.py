@@ -30,6 +30,10 @@ CUT_AT = 3
 
 
 def _ddp_overrides(formulation: str) -> list[str]:
+    if formulation in ("loss_weighted", "cohort_balanced"):  # an adaptive sampler, no adversary
+        return [f"train.steps={DDP_STEPS}", "train.checkpoint_every=100", "train.log_every=1",
+                f"data.sampling={formulation}", "data.adaptive_start_step=1",
+                "data.adaptive_refresh_steps=2", "data.adaptive_delay=1", "data.n_cohorts=2"]  # fmt: skip
     return [
         f"train.steps={DDP_STEPS}",
         "train.checkpoint_every=100",
@@ -176,7 +180,7 @@ def _assert_close(a: dict, b: dict, atol: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("formulation", ["erm", "pw"])
+@pytest.mark.parametrize("formulation", ["erm", "pw", "loss_weighted"])
 def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_path, formulation):
     manifest = str(tiny_manifests[0])
     torch.multiprocessing.spawn(
@@ -206,6 +210,12 @@ def test_two_processes_match_one_process_and_resume_exactly(tiny_manifests, tmp_
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
     assert a["world_size"] == 2 and a["step"] == DDP_STEPS
+    if formulation == "loss_weighted":  # every rank folded in the same global batches
+        assert torch.equal(a["sampler"]["schedule"], b["sampler"]["schedule"])
+        assert len(a["sampler"]["schedule_steps"]) > 1  # a refresh happened
+        single_sampler = load_checkpoint(single.checkpoint)["sampler"]
+        torch.testing.assert_close(a["sampler"]["mean_loss"], single_sampler["mean_loss"],
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
     if formulation == "pw":
         assert a["clusters"] is not None  # the k-means refresh ran (rank 0, broadcast)
         single_state = load_checkpoint(single.checkpoint)
