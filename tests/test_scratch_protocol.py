@@ -147,3 +147,31 @@ def test_share_monitor_matches_a_direct_count_of_the_batches(tiny_manifests, tmp
     want = direct[nationality == value].sum() / direct.sum()
     got = shares["groups"][f"nationality={value}"]["windows"][0]["crop_share"]
     assert got == pytest.approx(want)
+
+
+def test_learning_curve_caches_each_step_and_tables_the_change_against_erm(tmp_path, monkeypatch):
+    from bench.fairness import curve
+
+    corpus = tmp_path / "representation" / "corpus100"
+    worst = {"erm": {300: 0.20, 600: 0.18}, "erm_balanced": {300: 0.19, 600: 0.135}}
+    for method in worst:
+        folder = corpus / "runs" / method / "seed0" / "train" / "checkpoints"
+        folder.mkdir(parents=True)
+        for step in (300, 600):
+            (folder / f"step_{step}.pt").write_text("")
+    calls = []
+
+    def fake_evaluate(checkpoint, corpus_dir, work):
+        calls.append(checkpoint)
+        value = worst[work.parent.name][int(checkpoint.stem.split("_")[1])]
+        return {"eer": 0.08, "worst_nationality_eer": value, "nationality_std": 0.05}
+
+    monkeypatch.setattr(curve, "evaluate_checkpoint", fake_evaluate)
+    assert curve.main([str(corpus)]) == 0
+    assert len(calls) == 4
+    table = (corpus / "curve.md").read_text()
+    assert "| 600 | 18.00 (8.00) | 13.50 (8.00), -25.0% |" in table  # 0.135 / 0.18 - 1
+    assert "| 300 | 20.00 (8.00) | 19.00 (8.00), -5.0% |" in table
+    assert (corpus / "curve.png").is_file()
+    curve.main([str(corpus)])  # cached: nothing evaluated again
+    assert len(calls) == 4
