@@ -81,6 +81,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="a calibrator from `arw-sv calibrate`: report raw and calibrated side by side "
         "(needs --embeddings)",
     )
+    st.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="with --calibration: apply it even if it or the embeddings name no model",
+    )
     st.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("outputs")
     o.add_argument("--out", type=Path, required=True, help="output folder")
@@ -211,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
 
             calibrator = load_calibrator(args.calibration)
             llr = calibrate_trials(
-                args.calibration, args.embeddings, trials, scores, embeddings, calibrator
-            )
+                args.calibration, args.embeddings, trials, scores, embeddings, calibrator,
+                model_check=not args.no_model_check,
+            )  # fmt: skip
             report["calibrated"] = calibrated_section(
                 llr, *sides, file=args.calibration, method=calibrator.label, **shared
             )
