@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-MAX_NODES = 100_000  # after alias expansion (the public SpeechBrain ECAPA: ~150; configs: ~100)
+MAX_NODES = 20_000  # after alias expansion (the public SpeechBrain ECAPA: ~150; configs: ~100)
 MAX_BYTES = 1_000_000  # of YAML text (the shipped configs are a few kilobytes)
 SHOWN = 100  # characters of a value that a message shows
 
