@@ -110,8 +110,9 @@ def load_yaml(
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise YamlError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    parser = loader(text)
+    parser = None
     try:
+        parser = loader(text)  # checks the characters already
         return parser.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -124,4 +125,5 @@ def load_yaml(
     except RecursionError:
         raise YamlError(f"{where}: YAML nested too deeply") from None
     finally:
-        parser.dispose()
+        if parser is not None:
+            parser.dispose()

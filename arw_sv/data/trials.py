@@ -410,7 +410,9 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise TrialsError(f"{path}: not a readable embeddings .npz ({first[:200]})") from None
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise ValueError(f"{path}: expected one embedding vector per id, got shape {matrix.shape}")
-    return ids, matrix
+    from arw_sv.data.embedding_checks import check_embeddings
+
+    return check_embeddings(path, ids, matrix, TrialsError)
 
 
 class ScoredTrials(NamedTuple):
