@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from arw_sv.atomic import open_no_follow
 from arw_sv.augment import Augmenter, speed_classes
 from arw_sv.checkpoint import (
     CheckpointError,
@@ -88,7 +89,8 @@ def _claim_run_folder(
     if dist_ctx.is_main:
         lock = RunLock(out_dir)
         cleanup.callback(lock.release)
-        handler = logging.FileHandler(out_dir / "train.log")
+        handler = logging.StreamHandler(open_no_follow(out_dir / "train.log", "a"))
+        cleanup.callback(handler.stream.close)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("arw_sv").addHandler(handler)
         logging.getLogger("arw_sv").setLevel(logging.INFO)
@@ -520,14 +522,13 @@ class _History:
 
     def __init__(self, path: Path, from_step: int) -> None:
         self.path = path
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= from_step
-            ]
-            path.write_text("".join(k + "\n" for k in kept))
+        if path.exists() or path.is_symlink():
+            with open_no_follow(path, "r") as handle:
+                lines = handle.read().splitlines()
+            kept = [k for k in lines if k.strip() and json.loads(k)["step"] <= from_step]
+            with open_no_follow(path, "w") as handle:
+                handle.write("".join(k + "\n" for k in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
+        with open_no_follow(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
