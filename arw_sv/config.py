@@ -168,6 +168,9 @@ class ModelConfig:
     channels: tuple[int, ...] = ()
     embedding_dim: int = 192
     attention_channels: int = 128  # at most channels[-1] (as configs have always built it)
+    # True: attention_channels as given, even wider than channels[-1] (as some SpeechBrain
+    # folders are); False keeps the cap, so that every existing config builds as before.
+    attention_exact: bool = False
     se_channels: int = 0  # 0: min(128, channels[0]); a SpeechBrain folder may need 128
     res2net_scale: int = 0  # 0: 8 (4 below 64 channels)
 

@@ -477,6 +477,40 @@ def _initialise_from(
     return None
 
 
+# How each architecture() key of a SpeechBrain folder is set in a config.
+_SETTINGS_OF = {
+    "channels": "model.channels",
+    "attention": "model.attention_channels",
+    "se": "model.se_channels",
+    "scale": "model.res2net_scale",
+    "dim": "model.embedding_dim",
+    "n_mels": "features.n_mels",
+    "sample_rate": "features.sample_rate",
+    "win": "features.win_length_ms",
+    "hop": "features.hop_length_ms",
+}
+
+
+def _matching_overrides(have: dict[str, Any], differ: dict[str, tuple]) -> str:
+    """Advice a user can follow: the overrides that build the folder's model, or which of
+    its settings no config can express.
+    """
+    fixed = [k for k in differ if k not in _SETTINGS_OF]
+    if fixed:
+        return f"no config setting gives its {', '.join(fixed)}: it cannot be fine-tuned here"
+    overrides = []
+    for key in differ:
+        value = have[key]
+        text = "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, list) else value
+        overrides.append(f"{_SETTINGS_OF[key]}={text}")
+    if "attention" in differ and have["attention"] > have["channels"][-1]:
+        overrides.append("model.attention_exact=true")
+    if "channels" in differ:
+        overrides.append("model.attention_exact=true")  # the width stays as the folder's
+        overrides.append(f"model.attention_channels={have['attention']}")
+    return "train with " + " ".join(dict.fromkeys(overrides))
+
+
 def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str]) -> None:
     folder = resolve(name)
     imported = load_extractor(folder)
@@ -485,7 +519,7 @@ def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str
     if differ:
         raise ConfigError(
             f"train.init_checkpoint={PREFIX}{name}: the folder's model differs from the "
-            f"config's (folder, config): {differ}; set model.* / features.* to match"
+            f"config's (folder, config): {differ}; {_matching_overrides(have, differ)}"
         )
     learner.extractor.load_state_dict(imported.state_dict())
     head = head_for(folder, speakers, learner.aam.weight.shape[0], learner.extractor.embedding_dim)
