@@ -468,6 +468,11 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"override key {shorten(key)} must be section.key (e.g. train.lr)")
+        sections = [f.name for f in dataclasses.fields(Config)]
+        if parts[0] not in sections:
+            raise ConfigError(
+                f"override {shorten(key.strip())}: unknown section; one of {', '.join(sections)}"
+            )
         try:
             value = load_yaml(raw, f"override '{key.strip()}'", lines=False) if raw.strip() else ""
         except YamlError as exc:
