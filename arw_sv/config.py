@@ -468,11 +468,6 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"override key {shorten(key)} must be section.key (e.g. train.lr)")
-        sections = [f.name for f in dataclasses.fields(Config)]
-        if parts[0] not in sections:
-            raise ConfigError(
-                f"override {shorten(key.strip())}: unknown section; one of {', '.join(sections)}"
-            )
         try:
             value = load_yaml(raw, f"override '{key.strip()}'", lines=False) if raw.strip() else ""
         except YamlError as exc:
@@ -493,7 +488,15 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(values: Mapping[str, Any], overrides: Iterable[str] = ()) -> Config:
     """Build a :class:`Config` from a nested mapping plus dotted overrides."""
-    merged = _merge(dict(values), parse_overrides(overrides))
+    parsed = parse_overrides(overrides)
+    sections = [f.name for f in dataclasses.fields(Config)]
+    for section, keys in parsed.items():
+        if section not in sections:
+            raise ConfigError(
+                f"override '{section}.{next(iter(keys))}': unknown section; one of "
+                f"{', '.join(sections)}"
+            )
+    merged = _merge(dict(values), parsed)
     return _build(Config, merged, "")
 
 

@@ -405,12 +405,13 @@ def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ValueError(f"unknown synth config key {shorten(key)}{hint}")
         try:
-            value = load_yaml(text, f"synth override '{key}'", lines=False) if text.strip() else ""
+            where = f"synth override {shorten(item)}"
+            value = load_yaml(text, where, lines=False) if text.strip() else ""
             changes[key] = coerce_value(value, hints[key], f"synth.{key}")
         except YamlError as exc:
             raise ValueError(str(exc)) from None
         except ConfigError as exc:
-            raise ValueError(f"synth override '{key}': {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
     return replace(cfg, **changes)
 
 
