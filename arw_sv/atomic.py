@@ -13,6 +13,7 @@ write to the same target. The result gets the usual mode for a new file under th
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
 import os
@@ -118,6 +119,10 @@ def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
         FileExistsError: ``path`` is a file, or a non-empty folder without ``force``.
     """
     path = Path(path)
+    if path.is_symlink():
+        if not path.is_dir():
+            raise FileExistsError(f"{path}: a symbolic link, not to a folder")
+        path = path.resolve()  # write the folder it points to; the link itself stays
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not force:
@@ -144,3 +149,32 @@ def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def no_follow_fd(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that never follows a symbolic link at ``path``: for every file a run
+    keeps writing to (its log, its history) or locks, so that a link planted in a run
+    folder cannot make training truncate, append to or print another file.
+
+    Raises:
+        ValueError: ``path`` is a symbolic link (named).
+        OSError: any other failure to open it.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise ValueError(
+                f"{path}: is a symbolic link; a run folder's files are never written through "
+                "one (remove the link)"
+            ) from None
+        raise
+
+
+def open_no_follow(path: str | Path, mode: str = "a") -> IO[str]:
+    """:func:`no_follow_fd` as a text file: ``mode`` ``"a"`` (created if missing), ``"r"``
+    or ``"w"`` (truncated).
+    """
+    flags = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "r": os.O_RDONLY,
+             "w": os.O_WRONLY | os.O_TRUNC | os.O_CREAT}[mode]  # fmt: skip
+    return os.fdopen(no_follow_fd(path, flags), mode, encoding="utf-8")

@@ -41,16 +41,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        # torch's own text advises `weights_only=False`, i.e. running arbitrary pickled code
-        # from the file: not advice to pass on. Keep only its first line otherwise.
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
-            why = "it holds objects other than tensors and plain values, which are refused"
-        else:
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({why})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({load_refusal(exc)})") from None
     if not isinstance(state, dict) or "extractor" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not an arw-sv checkpoint (no extractor/config)")
     return state
+
+
+def load_refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line. torch's own text advises
+    re-running with ``weights_only=False``, i.e. running arbitrary pickled code from the
+    file: not advice to pass on, so a weights-only refusal says what was refused and why.
+    """
+    text = str(exc)
+    if "weights_only" in text or "Weights only" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"it holds a pickled Python object{what}, not only tensors and plain values; "
+            "arw-sv refuses to unpickle objects, which could run code"
+        )
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def load_extractor(path: str | Path, map_location: str | torch.device = "cpu"):
@@ -60,11 +70,18 @@ def load_extractor(path: str | Path, map_location: str | torch.device = "cpu"):
     resolved :class:`~arw_sv.config.Config`, and the raw state (for the AAM head, speakers).
     The one place that rebuilds a model from a checkpoint (inference, export, analysis).
     """
-    from arw_sv.config import config_from_dict
+    from arw_sv.config import ConfigError, config_from_dict
     from arw_sv.models.ecapa import extractor_from_config
 
     state = load_checkpoint(path, map_location)
-    cfg = config_from_dict(state["config"])
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(
+            f"{path}: its config is a {type(state['config']).__name__}, not a mapping"
+        )
+    try:
+        cfg = config_from_dict(state["config"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its config is invalid: {str(exc)[:300]}") from None
     extractor = extractor_from_config(cfg.model, cfg.features)
     load_weights(extractor, state["extractor"], path)
     return extractor.eval(), cfg, state

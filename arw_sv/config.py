@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from arw_sv.safe_yaml import YamlError, load_yaml, shorten
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
@@ -30,25 +32,70 @@ class ConfigError(ValueError):
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """``:LINE: invalid YAML (problem)``, one line, from a PyYAML error."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{f':{mark.line + 1}' if mark is not None else ''}: invalid YAML ({problem})"
-
-
 def _at_least(section: str, owner: Any, minimum: float, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)
         if not value >= minimum:  # also catches NaN
-            raise ConfigError(f"{section}.{name}: at least {minimum:g}, got {value!r}")
+            raise ConfigError(f"{section}.{name}: at least {minimum:g}, got {shorten(value)}")
 
 
 def _positive(section: str, owner: Any, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)
         if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"{section}.{name}: must be a positive number, got {value!r}")
+            raise ConfigError(f"{section}.{name}: must be a positive number, got {shorten(value)}")
+
+
+# Inclusive bounds of every setting that sizes an allocation or a loss term, checked when a
+# config is built so that a typo (``data.crop_seconds=1e9``) is refused by name instead of
+# asking for terabytes. The published ECAPA recipes are far inside them (c1024: widths up
+# to 3072, 192-dim embeddings, 6 s crops; AAM margin <= 0.5, scale 30-32).
+LIMITS: dict[str, tuple[float, float]] = {
+    "data.crop_seconds": (0.0, 60.0),
+    "data.speakers_per_batch": (1, 4096),
+    "data.utterances_per_speaker": (1, 256),
+    "data.n_cohorts": (1, 4096),
+    "data.num_workers": (0, 256),
+    "features.sample_rate": (1000, 384000),
+    "features.n_mels": (1, 512),
+    "features.win_length_ms": (1.0, 1000.0),
+    "features.hop_length_ms": (1.0, 1000.0),
+    "model.channels": (1, 4096),  # each width
+    "model.embedding_dim": (1, 4096),
+    "model.attention_channels": (1, 4096),
+    "model.se_channels": (0, 4096),
+    "model.res2net_scale": (0, 64),
+    "loss.aam_margin": (0.0, 1.0),  # radians added to the target angle
+    "loss.aam_scale": (1e-3, 1000.0),
+    "loss.aam_weight": (0.0, 1000.0),
+    "loss.pair_weight": (0.0, 1000.0),
+    "loss.pair_margin": (0.0, 1.0),
+    "loss.margin_warmup_start": (0, 10**9),
+    "loss.margin_warmup_steps": (0, 10**9),
+    "adversary.hidden": (0, 4096),
+    "adversary.n_clusters": (1, 4096),  # the embedding bank holds 32 rows per cluster
+    "adversary.crowding_k": (1, 1024),
+    "train.seed": (0, 2**32 - 1),  # numpy's and every worker's seed
+    "train.threads": (0, 1024),
+}
+
+
+def _within_limits(section: str, owner: Any) -> None:
+    """Refuse a value of ``owner`` outside :data:`LIMITS`, naming the key and the limit."""
+    for key, (low, high) in LIMITS.items():
+        where, _, name = key.partition(".")
+        if where != section:
+            continue
+        value = getattr(owner, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if not low <= v <= high:  # also catches NaN
+                raise ConfigError(
+                    f"{key}: {shorten(v)} is outside [{_number(low)}, {_number(high)}] (the limit)"
+                )
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +162,7 @@ class DataConfig:
             "data", self, 1, "speakers_per_batch", "utterances_per_speaker", "cohorts_per_batch"
         )
         _at_least("data", self, 0, "num_workers")
+        _within_limits("data", self)
 
 
 @dataclass(frozen=True)
@@ -126,6 +174,9 @@ class FeatureConfig:
     win_length_ms: float = 25.0
     hop_length_ms: float = 10.0
 
+    def __post_init__(self) -> None:
+        _within_limits("features", self)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -135,6 +186,9 @@ class ModelConfig:
     channels: tuple[int, ...] = ()
     embedding_dim: int = 192
     attention_channels: int = 128  # at most channels[-1] (as configs have always built it)
+    # True: attention_channels as given, even wider than channels[-1] (as some SpeechBrain
+    # folders are); False keeps the cap, so that every existing config builds as before.
+    attention_exact: bool = False
     se_channels: int = 0  # 0: min(128, channels[0]); a SpeechBrain folder may need 128
     res2net_scale: int = 0  # 0: 8 (4 below 64 channels)
 
@@ -142,7 +196,10 @@ class ModelConfig:
         _at_least("model", self, 1, "embedding_dim", "attention_channels")
         _at_least("model", self, 0, "se_channels", "res2net_scale")
         if any(c < 1 for c in self.channels):
-            raise ConfigError(f"model.channels: positive widths, got {list(self.channels)}")
+            raise ConfigError(f"model.channels: positive widths, got {shorten(self.channels)}")
+        if len(self.channels) > 16:
+            raise ConfigError(f"model.channels: at most 16 layers, got {len(self.channels)}")
+        _within_limits("model", self)
 
 
 @dataclass(frozen=True)
@@ -161,6 +218,9 @@ class LossConfig:
     # different-speaker pairs at cos + m (0: the plain pair loss). Keeps easy pairs in the
     # loss longer, so pairwise weights have more to weight (issue 20).
     pair_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        _within_limits("loss", self)
 
 
 @dataclass(frozen=True)
@@ -205,6 +265,7 @@ class AdversaryConfig:
         _at_least("adversary", self, 0, "warmup_steps", "hidden")  # hidden 0: linear (ARL)
         _at_least("adversary", self, 0, "vrex_penalty")
         _positive("adversary", self, "lr")
+        _within_limits("adversary", self)
 
 
 @dataclass(frozen=True)
@@ -309,12 +370,13 @@ class TrainConfig:
             r"cuda(:\d+)?", self.device
         ):
             raise ConfigError(
-                f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps"
+                f"train.device: {shorten(self.device)} is not one of auto, cpu, cuda, cuda:N, mps"
             )
         if self.batch_chunks < 1:
             raise ConfigError(f"train.batch_chunks: at least 1, got {self.batch_chunks}")
         if self.average_last < 0:
             raise ConfigError(f"train.average_last: at least 0, got {self.average_last}")
+        _within_limits("train", self)
 
 
 @dataclass(frozen=True)
@@ -366,26 +428,26 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
     hints = typing.get_origin(annotation)
     if hints is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {shorten(value)}")
         (inner, _ellipsis) = typing.get_args(annotation)
         return tuple(coerce_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {shorten(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {shorten(value)}")
         return value
     if annotation is float:
         if isinstance(value, str) and _NUMBER.match(value.strip()):
             return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {shorten(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {shorten(value)}")
         return value
     if isinstance(annotation, types.UnionType):  # pragma: no cover - no such fields yet
         return value
@@ -408,12 +470,14 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
         annotation = hints[name]
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+                raise ConfigError(f"{key}: expected a section (mapping), got {shorten(value)}")
             kwargs[name] = _build(annotation, value, key)
         else:
             value = coerce_value(value, annotation, key)
             if key in CHOICES and value not in CHOICES[key]:
-                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+                raise ConfigError(
+                    f"{key}: {shorten(value)} is not one of {', '.join(CHOICES[key])}"
+                )
             kwargs[name] = value
     return cls(**kwargs)
 
@@ -426,15 +490,15 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+            raise ConfigError(f"override {shorten(item)} is not of the form section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) != 2 or not all(parts):
-            raise ConfigError(f"override key '{key}' must be section.key (e.g. train.lr)")
+            raise ConfigError(f"override key {shorten(key)} must be section.key (e.g. train.lr)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override '{item}'{_yaml_problem(exc)}") from None
+            value = load_yaml(raw, f"override '{key.strip()}'", lines=False) if raw.strip() else ""
+        except YamlError as exc:
+            raise ConfigError(str(exc)) from None
         nested.setdefault(parts[0], {})[parts[1]] = value
     return nested
 
@@ -451,7 +515,15 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(values: Mapping[str, Any], overrides: Iterable[str] = ()) -> Config:
     """Build a :class:`Config` from a nested mapping plus dotted overrides."""
-    merged = _merge(dict(values), parse_overrides(overrides))
+    parsed = parse_overrides(overrides)
+    sections = [f.name for f in dataclasses.fields(Config)]
+    for section, keys in parsed.items():
+        if section not in sections:
+            raise ConfigError(
+                f"override '{section}.{next(iter(keys))}': unknown section; one of "
+                f"{', '.join(sections)}"
+            )
+    merged = _merge(dict(values), parsed)
     return _build(Config, merged, "")
 
 
@@ -470,15 +542,11 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
+            loaded = load_yaml(path.read_bytes(), str(path))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}{_yaml_problem(exc)}") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: YAML nested too deeply") from None
+        except YamlError as exc:
+            raise ConfigError(str(exc)) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):

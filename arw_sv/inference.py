@@ -430,6 +430,12 @@ def embed_utterances(
 
     encoder = SpeakerEncoder.load(checkpoint, backend=backend)  # or speechbrain:FOLDER
     vectors = encoder.embed_files(paths, progress=progress, spans=spans)
+    bad = [utt for utt, vec in zip(ids, vectors, strict=True) if not np.isfinite(vec).all()]
+    if bad:  # NaN weights (a broken folder or checkpoint) give NaN for every utterance
+        raise ValueError(
+            f"{checkpoint}: {len(bad)} of {len(ids)} embeddings are NaN or infinite (e.g. "
+            f"{bad[0]}); the model's weights or features are broken; nothing written"
+        )
     out = Path(out)
     model = {
         "fingerprint": model_fingerprint(encoder._extractor),

@@ -90,10 +90,11 @@ def _load(path: Path) -> Any:
         raise SpeechBrainFolderError(f"{path}: missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip, weights-only refusals: first line only
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    except Exception as exc:  # pickle, zip, weights-only refusals: one line, no bad advice
+        from arw_sv.checkpoint import load_refusal
+
         raise SpeechBrainFolderError(
-            f"{path}: not a readable checkpoint ({first.strip()[:200]})"
+            f"{path}: not a readable checkpoint ({load_refusal(exc)})"
         ) from None
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from arw_sv.safe_yaml import MAX_NODES, BoundedLoader, YamlError, load_yaml
+
 # Sane bounds (inclusive) for SpeechBrain's ECAPA_TDNN and Fbank arguments. The published
 # models are far inside them (c1024: widths up to 3072, 80 mels, 192-dim embeddings).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -40,7 +42,6 @@ LIMITS: dict[str, tuple[float, float]] = {
     "hop_length": (1.0, 1000.0),
 }
 MAX_PARAMETERS = 200_000_000  # ~0.8 GB of float32; the public c1024 ECAPA has ~20 M
-MAX_NODES = 100_000  # YAML nodes after alias expansion, and !ref expansions (public: ~150)
 
 
 class SpeechBrainFolderError(ValueError):
@@ -106,7 +107,7 @@ class _Ref(str):
     """A ``!ref <key>`` value, resolved after loading."""
 
 
-class _Tolerant(yaml.SafeLoader):
+class _Tolerant(BoundedLoader):
     """Parses HyperPyYAML tags as data: ``!new:cls {args}`` -> ``{"__tag__": ..., **args}``."""
 
 
@@ -126,65 +127,18 @@ _Tolerant.add_multi_constructor("!", _tagged)
 _REF = re.compile(r"<([^<>]+)>")
 
 
-def _expanded_size(root: yaml.Node, where: str) -> int:
-    """How many nodes the document has once every alias is expanded (memoised per node,
-    so a file of nested ten-fold aliases is measured, not expanded).
-    """
-    size: dict[int, int] = {}
-    state: dict[int, int] = {}  # 1 visiting, 2 done
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        kids: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            kids = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            kids = [n for pair in node.value for n in pair]
-        if children_done:
-            size[key] = min(1 + sum(size[id(k)] for k in kids), 10 * MAX_NODES)
-            state[key] = 2
-            continue
-        if state.get(key) == 2:
-            continue
-        if state.get(key) == 1:
-            raise SpeechBrainFolderError(f"{where}: a YAML alias refers to itself")
-        state[key] = 1
-        stack.append((node, True))
-        stack.extend((k, False) for k in kids if state.get(id(k)) != 2)
-    return size[id(root)]
-
-
 def parse_yaml(text: str, where: str) -> Any:
-    """The document as data (tags kept as ``__tag__`` dicts), aliases within budget.
+    """The document as data (tags kept as ``__tag__`` dicts), within the shared limits
+    (:mod:`arw_sv.safe_yaml`: the node cap counted while parsing, aliases expanded).
 
     Raises:
         SpeechBrainFolderError: unparsable YAML (one line, with its line number), or more
             than :data:`MAX_NODES` nodes once aliases are expanded.
     """
-    loader = None
     try:
-        loader = _Tolerant(text)  # reads (and checks) the characters already
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        nodes = _expanded_size(node, where)
-        if nodes > MAX_NODES:
-            raise SpeechBrainFolderError(
-                f"{where}: {nodes if nodes < 10 * MAX_NODES else 'over ' + str(10 * MAX_NODES)} "
-                f"YAML nodes once aliases are expanded (at most {MAX_NODES})"
-            )
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpeechBrainFolderError(f"{where}{at}: not valid YAML ({problem})") from None
-    except RecursionError:
-        raise SpeechBrainFolderError(f"{where}: YAML nested too deeply") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
+        return load_yaml(text, where, _Tolerant)
+    except YamlError as exc:
+        raise SpeechBrainFolderError(str(exc)) from None
 
 
 # ---- !ref resolution ---------------------------------------------------------------------

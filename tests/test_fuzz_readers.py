@@ -1,7 +1,9 @@
 """Fuzz tier (issue #21): random and hostile bytes, YAML and tables into every reader the
 CLI exposes. The contract, for every input: the reader succeeds, or raises the package's
 own error with a one-line message that names the file (or folder) it read; never another
-exception, never a file written outside the output path, never more than a few seconds.
+exception, never a file written outside the output path, never more than a few seconds,
+never more than 1 GB. Issue #27 adds configs built from the shipped one, command-line
+overrides (the message names the key), calibrator files and hostile embedding arrays.
 
 The default run tries a few dozen examples per reader (derandomised, so CI is
 reproducible); ``-m slow`` runs the same properties on many more.
@@ -9,7 +11,10 @@ reproducible); ``-m slow`` runs the same properties on many more.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,6 +30,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from arw_sv import config as config_module
 from arw_sv.config import ConfigError, load_config
 from arw_sv.data.corpora import (
     read_corpus_csv,
@@ -35,6 +41,7 @@ from arw_sv.data.corpora import (
 from arw_sv.data.manifest import COLUMNS, ManifestError, read_manifest
 from arw_sv.data.meta import MetadataError, read_speaker_meta
 from arw_sv.data.trials import TrialsError, read_embeddings, read_scores, read_trials
+from arw_sv.demo import config_path
 from arw_sv.speechbrain_folder import (
     SpeechBrainFolderError,
     load_extractor,
@@ -45,6 +52,7 @@ from tests.test_speechbrain import PUBLIC_HPARAMS, make_speechbrain_folder
 
 FAST, LONG = 60, 2000  # examples per reader in the default and the slow tier
 SECONDS = 10.0  # the most one input may take (generous: the machine may be loaded)
+MEMORY_KB = 1 << 20  # the most one input may add to the peak resident memory (1 GB)
 
 _ASSETS = Path(tempfile.mkdtemp(prefix="arw_sv_fuzz_"))
 AUDIO = _ASSETS / "one_second.wav"
@@ -133,13 +141,16 @@ def _table(header: str) -> st.SearchStrategy[bytes]:
 def _contract(call: Callable[[], object], where: Path, errors: tuple[type[Exception], ...]):
     """Run ``call``: success, or one of ``errors`` naming ``where`` on one line; in time."""
     start = time.monotonic()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         call()
     except errors as exc:
         message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         assert "\n" not in message.strip(), f"more than one line: {message!r}"
         assert str(where) in message or where.name in message, f"{where} not named: {message}"
+        assert len(message) < 2000, f"a long message: {message[:200]}..."
     assert time.monotonic() - start < SECONDS
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < MEMORY_KB
 
 
 def _files_outside(root: Path, allowed: Path) -> set[str]:
@@ -248,6 +259,41 @@ def check_config(data: bytes) -> None:
         _contract(lambda: load_config(path), path, (ConfigError,))
 
 
+def check_overrides(overrides: list[tuple[str, str]]) -> None:
+    """Overrides (key, YAML value) on the tiny config: success, or one line naming the
+    config and one of the keys given, in time and memory."""
+    items = [f"{key}={value}" for key, value in overrides]
+    refused: list[str] = []
+
+    def call() -> None:
+        try:
+            load_config(_TINY, items)
+        except ConfigError as exc:
+            refused.append(str(exc))
+            raise
+
+    _contract(call, _TINY, (ConfigError,))
+    assert not refused or any(key in refused[0] for key, _ in overrides), refused[0][:300]
+
+
+def check_calibrator(data: bytes) -> None:
+    """A calibrator file: refused in one line naming it, or loaded and usable."""
+    from arw_sv.calibration import CalibrationError, load_calibrator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cal.json"
+        path.write_bytes(data)
+
+        def load_and_apply() -> None:
+            cal = load_calibrator(path)
+            rng = np.random.default_rng(0)
+            emb = rng.normal(size=(4, cal.dim)).astype(np.float32)
+            with np.errstate(all="ignore"):
+                cal.transform_indexed(np.array([0.1, -0.2]), [0, 1], [2, 3], emb)
+
+        _contract(load_and_apply, path, (CalibrationError,))
+
+
 def check_hparams(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -280,6 +326,7 @@ def check_weights(payload: object) -> None:
 
 # ---- strategies -----------------------------------------------------------------------
 
+_TINY_LINES = config_path("tiny").read_text().splitlines()
 _PUBLIC = PUBLIC_HPARAMS.format(folder="x", classes=2, c=32, c3=96).splitlines()
 YAML_VALUES = [
     "!name:os.system",
@@ -346,13 +393,113 @@ def _npz(arrays: dict[str, np.ndarray], cut: int) -> bytes:
     return data[: cut % (len(data) + 1)]
 
 
+_TINY = config_path("tiny")
+_BOMB = (
+    "[&l0 [a, a, a, a, a, a, a, a, a, a], "
+    + ", ".join(f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9))
+    + "]"
+)
+_KEYS = [
+    f"{section}.{f.name}"
+    for section, cls in (
+        ("data", "DataConfig"),
+        ("model", "ModelConfig"),
+        ("loss", "LossConfig"),
+        ("adversary", "AdversaryConfig"),
+        ("train", "TrainConfig"),
+        ("features", "FeatureConfig"),
+        ("augment", "AugmentConfig"),
+    )
+    for f in dataclasses.fields(getattr(config_module, cls))
+]
+overrides = st.lists(
+    st.tuples(
+        st.sampled_from([*_KEYS, "train.nope", "nope.lr"]),
+        st.sampled_from([*YAML_VALUES, _BOMB, "1e308", "-1e308", "nan", "[" + "1, " * 2000 + "1]"])
+        | token.filter(lambda t: "\x00" not in t and t.strip()),
+    ),
+    min_size=1,
+    max_size=3,
+)
+config_files = st.builds(
+    lambda i, v: "\n".join(
+        f"{line.split(':', 1)[0]}: {v}" if n == i % len(_TINY_LINES) and ":" in line else line
+        for n, line in enumerate(_TINY_LINES)
+    ).encode("utf-8", "surrogatepass"),
+    st.integers(0, 1000),
+    st.sampled_from([*YAML_VALUES, _BOMB]) | token,
+)
+
+
+def _calibrator_docs() -> list[dict]:
+    from arw_sv.calibration import fit_on_speakers, save_calibrator
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(60), 6)
+    emb = rng.normal(size=(60, 8))[speakers] + 0.5 * rng.normal(size=(speakers.size, 8))
+    names = [f"s{s}" for s in speakers]
+    docs = []
+    for kwargs in (dict(method="fsn", clusters=2, target_fmr=0.1, top_n=20),
+                   dict(method="softcal", clusters=2, score_norm="none"),
+                   dict(method="global", score_norm="none")):  # fmt: skip
+        cal, _, _ = fit_on_speakers(names, emb, fingerprint="0123abcd", **kwargs)
+        save_calibrator(cal, _ASSETS / "cal.json")
+        docs.append(json.loads((_ASSETS / "cal.json").read_text()))
+    return docs
+
+
+_CAL_DOCS = _calibrator_docs()
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=False)
+    | st.sampled_from(["", "asnorm", "<f4", "AAAA", "id10009", "x" * 50]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+
+
+def _mutate_calibrator(which: int, path: list[str], value: object, drop: bool) -> bytes:
+    doc = json.loads(json.dumps(_CAL_DOCS[which % len(_CAL_DOCS)]))
+    node = doc
+    for key in path[:-1]:
+        child = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            break
+        node = child
+    else:
+        if drop:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+_CAL_PATHS = [[k] for k in _CAL_DOCS[0]] + [["settings", k] for k in
+              ("top", "temperature", "clusters", "top_n", "score_norm", "seed", "target_fmr")] + [
+              ["cohort", k] for k in ("shape", "dtype", "base64")]  # fmt: skip
+calibrator_bytes = st.one_of(
+    st.builds(
+        _mutate_calibrator,
+        st.integers(0, 2),
+        st.sampled_from(_CAL_PATHS),
+        json_values,
+        st.booleans(),
+    ),  # fmt: skip
+    raw,
+)
+numeric_arrays = st.sampled_from(
+    [np.zeros((2, 3)), np.ones((3, 2)), np.array([[1 + 2j, 3j]]), np.array([["1", "2"], ["3", "4"]]),
+     np.array([[np.nan, 1.0], [1.0, 2.0]]), np.array([[1e38, 1.0], [1.0, 2.0]]),
+     np.array([[np.inf, 0.0], [0.0, 1.0]]), np.array([[True, False], [False, True]]),
+     np.arange(6, dtype=np.int64).reshape(3, 2), np.random.default_rng(0).normal(size=(2, 4))]
+)  # fmt: skip
 npz_bytes = st.one_of(
     st.binary(max_size=300),
     st.builds(
         _npz,
         st.dictionaries(
             st.sampled_from(["ids", "embeddings", "a/b", "x"]),
-            st.sampled_from([np.zeros((2, 3)), np.array(["a", "b"]), np.zeros(0), np.ones(4)]),
+            st.sampled_from([np.zeros((2, 3)), np.array(["a", "b"]), np.zeros(0), np.ones(4)])
+            | numeric_arrays,
             max_size=3,
         ),
         st.integers(0, 10_000),
@@ -376,7 +523,9 @@ FUZZ: dict[str, tuple[st.SearchStrategy, Callable]] = {
     "trials": (raw, check_trials),
     "scores": (st.tuples(raw, st.sampled_from([None, "arw", "wespeaker", "kaldi"])), check_scores),
     "embeddings": (npz_bytes, check_embeddings),
-    "config": (_table("train:"), check_config),
+    "config": (_table("train:") | config_files, check_config),
+    "overrides": (overrides, check_overrides),
+    "calibrator": (calibrator_bytes, check_calibrator),
     "hparams": (hparams, check_hparams),
     "labels": (_table("'a' => 0"), check_labels),
     "weights": (objects | st.binary(max_size=200), check_weights),

@@ -332,6 +332,8 @@ def fit_calibrator(
         raise CalibrationError(
             f"unknown calibration method {method!r}; one of {', '.join(METHODS)}"
         )
+    if method == "softcal":
+        check_softcal_settings(top, temperature)
     if cohort is not None:
         from arw_sv.metrics.asnorm import as_norm
 
@@ -404,6 +406,21 @@ def fit_calibrator(
         method, centroids=centroids, maps=maps, counts=counts, fallback=fit_beta(s, y),
         settings=settings, **common,
     )  # fmt: skip
+
+
+def check_softcal_settings(top: int, temperature: float, names=("top", "temperature")) -> None:
+    """Refuse softcal settings that give one constant LLR (top < 1), flip the weights
+    (temperature < 0), or overflow (0, NaN, infinite), before anything is fitted.
+
+    Raises:
+        CalibrationError: naming the setting (``names``: as the caller calls them).
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise CalibrationError(f"{names[0]}: at least 1 nearest centroid per side, got {top}")
+    if not (isinstance(temperature, int | float) and 0 < temperature <= 1e6):
+        raise CalibrationError(
+            f"{names[1]}: the softmax temperature must be in (0, 1e6], got {temperature}"
+        )
 
 
 def _checked_cohort(cohort, shape: tuple[int, ...], top_n: int) -> np.ndarray:

@@ -19,6 +19,8 @@ import numpy as np
 
 from arw_sv.atomic import atomic_write_text
 from arw_sv.calibration.methods import METHODS, CalibrationError, Calibrator
+from arw_sv.calibration.schema import check_document, read_document
+from arw_sv.safe_yaml import shorten
 
 FORMAT = "arw-sv/calibration"
 VERSION = 1
@@ -65,18 +67,15 @@ def load_calibrator(path: str | Path) -> Calibrator:
         CalibrationError: not such a file, or a field missing or malformed (named).
     """
     path = Path(path)
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CalibrationError(f"calibration file not found: {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CalibrationError(f"{path}: not a calibration file ({str(exc)[:120]})") from None
+    doc = read_document(path)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CalibrationError(f"{path}: not an arw-sv calibration file (no format {FORMAT!r})")
     if doc.get("version") != VERSION or doc.get("method") not in METHODS:
         raise CalibrationError(
-            f"{path}: version {doc.get('version')!r}, method {doc.get('method')!r} not supported"
+            f"{path}: version {shorten(doc.get('version'))}, method {shorten(doc.get('method'))} "
+            "not supported"
         )
+    check_document(doc, path)  # every field's type, shape and range, named
     try:
         dim = int(doc["dim"])
         centroids = np.asarray(doc["centroids"], dtype=np.float64).reshape(-1, dim)
@@ -138,6 +137,23 @@ def check_compatible(
         )
 
 
+def require_model(embeddings_path: str | Path, model: dict) -> None:
+    """Refuse embeddings whose model is unknown (no readable ``<npz>.model.json`` with a
+    fingerprint): a calibrator must not be tied to, or applied to, an unknown model.
+
+    Raises:
+        CalibrationError: naming the missing or broken sidecar and ``--no-model-check``.
+    """
+    from arw_sv.data.trials import model_sidecar
+
+    if not isinstance(model.get("fingerprint"), str) or not model["fingerprint"]:
+        raise CalibrationError(
+            f"{embeddings_path}: no readable model fingerprint in {model_sidecar(embeddings_path)} "
+            "(written by `arw-sv embed` beside the embeddings), so the model check cannot be "
+            "made; re-embed with `arw-sv embed`, or pass --no-model-check"
+        )
+
+
 def calibrate_trials(
     calibration: str | Path,
     embeddings_path: str | Path,
@@ -145,10 +161,13 @@ def calibrate_trials(
     scores: np.ndarray,
     embeddings: tuple[list[str], np.ndarray],
     calibrator: Calibrator | None = None,
+    model_check: bool = True,
 ) -> np.ndarray:
     """LLRs of scored trials under the calibrator in file ``calibration``, after checking
     it fits these embeddings (dimension, model fingerprint) and test speakers (disjoint).
     ``calibrator``: the file's calibrator when the caller has it loaded already.
+    ``model_check``: refuse when the calibrator or the embeddings name no model (the
+    fingerprint check could not be made); False only applies it anyway.
 
     Shape:
         scores: (N,); embeddings matrix: (U, D) -> (N,).
@@ -158,6 +177,14 @@ def calibrate_trials(
     calibrator = calibrator or load_calibrator(calibration)
     ids, matrix = embeddings
     model = read_embedding_model(embeddings_path) or {}
+    if model_check:
+        if not calibrator.fingerprint:
+            raise CalibrationError(
+                f"{calibration}: names no model (fitted on embeddings without a model "
+                f"sidecar), so it cannot be checked against {embeddings_path}; refit it, or "
+                "pass --no-model-check to apply it anyway"
+            )
+        require_model(embeddings_path, model)
     test_speakers = {speaker_of(u) for u in set(trials.enroll).union(trials.test)}
     check_compatible(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers

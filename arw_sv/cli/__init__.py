@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 log = logging.getLogger("arw_sv")
 
@@ -183,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train" or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    # torch's deprecation notices (LeafSpec from copyreg when a TorchScript trace loads,
+    # the legacy ONNX exporter) are for arw-sv's developers, not its users: in front of an
+    # error line or in every `embed` they read as the problem. The library still shows them.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -30,6 +30,10 @@ import sys
 #: Fewer calibration speakers than this draw a warning (docs/calibration-log.md, C5).
 MIN_SPEAKERS = 250
 METHODS = ("global", "fsn", "faircal", "softcal")  # the oracle needs labels: benchmarks only
+NO_MODEL_CHECK = (
+    "fit on embeddings that name no model (no <npz>.model.json from `arw-sv embed`); the "
+    "calibrator then names none, and score/eval refuse it unless given --no-model-check too"
+)
 #: The defaults: the recommended back-end (:data:`arw_sv.calibration.backend.RECOMMENDED`,
 #: restated so that the parser imports no numpy; tests/test_calibration.py checks they agree).
 DEFAULTS = {"method": "fsn", "clusters": 16, "score_norm": "asnorm", "cohort_share": 0.5,
@@ -79,6 +83,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         "(training and test sets); repeatable",
     )
     p.add_argument("--out", required=True, help="the calibrator (JSON)")
+    p.add_argument("--no-model-check", action="store_true", help=NO_MODEL_CHECK)
     p.set_defaults(func=run)
     return p
 
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     """Fit and save the calibrator described by parsed ``calibrate`` arguments."""
     from arw_sv.calibration import CalibrationError, save_calibrator
     from arw_sv.calibration.backend import fit_on_speakers
+    from arw_sv.calibration.methods import check_softcal_settings
+    from arw_sv.calibration.store import require_model
     from arw_sv.data.manifest import read_manifest
     from arw_sv.data.trials import (
         read_embedding_model,
@@ -108,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.clusters < 1 or args.max_pairs < 2 or not 0 < args.target_fmr < 1:
         raise ValueError("--clusters >= 1, --max-pairs >= 2 and 0 < --target-fmr < 1, please")
+    check_softcal_settings(args.top, args.temperature, ("--top", "--temperature"))
     ids, matrix = read_embeddings(args.embeddings)
+    model = read_embedding_model(args.embeddings) or {}
+    if not args.no_model_check:
+        require_model(args.embeddings, model)
     owner = {u: speaker_of(u) for u in ids}
     if args.manifest:
         manifest = read_manifest(args.manifest)
@@ -136,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
         if (enroll < 0).any() or (test < 0).any():
             raise CalibrationError(f"{args.trials}: trials name utterances without an embedding")
         pairs = (enroll, test, trials.labels)
-    model = read_embedding_model(args.embeddings) or {}
     try:
         calibrator, n_pairs, n_tar = fit_on_speakers(
             [owner[u] for u in ids], matrix, method=args.method, clusters=args.clusters,

@@ -18,6 +18,8 @@ from pathlib import Path
 # The score formats, without importing numpy for ``arw-sv eval --help`` (a test checks
 # they are ``arw_sv.data.trials.SCORE_FORMATS``).
 SCORE_FORMATS = ("arw", "wespeaker", "kaldi")
+#: The most bootstrap resamples (10,000 already gives stable 95% intervals).
+MAX_BOOTSTRAP = 100_000
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,6 +81,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="a calibrator from `arw-sv calibrate`: report raw and calibrated side by side "
         "(needs --embeddings)",
     )
+    st.add_argument(
+        "--no-model-check",
+        action="store_true",
+        help="with --calibration: apply it even if it or the embeddings name no model",
+    )
     st.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("outputs")
     o.add_argument("--out", type=Path, required=True, help="output folder")
@@ -124,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give either --scores or --embeddings, not both")
         if args.bootstrap < 0 or args.cohorts < 0 or args.min_speakers < 0:
             raise ValueError("--bootstrap, --cohorts and --min-speakers must be >= 0")
+        if args.bootstrap > MAX_BOOTSTRAP:  # memory grows with it (1e9: 30 GiB)
+            raise ValueError(
+                f"--bootstrap: at most {MAX_BOOTSTRAP} resamples, got {args.bootstrap}"
+            )
         if not 0.0 < args.confidence < 1.0:
             raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
         bad_map = [item for item in args.nationality_map if item.count("=") != 1]
@@ -138,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
             )
             if args.asnorm_cohort is not None:
                 cohort = read_embeddings(args.asnorm_cohort)[1]
+                if cohort.shape[1] != embeddings[1].shape[1]:
+                    raise ValueError(
+                        f"{args.asnorm_cohort}: {cohort.shape[1]}-dim embeddings, "
+                        f"{args.embeddings} has {embeddings[1].shape[1]}-dim ones"
+                    )
                 scores = as_norm_trials(trials, scores, embeddings, cohort, args.asnorm_top_n)
                 inputs["asnorm"] = {
                     "cohort": str(args.asnorm_cohort),
@@ -200,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
 
             calibrator = load_calibrator(args.calibration)
             llr = calibrate_trials(
-                args.calibration, args.embeddings, trials, scores, embeddings, calibrator
-            )
+                args.calibration, args.embeddings, trials, scores, embeddings, calibrator,
+                model_check=not args.no_model_check,
+            )  # fmt: skip
             report["calibrated"] = calibrated_section(
                 llr, *sides, file=args.calibration, method=calibrator.label, **shared
             )

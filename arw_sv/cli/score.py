@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+NO_MODEL_CHECK = (
+    "with --calibration: apply a calibrator that names no model, or to embeddings without "
+    "a model sidecar (<npz>.model.json); the check that both come from one model is skipped"
+)
+
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``score`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
@@ -27,6 +32,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         "--calibration",
         help="a calibrator from `arw-sv calibrate`: write calibrated LLRs instead of cosines",
     )
+    p.add_argument("--no-model-check", action="store_true", help=NO_MODEL_CHECK)
     p.set_defaults(func=run)
     return p
 
@@ -42,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         from arw_sv.calibration import calibrate_trials
 
         scores = calibrate_trials(
-            args.calibration, args.embeddings, scored.trials, scores, embeddings
-        )
+            args.calibration, args.embeddings, scored.trials, scores, embeddings,
+            model_check=not args.no_model_check,
+        )  # fmt: skip
     write_scores(args.out, scored.trials, scores, args.format)
     skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""
     print(f"{len(scored.trials)} trials scored{skipped} -> {args.out}")

@@ -29,7 +29,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument(
         "--max-per-speaker",
         type=int,
-        help="cap on the trials naming one speaker (default 2 x its own quota)",
+        help="cap on the trials naming one speaker (default 2 x its own quota; 0: no cap)",
     )
     p.set_defaults(func=run)
     return p

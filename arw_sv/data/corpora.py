@@ -443,7 +443,8 @@ def read_librispeech(
 def read_corpus_csv(
     path: str | Path, *, split: str = "dev", speakers: str | Path | None = None
 ) -> Manifest:
-    """A plain CSV (``path``, ``speaker``, optional attributes) as a manifest.
+    """A plain CSV (``path``, ``speaker``, optional attributes) as a manifest; a ``start``
+    column (a manifest's segments) is kept, so two segments of one file stay two.
 
     Raises:
         ManifestError: missing columns, an empty value, a missing audio file, a bad
@@ -474,12 +475,14 @@ def read_corpus_csv(
             )
         seen[utt_id] = number
         duration = _seconds(row["duration"], where) if row.get("duration") else None
+        start = _seconds(row["start"], where, "start") if row.get("start") else 0.0  # a segment
         utts.append(
             Utterance(
                 utt_id=utt_id,
                 path=str(audio.resolve()),
                 speaker=speaker,
-                duration=_duration(str(audio)) if duration is None else duration,
+                duration=_duration(str(audio), start) if duration is None else duration,
+                start=start,
                 gender=_gender(row.get("gender", ""), where),
                 nationality=row.get("nationality") or "unknown",
                 split=row.get("split") or split,

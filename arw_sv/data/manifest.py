@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("utt_id", "path", "speaker", "duration", "gender", "nationality", "split")
 OPTIONAL_COLUMNS = ("session", "start")
+MAX_SECONDS = 1_000_000  # an utterance's duration and start at most (11.6 days)
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -76,6 +77,9 @@ def validate_utterances(
         return f"{source}:{lines[i]}" if lines is not None else f"{source}: {utts[i].utt_id!r}"
 
     for i, u in enumerate(utts):
+        fields = (u.utt_id, u.path, u.speaker, u.gender, u.nationality, u.split, u.session)
+        if any("\0" in str(v) for v in fields):
+            raise ManifestError(f"{where(i)}: contains a NUL byte")
         why = _bad_id(u.speaker)
         if why:
             raise ManifestError(f"{where(i)}: speaker id {u.speaker!r} {why}")
@@ -89,10 +93,12 @@ def validate_utterances(
                 f"{where(i)}: utterance id {u.utt_id!r} must start with its speaker "
                 f"{u.speaker!r} and a '/'"
             )
-        if not (math.isfinite(u.duration) and u.duration >= 0):
-            raise ManifestError(f"{where(i)}: duration {u.duration} must be finite and >= 0")
-        if not (math.isfinite(u.start) and u.start >= 0):
-            raise ManifestError(f"{where(i)}: start {u.start} must be finite and >= 0")
+        if not 0 <= u.duration <= MAX_SECONDS:  # also NaN; 1e300 s overflows samplers
+            raise ManifestError(
+                f"{where(i)}: duration {u.duration} must be in [0, {MAX_SECONDS}] s"
+            )
+        if not 0 <= u.start <= MAX_SECONDS:
+            raise ManifestError(f"{where(i)}: start {u.start} must be in [0, {MAX_SECONDS}] s")
         if u.utt_id in first:
             j = first[u.utt_id]
             raise ManifestError(

@@ -167,7 +167,7 @@ def _labels(path: Path, numbers: Sequence[int], column: list[str]) -> np.ndarray
 
 
 def _kaldi_labels(path: Path, numbers: list[int], values: list[str]) -> np.ndarray:
-    labels = np.fromiter((_KALDI_LABELS.get(v, -1) for v in values), np.int8, len(values))
+    labels = np.fromiter((_KALDI_LABELS.get(v.lower(), -1) for v in values), np.int8, len(values))
     bad = np.flatnonzero(labels < 0)
     if bad.size:
         i = int(bad[0])
@@ -246,6 +246,8 @@ _SCORE_LAYOUTS = {  # format -> (fields, expected line, enroll/test/score column
 
 
 def _is_number(text: str) -> bool:
+    if "_" in text:  # Python's float() reads 1_000; no score writer does
+        return False
     try:
         float(text)
     except ValueError:
@@ -276,7 +278,7 @@ def detect_score_format(path: str | Path) -> str:
     fields = line.split()
     if fields:
         if len(fields) == 4:
-            return "wespeaker" if fields[3] in _KALDI_LABELS else "arw"
+            return "wespeaker" if fields[3].lower() in _KALDI_LABELS else "arw"
         if len(fields) == 3 and _is_number(fields[2]):
             return "kaldi"
     raise TrialsError(
@@ -311,12 +313,12 @@ def read_scores(path: str | Path, fmt: str | None = None) -> tuple[Trials, np.nd
     else:
         labels = np.full(len(values), -1, dtype=np.int8)
     try:
+        if any("_" in v for v in values):
+            raise ValueError("a digit separator")
         scores = np.fromiter(map(float, values), dtype=np.float64, count=len(values))
     except ValueError:
         for number, value in zip(numbers, values, strict=True):
-            try:
-                float(value)
-            except ValueError:
+            if not _is_number(value):
                 raise TrialsError(
                     f"{path}:{number}: score {value!r} is not a number ({fmt} format: '{expected}')"
                 ) from None
@@ -410,7 +412,9 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
         raise TrialsError(f"{path}: not a readable embeddings .npz ({first[:200]})") from None
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise ValueError(f"{path}: expected one embedding vector per id, got shape {matrix.shape}")
-    return ids, matrix
+    from arw_sv.data.embedding_checks import check_embeddings
+
+    return check_embeddings(path, ids, matrix, TrialsError)
 
 
 class ScoredTrials(NamedTuple):

@@ -41,11 +41,20 @@ def cohort_stats(
     """
     import torch
 
+    if top_n < 2:
+        raise ValueError(
+            f"AS-norm's top_n (the adaptive cohort size) must be at least 2, got {top_n}"
+        )
     emb = _unit_rows(embeddings)
     coh = _unit_rows(cohort)
     top_n = min(top_n, coh.shape[0])
     if top_n < 2:
         raise ValueError("AS-norm needs a cohort of at least 2 embeddings")
+    if coh.shape[1] != emb.shape[1]:
+        raise ValueError(
+            f"the AS-norm cohort has {coh.shape[1]}-dim embeddings, the trials' are "
+            f"{emb.shape[1]}-dim: embeddings of another model?"
+        )
     mean = np.empty(emb.shape[0])
     std = np.empty(emb.shape[0])
     n_coh = coh.shape[0]

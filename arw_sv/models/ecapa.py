@@ -106,11 +106,12 @@ def build_extractor(
     hop_length_ms: float = 10.0,
     se_channels: int = 0,
     res2net_scale: int = 0,
+    attention_exact: bool = False,
 ) -> EcapaTdnn:
     """Build an ECAPA-TDNN from a preset name (or explicit channel widths).
 
     As configs have always built it, the attention width is at most the last channel width
-    (``min(attention_channels, channels[-1])``); 0 for ``se_channels`` means
+    (``min(attention_channels, channels[-1])``) unless ``attention_exact``; 0 for ``se_channels`` means
     ``min(128, channels[0])`` and for ``res2net_scale`` 8 (4 below 64 channels). A
     SpeechBrain folder's own values go to :class:`EcapaTdnn` unchanged.
     """
@@ -120,7 +121,9 @@ def build_extractor(
     return EcapaTdnn(
         channels=widths,
         embedding_dim=embedding_dim,
-        attention_channels=min(attention_channels, widths[-1]),
+        attention_channels=attention_channels
+        if attention_exact
+        else min(attention_channels, widths[-1]),
         sample_rate=sample_rate,
         n_mels=n_mels,
         win_length_ms=win_length_ms,
@@ -137,6 +140,7 @@ def extractor_from_config(model: ModelConfig, features: FeatureConfig) -> EcapaT
         channels=model.channels,
         embedding_dim=model.embedding_dim,
         attention_channels=model.attention_channels,
+        attention_exact=model.attention_exact,
         se_channels=model.se_channels,
         res2net_scale=model.res2net_scale,
         sample_rate=features.sample_rate,

@@ -13,9 +13,12 @@ import math
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 
-import yaml
-
 from arw_sv.config import ConfigError, coerce_value
+from arw_sv.safe_yaml import YamlError, load_yaml, shorten
+
+#: The most utterances a corpus may have (the bench preset has about 60,000): a typo such
+#: as ``dev_sessions=100000`` is refused with its size instead of filling the disk.
+MAX_UTTERANCES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,38 @@ class SynthConfig:
         n_speakers = self.num_dev_speakers + 2 * n_nat * (
             self.test_speakers_per_cell + self.calibration_speakers_per_cell
         )
-        _check(n_speakers <= 89999, "num_dev_speakers", n_speakers, "at most 89999 speakers in all")
+        _check(
+            n_speakers <= 89999,
+            "num_dev_speakers + 2 x nationalities x (test_speakers_per_cell + "
+            "calibration_speakers_per_cell)",
+            n_speakers,
+            f"at most 89999 speakers in all ({self.num_dev_speakers} + 2 x {n_nat} x "
+            f"({self.test_speakers_per_cell} + {self.calibration_speakers_per_cell}))",
+        )
+        for key in (
+            "dev_sessions",
+            "test_sessions",
+            "dev_utterances_per_session",
+            "test_utterances_per_session",
+        ):
+            _check(getattr(self, key) <= 1000, key, getattr(self, key), "at most 1000")
+        for key in (
+            "target_trials_per_speaker",
+            "nontarget_cell_trials_per_speaker",
+            "nontarget_cross_trials_per_speaker",
+        ):
+            _check(getattr(self, key) <= 100_000, key, getattr(self, key), "at most 100000")
+        dev = self.num_dev_speakers * self.dev_sessions * self.dev_utterances_per_session
+        held_out = n_speakers - self.num_dev_speakers
+        utterances = dev + held_out * self.test_sessions * self.test_utterances_per_session
+        hours = utterances * (self.min_duration_s + self.max_duration_s) / 2 / 3600
+        _check(
+            utterances <= MAX_UTTERANCES,
+            "speakers x sessions x utterances_per_session",
+            utterances,
+            f"at most {MAX_UTTERANCES} utterances (this is about {hours:,.0f} h, "
+            f"{hours * 3600 * 32000 / 1e9:,.0f} GB of 16 kHz audio)",
+        )
         _check(0.1 <= self.min_duration_s, "min_duration_s", self.min_duration_s, "at least 0.1 s")
         _check(
             self.min_duration_s <= self.max_duration_s <= 60,
@@ -184,7 +218,10 @@ class SynthConfig:
         )
         _check(self.accent_strength >= 0, "accent_strength", self.accent_strength, "non-negative")
         _check(
-            _is_range(self.snr_db, -20, 100), "snr_db", self.snr_db, "(low, high) with low <= high"
+            _is_range(self.snr_db, -20, 100),
+            "snr_db",
+            self.snr_db,
+            "(low, high) within [-20, 100] dB, low <= high",
         )
         _check(
             _is_range(self.rt60_s, 0.05, 3.0),
@@ -265,7 +302,7 @@ _PER_NATIONALITY_ACOUSTICS = (
 
 def _check(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
-        raise ValueError(f"SynthConfig.{key}={value!r}: expected {expected}")
+        raise ValueError(f"SynthConfig.{key}={shorten(value)}: expected {expected}")
 
 
 def _is_range(value: tuple[float, ...], lo: float, hi: float) -> bool:
@@ -362,17 +399,19 @@ def apply_overrides(cfg: SynthConfig, overrides: list[str]) -> SynthConfig:
         key, sep, text = item.partition("=")
         key = key.strip().removeprefix("synth.")
         if not sep or not key:
-            raise ValueError(f"synth override {item!r}: expected key=value")
+            raise ValueError(f"synth override {shorten(item)}: expected key=value")
         if key not in hints:
             close = difflib.get_close_matches(key, list(hints), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise ValueError(f"unknown synth config key {key!r}{hint}")
+            raise ValueError(f"unknown synth config key {shorten(key)}{hint}")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            where = f"synth override {shorten(item)}"
+            value = load_yaml(text, where, lines=False) if text.strip() else ""
             changes[key] = coerce_value(value, hints[key], f"synth.{key}")
-        except (yaml.YAMLError, ConfigError) as exc:
-            why = str(exc).splitlines()[0]
-            raise ValueError(f"synth override {item!r}: {why}") from None
+        except YamlError as exc:
+            raise ValueError(str(exc)) from None
+        except ConfigError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return replace(cfg, **changes)
 
 

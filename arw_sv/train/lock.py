@@ -14,6 +14,8 @@ import os
 import socket
 from pathlib import Path
 
+from arw_sv.atomic import no_follow_fd
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ class RunLock:
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / ".lock"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self._fd = no_follow_fd(self.path, os.O_RDWR | os.O_CREAT)  # never a link's target
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

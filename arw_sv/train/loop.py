@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from arw_sv.atomic import open_no_follow
 from arw_sv.augment import Augmenter, speed_classes
 from arw_sv.checkpoint import (
     CheckpointError,
@@ -93,7 +94,8 @@ def _claim_run_folder(
     if dist_ctx.is_main:
         lock = RunLock(out_dir)
         cleanup.callback(lock.release)
-        handler = logging.FileHandler(out_dir / "train.log")
+        handler = logging.StreamHandler(open_no_follow(out_dir / "train.log", "a"))
+        cleanup.callback(handler.stream.close)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("arw_sv").addHandler(handler)
         logging.getLogger("arw_sv").setLevel(logging.INFO)
@@ -583,6 +585,40 @@ def _initialise_from(
     return None
 
 
+# How each architecture() key of a SpeechBrain folder is set in a config.
+_SETTINGS_OF = {
+    "channels": "model.channels",
+    "attention": "model.attention_channels",
+    "se": "model.se_channels",
+    "scale": "model.res2net_scale",
+    "dim": "model.embedding_dim",
+    "n_mels": "features.n_mels",
+    "sample_rate": "features.sample_rate",
+    "win": "features.win_length_ms",
+    "hop": "features.hop_length_ms",
+}
+
+
+def _matching_overrides(have: dict[str, Any], differ: dict[str, tuple]) -> str:
+    """Advice a user can follow: the overrides that build the folder's model, or which of
+    its settings no config can express.
+    """
+    fixed = [k for k in differ if k not in _SETTINGS_OF]
+    if fixed:
+        return f"no config setting gives its {', '.join(fixed)}: it cannot be fine-tuned here"
+    overrides = []
+    for key in differ:
+        value = have[key]
+        text = "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, list) else value
+        overrides.append(f"{_SETTINGS_OF[key]}={text}")
+    if "attention" in differ and have["attention"] > have["channels"][-1]:
+        overrides.append("model.attention_exact=true")
+    if "channels" in differ:
+        overrides.append("model.attention_exact=true")  # the width stays as the folder's
+        overrides.append(f"model.attention_channels={have['attention']}")
+    return "train with " + " ".join(dict.fromkeys(overrides))
+
+
 def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str]) -> None:
     folder = resolve(name)
     imported = load_extractor(folder)
@@ -591,7 +627,7 @@ def _initialise_from_speechbrain(name: str, learner: Learner, speakers: list[str
     if differ:
         raise ConfigError(
             f"train.init_checkpoint={PREFIX}{name}: the folder's model differs from the "
-            f"config's (folder, config): {differ}; set model.* / features.* to match"
+            f"config's (folder, config): {differ}; {_matching_overrides(have, differ)}"
         )
     learner.extractor.load_state_dict(imported.state_dict())
     head = head_for(folder, speakers, learner.aam.weight.shape[0], learner.extractor.embedding_dim)
@@ -628,14 +664,13 @@ class _History:
 
     def __init__(self, path: Path, from_step: int) -> None:
         self.path = path
-        if path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= from_step
-            ]
-            path.write_text("".join(k + "\n" for k in kept))
+        if path.exists() or path.is_symlink():
+            with open_no_follow(path, "r") as handle:
+                lines = handle.read().splitlines()
+            kept = [k for k in lines if k.strip() and json.loads(k)["step"] <= from_step]
+            with open_no_follow(path, "w") as handle:
+                handle.write("".join(k + "\n" for k in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
+        with open_no_follow(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
