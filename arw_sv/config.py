@@ -56,6 +56,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "data.utterances_per_speaker": (1, 256),
     "data.n_cohorts": (1, 4096),
     "data.num_workers": (0, 256),
+    "data.adaptive_refresh_steps": (1, 10**9),
+    "data.adaptive_start_step": (0, 10**9),
+    "data.adaptive_delay": (0, 4096),
+    "data.loss_temperature": (1e-3, 1000.0),  # p ~ loss^(1/T): beyond it, overflow or uniform
     "features.sample_rate": (1000, 384000),
     "features.n_mels": (1, 512),
     "features.win_length_ms": (1.0, 1000.0),
@@ -75,6 +79,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "adversary.hidden": (0, 4096),
     "adversary.n_clusters": (1, 4096),  # the embedding bank holds 32 rows per cluster
     "adversary.crowding_k": (1, 1024),
+    "adversary.vrex_penalty": (0.0, 1e4),
     "train.seed": (0, 2**32 - 1),  # numpy's and every worker's seed
     "train.threads": (0, 1024),
 }
