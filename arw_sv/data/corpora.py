@@ -22,7 +22,8 @@ unless they already start with it (``spk1/spk1-utt1``).
   ``gender``, ``nationality``, ``split``, ``session``; relative paths from the CSV's folder.
 
 Any format takes a speaker-attribute table (``speakers``: CSV with ``speaker`` and any of
-``gender``, ``nationality``, ``split``) whose values override the corpus's own.
+``gender``, ``nationality``, ``split`` and further attributes such as ``age``) whose values
+override the corpus's own; an empty cell keeps the corpus's value.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from arw_sv.data.manifest import (
     Manifest,
     ManifestError,
     Utterance,
+    check_attribute_name,
     validate_utterances,
 )
 from arw_sv.data.tables import csv_header, csv_rows
@@ -156,9 +158,19 @@ def _numbered(reader: csv.DictReader, path: Path):
 
 
 def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
-    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
+    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``
+    and further attributes (any other column, named as
+    :data:`arw_sv.data.manifest.ATTRIBUTE_NAME` allows).
+
+    Returns:
+        Speaker -> {column: value} for the non-empty cells.
+    """
     path = Path(path)
     reader = _csv_rows(path, ("speaker",), "speaker table ")
+    columns = [c for c in reader.fieldnames if c != "speaker"]
+    for column in columns:
+        if column not in ("gender", "nationality", "split"):
+            check_attribute_name(column, f"{path}:1")
     table: dict[str, dict[str, str]] = {}
     first: dict[str, int] = {}
     for number, row in _numbered(reader, path):
@@ -174,7 +186,7 @@ def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
             )
         first[speaker] = number
         values = {}
-        for column in ("gender", "nationality", "split"):
+        for column in columns:
             if row.get(column, "").strip():
                 value = row[column].strip()
                 values[column] = _gender(value, f"{path}:{number}") if column == "gender" else value
@@ -189,7 +201,15 @@ def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manif
     from dataclasses import replace
 
     table = read_speaker_table(path)
-    return _checked([replace(u, **table.get(u.speaker, {})) for u in utts], path)
+    core = ("gender", "nationality", "split")
+
+    def updated(u: Utterance) -> Utterance:
+        values = table.get(u.speaker, {})
+        extra = dict(u.attributes) | {k: v for k, v in values.items() if k not in core}
+        fields = {k: v for k, v in values.items() if k in core}
+        return replace(u, **fields, attributes=tuple(sorted(extra.items())))
+
+    return _checked([updated(u) for u in utts], path)
 
 
 def _pipe_target(pipe_root: Path, rec: str, where: str) -> Path:
