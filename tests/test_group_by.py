@@ -219,3 +219,37 @@ def test_a_bad_attribute_column_is_named(tmp_path, rng):
     table.write_text("speaker,Native Language\na,en\n")
     with pytest.raises(ManifestError, match=r"speakers.csv:1: 'native language' cannot be"):
         read_corpus_csv(corpus, speakers=table)
+
+
+# --- the training side: the oracle balances any attribute ---------------------------------
+
+
+def test_balance_key_takes_any_attribute_or_a_cross():
+    from arw_sv.config import ConfigError, load_config
+    from arw_sv.data.manifest import Manifest, Utterance
+    from arw_sv.train.loop import _speaker_groups
+
+    ages = {"a": "0-13", "b": "0-13", "c": "18-60", "d": "60-200"}
+    manifest = Manifest(
+        Utterance(
+            f"{s}/{j}.wav",
+            "x.wav",
+            s,
+            1.0,
+            "mf"[i % 2],
+            "UK",
+            "dev",
+            attributes=(("age_band", band),),
+        )  # fmt: skip
+        for i, (s, band) in enumerate(ages.items())
+        for j in range(2)
+    )
+    assert _speaker_groups(manifest, "age_band") == [0, 0, 1, 2]
+    # f/0-13, f/60-200, m/0-13, m/18-60
+    assert _speaker_groups(manifest, "gender,age_band") == [2, 0, 3, 1]
+    assert _speaker_groups(manifest, "gender_nationality") == [1, 0, 1, 0]
+    with pytest.raises(ValueError, match="data.balance_key=accent: the training manifest has"):
+        _speaker_groups(manifest, "accent")
+    assert load_config(None, overrides=["data.balance_key=age_band"]).data.balance_key == "age_band"
+    with pytest.raises(ConfigError, match="data.balance_key: 'Age Band' is not"):
+        load_config(None, overrides=["data.balance_key=Age Band"])
