@@ -127,13 +127,24 @@ def read_audio(
         data = data.mean(axis=1, keepdims=True)
     wav = np.ascontiguousarray(data[:, 0])
     if file_rate != sample_rate:
-        import torchaudio.functional as taf
-
         log.info("%s: resampled from %d Hz to %d Hz", path, file_rate, sample_rate)
-        wav = taf.resample(torch.from_numpy(wav), file_rate, sample_rate).numpy()
+        wav = resample(wav, file_rate, sample_rate)
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
     return wav
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """``wav`` at ``to_rate`` (torchaudio's windowed-sinc resampler, as every reader uses).
+
+    Shape:
+        wav (S,) -> (S * to_rate / from_rate,)
+    """
+    if from_rate == to_rate:
+        return wav
+    import torchaudio.functional as taf
+
+    return taf.resample(torch.from_numpy(np.ascontiguousarray(wav)), from_rate, to_rate).numpy()
 
 
 def crop_or_repeat(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:

@@ -47,13 +47,20 @@ from arw_sv.data.manifest import (
 )
 from arw_sv.data.tables import csv_header, csv_rows
 
-FORMATS = ("voxceleb", "kaldi", "librispeech", "csv")
+# hf: arw_sv.data.hf; lhotse: arw_sv.data.lhotse_manifests (optional extras).
+FORMATS = ("voxceleb", "kaldi", "librispeech", "csv", "hf", "lhotse")
 # Kaldi segment ends may overshoot their file by rounding; beyond this much it is an error.
 _SEGMENT_SLACK = 0.05
 _GENDERS = {"m": "m", "male": "m", "f": "f", "female": "f"}
+_GENDERS |= {"male_masculine": "m", "female_feminine": "f"}  # Common Voice's spelling
 
 
-def _gender(value: str, where: str) -> str:
+def gender_value(value: str, where: str) -> str:
+    """``m``, ``f`` or ``unknown`` from a corpus's spelling (``male``, ``F``, ...).
+
+    Raises:
+        ManifestError: any other value, naming ``where``.
+    """
     value = value.strip().lower()
     if value in ("", "unknown", "u", "n/a"):
         return "unknown"
@@ -189,7 +196,9 @@ def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
         for column in columns:
             if row.get(column, "").strip():
                 value = row[column].strip()
-                values[column] = _gender(value, f"{path}:{number}") if column == "gender" else value
+                values[column] = (
+                    gender_value(value, f"{path}:{number}") if column == "gender" else value
+                )
         table[speaker] = values
     return table
 
@@ -299,7 +308,7 @@ def read_kaldi(
                 raise ManifestError(f"{where}: audio file not found: {target}")
         recordings[rec] = (path, where)
     _mapping(root / "utt2spk")  # rejects an utterance listed twice, naming the line
-    gender = _mapping(root / "spk2gender", _gender) if (root / "spk2gender").is_file() else {}
+    gender = _mapping(root / "spk2gender", gender_value) if (root / "spk2gender").is_file() else {}
     nationality = _mapping(root / "spk2nationality") if (root / "spk2nationality").is_file() else {}
     session = _mapping(root / "utt2session") if (root / "utt2session").is_file() else {}
     durations = _mapping(root / "utt2dur", _seconds) if (root / "utt2dur").is_file() else {}
@@ -393,7 +402,7 @@ def read_librispeech_speakers(path: Path) -> dict[str, tuple[str, str]]:
             raise ManifestError(
                 f"{path}:{number}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line[:80]!r}"
             )
-        entry = (_gender(fields[1], f"{path}:{number}"), fields[2])
+        entry = (gender_value(fields[1], f"{path}:{number}"), fields[2])
         if fields[0] in out and out[fields[0]] != entry:
             raise ManifestError(
                 f"{path}:{number}: speaker {fields[0]} is {'/'.join(entry)} here but "
@@ -500,7 +509,7 @@ def read_corpus_csv(
                 path=str(audio.resolve()),
                 speaker=speaker,
                 duration=_duration(str(audio)) if duration is None else duration,
-                gender=_gender(row.get("gender", ""), where),
+                gender=gender_value(row.get("gender", ""), where),
                 nationality=row.get("nationality") or "unknown",
                 split=row.get("split") or split,
                 session=row.get("session", ""),
@@ -523,10 +532,19 @@ def detect_format(source: str | Path) -> str:
     if not source.exists():
         raise ManifestError(f"corpus not found: {source}")
     if source.is_file():
-        if source.suffix.lower() == ".csv":
-            return "csv"
-        raise ManifestError(f"{source}: a file corpus must be a .csv (path, speaker, ...)")
+        if source.suffix.lower() in (".csv", ".parquet"):
+            return {".csv": "csv", ".parquet": "hf"}[source.suffix.lower()]
+        if "cuts" in source.name and source.name.endswith((".jsonl.gz", ".jsonl")):
+            return "lhotse"
+        raise ManifestError(
+            f"{source}: a file corpus must be a .csv (path, speaker, ...), a .parquet dataset "
+            "or a Lhotse cuts manifest"
+        )
     fits = []
+    if (source / "state.json").is_file() or any(source.glob("*.parquet")):
+        fits.append("hf")
+    if any(source.glob("*cuts*.jsonl*")) or any(source.glob("*supervisions*.jsonl*")):
+        fits.append("lhotse")
     if (source / "wav.scp").is_file():
         fits.append("kaldi")
     if _speakers_txt(source) is not None:
