@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-# ``data.balance_key``: an attribute name (``arw_sv.data.manifest.ATTRIBUTE_NAME``) or a cross.
+# ``data.balance_key``: an attribute name (``arw_sv.data.columns.ATTRIBUTE_NAME``) or a cross.
 BALANCE_KEY = re.compile(r"[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*")
 
 

@@ -253,3 +253,10 @@ def test_balance_key_takes_any_attribute_or_a_cross():
     assert load_config(None, overrides=["data.balance_key=age_band"]).data.balance_key == "age_band"
     with pytest.raises(ConfigError, match="data.balance_key: 'Age Band' is not"):
         load_config(None, overrides=["data.balance_key=Age Band"])
+
+
+def test_not_attributes_are_the_manifest_utterance_columns():
+    from arw_sv.data.columns import NOT_ATTRIBUTES
+    from arw_sv.data.manifest import COLUMNS, OPTIONAL_COLUMNS
+
+    assert NOT_ATTRIBUTES == set(COLUMNS + OPTIONAL_COLUMNS) - {"gender", "nationality"}

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from arw_sv.data.manifest import ATTRIBUTE_NAME
+from arw_sv.data.columns import ATTRIBUTE_NAME
 from arw_sv.data.meta import SpeakerInfo, attribute_names, pool_values
 
 DEFAULT_GROUP_BY: tuple[tuple[str, ...], ...] = (

@@ -167,7 +167,7 @@ def _numbered(reader: csv.DictReader, path: Path):
 def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
     """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``
     and further attributes (any other column, named as
-    :data:`arw_sv.data.manifest.ATTRIBUTE_NAME` allows).
+    :data:`arw_sv.data.columns.ATTRIBUTE_NAME` allows).
 
     Returns:
         Speaker -> {column: value} for the non-empty cells.

@@ -20,25 +20,19 @@ import csv
 import io
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from arw_sv.atomic import atomic_open
 from arw_sv.data import tables
+from arw_sv.data.columns import ATTRIBUTE_NAME, MISSING, NOT_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("utt_id", "path", "speaker", "duration", "gender", "nationality", "split")
 OPTIONAL_COLUMNS = ("session", "start")
 AUDIO_SUFFIXES = (".wav", ".flac")
-# A further attribute's name: a column name, a ``--group-by`` word and part of a plot's
-# file name, so lower-case letters, digits and ``_`` only.
-ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]*")
-# What is not a speaker attribute: the utterance's own columns.
-NOT_ATTRIBUTES = frozenset(COLUMNS + OPTIONAL_COLUMNS) - {"gender", "nationality"}
-MISSING = "unknown"  # an attribute the corpus does not give (as gender and nationality)
 
 
 class ManifestError(ValueError):
@@ -57,7 +51,7 @@ def _bad_id(value: str) -> str | None:
 
 
 def check_attribute_name(name: str, where: str | Path) -> str:
-    """``name`` if it can be a further attribute (:data:`ATTRIBUTE_NAME`, not a core column).
+    """``name`` if it can be a further attribute (``ATTRIBUTE_NAME``, not a core column).
 
     Raises:
         ManifestError: naming ``where`` and the name.

@@ -8,7 +8,7 @@ Reads, detecting the format from the header:
   spaces around the separators; it has no nationality (read as ``None``);
 - a manifest CSV or a speaker table with a ``speaker`` column and at least one attribute
   (``gender``, ``nationality``, or any further column named as
-  :data:`arw_sv.data.manifest.ATTRIBUTE_NAME` allows, such as ``age``; ``split`` optional),
+  :data:`arw_sv.data.columns.ATTRIBUTE_NAME` allows, such as ``age``; ``split`` optional),
   one row per utterance or per speaker: values are deduplicated per speaker and a speaker
   whose rows disagree is an error naming both lines. A manifest's utterance columns
   (``utt_id``, ``path``, ``duration``, ``session``, ``start``) are not attributes.
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from arw_sv.data.manifest import ATTRIBUTE_NAME, NOT_ATTRIBUTES
+from arw_sv.data.columns import ATTRIBUTE_NAME, NOT_ATTRIBUTES
 from arw_sv.data.tables import csv_rows
 
 SPEAKER_COLUMNS = ("voxceleb1 id", "voxceleb2 id", "speaker", "speaker_id")
