@@ -156,7 +156,11 @@ def _embedded(data: bytes, where: str, target: Path) -> tuple[Path, float]:
 
     mono = resample(wav.mean(axis=1), rate, SAMPLE_RATE).astype(np.float32)
     target = target.with_suffix(".wav")
-    sf.write(target, mono, SAMPLE_RATE, subtype="FLOAT")
+    # Encoded in memory: soundfile's close() of a file fsyncs it, 5 ms a clip; the folder
+    # appears whole, by one rename, or not at all.
+    encoded = io.BytesIO()
+    sf.write(encoded, mono, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+    target.write_bytes(encoded.getvalue())
     return target, mono.shape[0] / SAMPLE_RATE
 
 
