@@ -5,6 +5,7 @@ Shape legend (the package one, :mod:`arw_sv`): B batch, S samples, T frames, F m
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -127,13 +128,48 @@ def read_audio(
         data = data.mean(axis=1, keepdims=True)
     wav = np.ascontiguousarray(data[:, 0])
     if file_rate != sample_rate:
-        import torchaudio.functional as taf
-
         log.info("%s: resampled from %d Hz to %d Hz", path, file_rate, sample_rate)
-        wav = taf.resample(torch.from_numpy(wav), file_rate, sample_rate).numpy()
+        wav = resample(wav, file_rate, sample_rate)
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
     return wav
+
+
+def resample(wav: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """``wav`` at ``to_rate``: ``torchaudio.functional.resample``'s windowed sinc, exactly,
+    with its kernel built once per pair of rates (building it is most of the cost on a
+    short clip).
+
+    Shape:
+        wav (S,) -> (S * to_rate / from_rate,)
+    """
+    if from_rate == to_rate:
+        return wav
+    from torchaudio.functional.functional import _apply_sinc_resample_kernel
+
+    gcd = math.gcd(from_rate, to_rate)
+    kernel, width = _resample_kernel(from_rate, to_rate)
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    return _apply_sinc_resample_kernel(x, from_rate, to_rate, gcd, kernel, width).numpy()
+
+
+@functools.lru_cache(maxsize=8)
+def _resample_kernel(from_rate: int, to_rate: int):
+    """The float32 kernel ``torchaudio.functional.resample`` builds (default arguments)."""
+    from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+    gcd = math.gcd(from_rate, to_rate)
+    return _get_sinc_resample_kernel(
+        from_rate,
+        to_rate,
+        gcd,
+        6,
+        0.99,
+        "sinc_interp_hann",
+        None,
+        torch.device("cpu"),
+        torch.float32,
+    )
 
 
 def crop_or_repeat(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:

@@ -22,6 +22,9 @@ import yaml
 
 from arw_sv.safe_yaml import YamlError, load_yaml, shorten
 
+# ``data.balance_key``: an attribute name (``arw_sv.data.columns.ATTRIBUTE_NAME``) or a cross.
+BALANCE_KEY = re.compile(r"[a-z][a-z0-9_]*(,[a-z][a-z0-9_]*)*")
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
@@ -114,7 +117,9 @@ class DataConfig:
     num_workers: int = 0
     # "speaker": every batch holds P distinct speakers drawn uniformly from shuffled chunks.
     # "group_balanced": label-aware reference; speakers are drawn so that each value of
-    # `balance_key` (e.g. nationality) is equally represented.
+    # `balance_key` is equally represented: any attribute of the training manifest
+    # (nationality, gender, age_band, ...) or a cross "gender,nationality" (also spelt
+    # gender_nationality).
     sampling: str = "speaker"
     balance_key: str = "nationality"
     # Label-free samplers from the init (ERM) model's embeddings (train.init_checkpoint),
@@ -168,6 +173,11 @@ class DataConfig:
         )
         _at_least("data", self, 0, "num_workers")
         _within_limits("data", self)
+        if not BALANCE_KEY.fullmatch(self.balance_key):
+            raise ConfigError(
+                f"data.balance_key: {shorten(self.balance_key)} is not an attribute name or a "
+                "cross 'a,b' (lower-case letters, digits and '_')"
+            )
 
 
 @dataclass(frozen=True)
@@ -412,7 +422,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "loss_weighted",
         "cohort_balanced",
     ),
-    "data.balance_key": ("nationality", "gender", "gender_nationality"),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro", "vrex"),
     "adversary.optimizer": OPTIMIZER_NAMES,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from arw_sv.atomic import atomic_write_bytes
-from arw_sv.data.meta import SpeakerInfo, pool_nationalities
+from arw_sv.data.meta import SpeakerInfo
 from arw_sv.data.trials import Trials, read_scores, read_trials, speaker_of
 
 if TYPE_CHECKING:
@@ -142,27 +142,24 @@ def speaker_groupings(
     meta: Mapping[str, SpeakerInfo] | None,
     min_speakers: int = 5,
     nationality_map: Mapping[str, str] | None = None,
+    group_by: Sequence[Sequence[str]] | None = None,
+    bins: Mapping[str, Sequence[float]] | None = None,
+    source: str = "speaker metadata",
 ) -> list[Grouping]:
-    """Gender, pooled nationality and gender x nationality groupings of ``speakers``."""
+    """The groupings of ``speakers`` (``arw_sv.data.attributes.speaker_groups``): by
+    default gender, pooled nationality and gender x nationality.
+    """
+    from arw_sv.data.attributes import speaker_groups
     from arw_sv.metrics.groups import Grouping
 
     if not meta:
+        if group_by:
+            raise ValueError(f"--group-by {','.join(group_by[0])} needs speaker metadata (--meta)")
         return []
-    info = [meta.get(s) for s in speakers]
-    gender = [i.gender if i else None for i in info]
-    pooled, notes = pool_nationalities(meta, min_speakers, nationality_map, speakers)
-    nationality = [pooled.get(s) for s in speakers]
-    groupings = []
-    if any(g is not None for g in gender):
-        groupings.append(Grouping.from_values("gender", gender))
-    if any(n is not None for n in nationality):
-        groupings.append(Grouping.from_values("nationality", nationality, notes))
-        if any(g is not None for g in gender):
-            cells = [
-                f"{g}/{n}" if g and n else None for g, n in zip(gender, nationality, strict=True)
-            ]
-            groupings.append(Grouping.from_values("gender_x_nationality", cells, notes))
-    return groupings
+    found = speaker_groups(
+        speakers, meta, group_by, bins, min_speakers, nationality_map, source=source
+    )
+    return [Grouping.from_values(g.name, g.values, g.notes, g.order) for g in found]
 
 
 def evaluate_scores(
@@ -181,6 +178,9 @@ def evaluate_scores(
     cohorts: int = 0,
     seed: int = 0,
     det_points: int = 100,
+    group_by: Sequence[Sequence[str]] | None = None,
+    bins: Mapping[str, Sequence[float]] | None = None,
+    meta_source: str = "speaker metadata",
 ) -> dict:
     """The full evaluation report of scored trials, as a dict (``report.json``).
 
@@ -200,6 +200,15 @@ def evaluate_scores(
         cohorts: number of k-means cohorts (0 = no cohort discovery).
         seed: seed for resampling and k-means.
         det_points: points kept per DET curve in the report.
+        group_by: attribute specs to group by (``[("age_band",), ("gender", "age_band")]``,
+            ``arw_sv.data.attributes``); None: gender, nationality and their cross.
+        bins: numeric attribute -> band edges (``{"age": (0, 18, 60, 200)}`` makes
+            ``age_band``).
+        meta_source: the metadata's file, named in errors.
+
+    Raises:
+        ValueError: a group-by attribute none of the trials' speakers has, or a value
+            that its bins cannot place.
 
     Shape:
         scores, labels: (N,); embeddings matrix: (U, D).
@@ -208,7 +217,9 @@ def evaluate_scores(
 
     enroll_spk, test_spk, speakers = speaker_indices(enroll_ids, test_ids)
     index = {s: i for i, s in enumerate(speakers)}
-    groupings = speaker_groupings(speakers, speaker_meta, min_speakers, nationality_map)
+    groupings = speaker_groupings(
+        speakers, speaker_meta, min_speakers, nationality_map, group_by, bins, meta_source
+    )
     cohort_labels = None
     if cohorts:
         if embeddings is None:

@@ -124,3 +124,17 @@ def test_crop_dataset_is_deterministic_per_seed(tiny_manifests):
     assert (
         wavs.shape == (4, 8000) and labels.dtype == torch.long and indices.tolist() == [0, 1, 2, 3]
     )
+
+
+def test_resample_is_torchaudios_exactly(rng):
+    # arw_sv.audio.resample caches torchaudio's kernel per pair of rates: same samples.
+    import torch
+    import torchaudio.functional as taf
+
+    from arw_sv.audio import resample
+
+    for rate in (8000, 22050, 44100, 48000):
+        wav = rng.standard_normal(int(rate * 0.37)).astype(np.float32)
+        for _ in range(2):  # built, then cached
+            expected = taf.resample(torch.from_numpy(wav), rate, 16000).numpy()
+            np.testing.assert_array_equal(resample(wav, rate, 16000), expected)

@@ -92,7 +92,7 @@ def test_manifest_is_deduplicated_per_speaker(tmp_path):
     [
         ("speaker,gender\na,m\na,f\n", r"meta.csv:3: speaker a conflicts with line 2"),
         ("speaker,gender\na,m,extra\n", r"meta.csv:2: expected 2 fields, found 3"),
-        ("speaker,nationality\na,USA\n", r"meta.csv:1: no 'gender' column"),
+        ("speaker,split\na,dev\n", r"meta.csv:1: no attribute column"),
         ("name,gender\na,m\n", r"meta.csv:1: no speaker column"),
         ("", "empty file"),
     ],

@@ -27,7 +27,7 @@ _MODULE_COMMANDS = {
     ),
     "manifest": (
         "arw_sv.cli.manifest",
-        "build a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech or CSV corpus",
+        "build a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech, CSV, HF or Lhotse corpus",
     ),
     "trials": (
         "arw_sv.cli.trials",

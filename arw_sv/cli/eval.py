@@ -46,7 +46,22 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-speakers",
         type=int,
         default=5,
-        help="pool nationalities with fewer speakers into 'others' (default 5)",
+        help="pool values with fewer speakers into 'others' (every attribute but gender; "
+        "default 5)",
+    )
+    grp.add_argument(
+        "--group-by",
+        action="append",
+        metavar="ATTR[,ATTR]",
+        help="group by a speaker attribute of --meta (age_band, accent, ...), or a cross "
+        "'gender,age_band' (repeatable; default: gender, nationality and their cross)",
+    )
+    grp.add_argument(
+        "--bins",
+        action="append",
+        default=[],
+        metavar="ATTR=E1,E2,...",
+        help="band a numeric attribute: age=0,13,18,60,200 makes age_band (repeatable)",
     )
     grp.add_argument(
         "--group-rule",
@@ -140,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         bad_map = [item for item in args.nationality_map if item.count("=") != 1]
         if bad_map:
             raise ValueError(f"--nationality-map takes FROM=TO, got {bad_map[0]!r}")
+        from arw_sv.data.attributes import parse_bins, parse_group_by
+
+        group_by = None if args.group_by is None else parse_group_by(args.group_by)
+        bins = parse_bins(args.bins)
+        if (group_by or bins) and args.meta is None:
+            raise ValueError("--group-by and --bins need speaker metadata (--meta)")
         if args.embeddings is not None:
             if args.trials is None:
                 raise ValueError("--embeddings needs --trials")
@@ -192,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             confidence=args.confidence,
             seed=args.seed,
+            group_by=group_by,
+            bins=bins,
+            meta_source=str(args.meta),
         )
         sides = (trials.labels, trials.enroll, trials.test, meta)
         report = evaluate_scores(

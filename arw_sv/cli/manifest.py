@@ -1,4 +1,5 @@
-"""``arw-sv manifest``: a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech or CSV corpus.
+"""``arw-sv manifest``: a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech, CSV, Hugging Face
+or Lhotse corpus.
 
 ::
 
@@ -6,6 +7,9 @@
     arw-sv manifest kaldi/data/train --out train.csv             # wav.scp, utt2spk, spk2gender
     arw-sv manifest LibriSpeech/train-clean-100 --out libri.csv  # gender from SPEAKERS.TXT
     arw-sv manifest corpus.csv --speakers speakers.csv --out manifest.csv
+    arw-sv manifest --format hf cv_en/train --speaker-column client_id \
+        --attributes gender,age,accent --out cv.csv      # audio written to cv_audio/
+    arw-sv manifest --format lhotse data/manifests --out lhotse.csv  # recordings+supervisions
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     """Register ``manifest`` on the ``arw-sv`` sub-parsers (sets ``func=run``)."""
     p = subparsers.add_parser(
         "manifest",
-        help="build a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech or CSV corpus",
+        help="build a manifest CSV from a VoxCeleb, Kaldi, LibriSpeech, CSV, HF or Lhotse corpus",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("corpus", help="corpus folder (or a .csv of path,speaker,...)")
+    p.add_argument(
+        "corpus", help="corpus folder (or a .csv of path,speaker,..., a .parquet, a cuts file)"
+    )
     p.add_argument(
         "--format", choices=FORMATS, help="corpus layout (default: detected when unambiguous)"
     )
@@ -31,10 +37,33 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         "--meta", help="voxceleb: vox1_meta.csv / vox2_meta.csv; librispeech: SPEAKERS.TXT"
     )
     p.add_argument("--splits", nargs="+", default=["dev", "test"], help="voxceleb: sets to keep")
-    p.add_argument("--split", default="dev", help="kaldi/csv: the split of every utterance")
+    p.add_argument(
+        "--split", default="dev", help="kaldi/csv/hf/lhotse: the split of every utterance"
+    )
     p.add_argument("--speakers", help="speaker-attribute CSV: speaker,gender,nationality,split")
-    p.add_argument("--allow-pipes", action="store_true", help="kaldi: run wav.scp pipe commands")
-    p.add_argument("--pipe-dir", help="kaldi: where piped recordings are written")
+    p.add_argument(
+        "--allow-pipes", action="store_true", help="kaldi/lhotse: run pipe/command sources"
+    )
+    p.add_argument("--pipe-dir", help="kaldi/lhotse: where piped recordings are written")
+    hf = p.add_argument_group("hf (pip install 'arw-sv[hf]')")
+    hf.add_argument("--audio-column", default="audio", help="the Audio column (default audio)")
+    hf.add_argument("--speaker-column", default="speaker_id", help="default speaker_id")
+    hf.add_argument(
+        "--attributes",
+        action="append",
+        default=[],
+        metavar="COL[,COL]",
+        help="columns kept as speaker attributes (gender, nationality, age, accent, ...)",
+    )
+    hf.add_argument(
+        "--audio-dir", help="where embedded audio is written (default: <out>_audio beside --out)"
+    )
+    lh = p.add_argument_group("lhotse (pip install 'arw-sv[lhotse]')")
+    lh.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="keep supervisions of two speakers that overlap in one recording or cut",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=run)
     return p
@@ -62,6 +91,32 @@ def run(args: argparse.Namespace) -> int:
         )
     elif fmt == "librispeech":
         manifest = corpora.read_librispeech(args.corpus, speakers=args.speakers, meta=args.meta)
+    elif fmt == "hf":
+        from pathlib import Path
+
+        from arw_sv.data.hf import read_hf
+
+        out = Path(args.out)
+        manifest = read_hf(
+            args.corpus,
+            audio_dir=args.audio_dir or out.with_name(out.stem + "_audio"),
+            audio_column=args.audio_column,
+            speaker_column=args.speaker_column,
+            attributes=[c.strip() for item in args.attributes for c in item.split(",")],
+            split=args.split,
+            speakers=args.speakers,
+        )
+    elif fmt == "lhotse":
+        from arw_sv.data.lhotse_manifests import read_lhotse
+
+        manifest = read_lhotse(
+            args.corpus,
+            split=args.split,
+            speakers=args.speakers,
+            allow_overlap=args.allow_overlap,
+            allow_pipes=args.allow_pipes,
+            pipe_dir=args.pipe_dir,
+        )
     else:
         manifest = corpora.read_corpus_csv(args.corpus, split=args.split, speakers=args.speakers)
     write_manifest(manifest, args.out)

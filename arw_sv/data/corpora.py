@@ -22,7 +22,8 @@ unless they already start with it (``spk1/spk1-utt1``).
   ``gender``, ``nationality``, ``split``, ``session``; relative paths from the CSV's folder.
 
 Any format takes a speaker-attribute table (``speakers``: CSV with ``speaker`` and any of
-``gender``, ``nationality``, ``split``) whose values override the corpus's own.
+``gender``, ``nationality``, ``split`` and further attributes such as ``age``) whose values
+override the corpus's own; an empty cell keeps the corpus's value.
 """
 
 from __future__ import annotations
@@ -41,17 +42,25 @@ from arw_sv.data.manifest import (
     Manifest,
     ManifestError,
     Utterance,
+    check_attribute_name,
     validate_utterances,
 )
 from arw_sv.data.tables import csv_header, csv_rows
 
-FORMATS = ("voxceleb", "kaldi", "librispeech", "csv")
+# hf: arw_sv.data.hf; lhotse: arw_sv.data.lhotse_manifests (optional extras).
+FORMATS = ("voxceleb", "kaldi", "librispeech", "csv", "hf", "lhotse")
 # Kaldi segment ends may overshoot their file by rounding; beyond this much it is an error.
 _SEGMENT_SLACK = 0.05
 _GENDERS = {"m": "m", "male": "m", "f": "f", "female": "f"}
+_GENDERS |= {"male_masculine": "m", "female_feminine": "f"}  # Common Voice's spelling
 
 
-def _gender(value: str, where: str) -> str:
+def gender_value(value: str, where: str) -> str:
+    """``m``, ``f`` or ``unknown`` from a corpus's spelling (``male``, ``F``, ...).
+
+    Raises:
+        ManifestError: any other value, naming ``where``.
+    """
     value = value.strip().lower()
     if value in ("", "unknown", "u", "n/a"):
         return "unknown"
@@ -156,9 +165,19 @@ def _numbered(reader: csv.DictReader, path: Path):
 
 
 def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
-    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``."""
+    """A speaker-attribute CSV: ``speaker`` plus any of ``gender``, ``nationality``, ``split``
+    and further attributes (any other column, named as
+    :data:`arw_sv.data.columns.ATTRIBUTE_NAME` allows).
+
+    Returns:
+        Speaker -> {column: value} for the non-empty cells.
+    """
     path = Path(path)
     reader = _csv_rows(path, ("speaker",), "speaker table ")
+    columns = [c for c in reader.fieldnames if c != "speaker"]
+    for column in columns:
+        if column not in ("gender", "nationality", "split"):
+            check_attribute_name(column, f"{path}:1")
     table: dict[str, dict[str, str]] = {}
     first: dict[str, int] = {}
     for number, row in _numbered(reader, path):
@@ -174,10 +193,12 @@ def read_speaker_table(path: str | Path) -> dict[str, dict[str, str]]:
             )
         first[speaker] = number
         values = {}
-        for column in ("gender", "nationality", "split"):
+        for column in columns:
             if row.get(column, "").strip():
                 value = row[column].strip()
-                values[column] = _gender(value, f"{path}:{number}") if column == "gender" else value
+                values[column] = (
+                    gender_value(value, f"{path}:{number}") if column == "gender" else value
+                )
         table[speaker] = values
     return table
 
@@ -189,7 +210,15 @@ def apply_speaker_table(utts: list[Utterance], path: str | Path | None) -> Manif
     from dataclasses import replace
 
     table = read_speaker_table(path)
-    return _checked([replace(u, **table.get(u.speaker, {})) for u in utts], path)
+    core = ("gender", "nationality", "split")
+
+    def updated(u: Utterance) -> Utterance:
+        values = table.get(u.speaker, {})
+        extra = dict(u.attributes) | {k: v for k, v in values.items() if k not in core}
+        fields = {k: v for k, v in values.items() if k in core}
+        return replace(u, **fields, attributes=tuple(sorted(extra.items())))
+
+    return _checked([updated(u) for u in utts], path)
 
 
 def _pipe_target(pipe_root: Path, rec: str, where: str) -> Path:
@@ -279,7 +308,7 @@ def read_kaldi(
                 raise ManifestError(f"{where}: audio file not found: {target}")
         recordings[rec] = (path, where)
     _mapping(root / "utt2spk")  # rejects an utterance listed twice, naming the line
-    gender = _mapping(root / "spk2gender", _gender) if (root / "spk2gender").is_file() else {}
+    gender = _mapping(root / "spk2gender", gender_value) if (root / "spk2gender").is_file() else {}
     nationality = _mapping(root / "spk2nationality") if (root / "spk2nationality").is_file() else {}
     session = _mapping(root / "utt2session") if (root / "utt2session").is_file() else {}
     durations = _mapping(root / "utt2dur", _seconds) if (root / "utt2dur").is_file() else {}
@@ -373,7 +402,7 @@ def read_librispeech_speakers(path: Path) -> dict[str, tuple[str, str]]:
             raise ManifestError(
                 f"{path}:{number}: expected 'ID | SEX | SUBSET | MINUTES | NAME', got {line[:80]!r}"
             )
-        entry = (_gender(fields[1], f"{path}:{number}"), fields[2])
+        entry = (gender_value(fields[1], f"{path}:{number}"), fields[2])
         if fields[0] in out and out[fields[0]] != entry:
             raise ManifestError(
                 f"{path}:{number}: speaker {fields[0]} is {'/'.join(entry)} here but "
@@ -483,7 +512,7 @@ def read_corpus_csv(
                 speaker=speaker,
                 duration=_duration(str(audio), start) if duration is None else duration,
                 start=start,
-                gender=_gender(row.get("gender", ""), where),
+                gender=gender_value(row.get("gender", ""), where),
                 nationality=row.get("nationality") or "unknown",
                 split=row.get("split") or split,
                 session=row.get("session", ""),
@@ -506,10 +535,19 @@ def detect_format(source: str | Path) -> str:
     if not source.exists():
         raise ManifestError(f"corpus not found: {source}")
     if source.is_file():
-        if source.suffix.lower() == ".csv":
-            return "csv"
-        raise ManifestError(f"{source}: a file corpus must be a .csv (path, speaker, ...)")
+        if source.suffix.lower() in (".csv", ".parquet"):
+            return {".csv": "csv", ".parquet": "hf"}[source.suffix.lower()]
+        if "cuts" in source.name and source.name.endswith((".jsonl.gz", ".jsonl")):
+            return "lhotse"
+        raise ManifestError(
+            f"{source}: a file corpus must be a .csv (path, speaker, ...), a .parquet dataset "
+            "or a Lhotse cuts manifest"
+        )
     fits = []
+    if (source / "state.json").is_file() or any(source.glob("*.parquet")):
+        fits.append("hf")
+    if any(source.glob("*cuts*.jsonl*")) or any(source.glob("*supervisions*.jsonl*")):
+        fits.append("lhotse")
     if (source / "wav.scp").is_file():
         fits.append("kaldi")
     if _speakers_txt(source) is not None:

@@ -3,7 +3,9 @@
 Columns: ``utt_id, path, speaker, duration, gender, nationality, split``, then the
 optional ``session`` (the recording session where known: VoxCeleb's YouTube id, a
 LibriSpeech chapter) and ``start`` (seconds into ``path`` where the utterance begins, for
-Kaldi ``segments``; written only when some utterance has one). ``utt_id`` is the path below
+Kaldi ``segments``; written only when some utterance has one), then any further per-speaker
+attribute (``age``, ``accent``, ...; :data:`ATTRIBUTE_NAME`), one column each, in name
+order. ``utt_id`` is the path below
 the ``wav/`` folder (``id10001/1zcIwhmdeo4/00001.wav``), as trial lists name it; its first
 ``/`` component is the speaker. A relative ``path`` is resolved against the manifest's own
 folder, so a corpus and its manifest can be moved together.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from arw_sv.atomic import atomic_open
 from arw_sv.data import tables
+from arw_sv.data.columns import ATTRIBUTE_NAME, MISSING, NOT_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,20 @@ def _bad_id(value: str) -> str | None:
     return None
 
 
+def check_attribute_name(name: str, where: str | Path) -> str:
+    """``name`` if it can be a further attribute (``ATTRIBUTE_NAME``, not a core column).
+
+    Raises:
+        ManifestError: naming ``where`` and the name.
+    """
+    if not ATTRIBUTE_NAME.fullmatch(name) or name in NOT_ATTRIBUTES:
+        raise ManifestError(
+            f"{where}: {name!r} cannot be an attribute name (lower-case letters, digits and "
+            f"'_', starting with a letter; not one of {', '.join(sorted(NOT_ATTRIBUTES))})"
+        )
+    return name
+
+
 def _place(utts: Sequence[Utterance], lines: Sequence[int] | None, i: int) -> str:
     return f"line {lines[i]}" if lines is not None else f"utterance {utts[i].utt_id!r}"
 
@@ -60,7 +77,8 @@ def validate_utterances(
     Each utterance: a speaker id without path separators or white space; an ``utt_id``
     without white space whose first ``/`` component is its speaker (trial lists and
     ``arw-sv eval`` take the speaker from it); a finite duration and start >= 0; ids
-    unique. Each speaker: one gender and one nationality over all its utterances.
+    unique. Each speaker: one gender, one nationality and one value of every further
+    attribute over all its utterances (:data:`MISSING` where an utterance lacks it).
 
     Args:
         utts: the utterances.
@@ -72,6 +90,10 @@ def validate_utterances(
     """
     first: dict[str, int] = {}
     attributes: dict[str, tuple[int, str, str]] = {}
+    names = sorted({name for u in utts for name, _ in u.attributes})
+    for name in names:
+        check_attribute_name(name, source)
+    extras: dict[str, tuple[int, dict[str, str]]] = {}
 
     def where(i: int) -> str:
         return f"{source}:{lines[i]}" if lines is not None else f"{source}: {utts[i].utt_id!r}"
@@ -111,6 +133,16 @@ def validate_utterances(
                 f"{where(i)}: speaker {u.speaker!r} is {u.gender}/{u.nationality} here but "
                 f"{seen[1]}/{seen[2]} at {_place(utts, lines, seen[0])}"
             )
+        if names:
+            mine = dict(u.attributes)
+            j, theirs = extras.setdefault(u.speaker, (i, mine))
+            for name in names:
+                a, b = mine.get(name, MISSING), theirs.get(name, MISSING)
+                if a != b:
+                    raise ManifestError(
+                        f"{where(i)}: speaker {u.speaker!r} has {name} {a!r} here but {b!r} "
+                        f"at {_place(utts, lines, j)}"
+                    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +158,15 @@ class Utterance:
     split: str
     session: str = ""  # "" where the corpus does not say
     start: float = 0.0  # seconds into ``path`` (a Kaldi segment); 0 for a whole file
+    # Further per-speaker attributes as sorted (name, value) pairs: ``(("age", "34"),)``;
+    # an attribute the utterance lacks is "unknown" (MISSING).
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, name: str) -> str:
+        """The value of ``gender``, ``nationality`` or a further attribute (or "unknown")."""
+        if name in ("gender", "nationality"):
+            return getattr(self, name)
+        return dict(self.attributes).get(name, MISSING)
 
 
 class Manifest(Sequence[Utterance]):
@@ -146,11 +187,25 @@ class Manifest(Sequence[Utterance]):
         """Class index (position in the sorted speaker list) of every utterance."""
         return [self._speaker_index[u.speaker] for u in self._utts]
 
+    @property
+    def attribute_names(self) -> list[str]:
+        """``gender``, ``nationality`` and the further attributes, in name order."""
+        extra = {name for u in self._utts for name, _ in u.attributes}
+        return ["gender", "nationality", *sorted(extra)]
+
     def speaker_attribute(self, name: str) -> list[str]:
-        """Per speaker (in ``self.speakers`` order) the value of ``gender``/``nationality``."""
+        """Per speaker (in ``self.speakers`` order) the value of an attribute.
+
+        Raises:
+            KeyError: no utterance has the attribute, naming those there are.
+        """
+        if name not in self.attribute_names:
+            raise KeyError(
+                f"no speaker attribute {name!r} (the manifest has {', '.join(self.attribute_names)})"
+            )
         values: dict[str, str] = {}
         for u in self._utts:
-            values.setdefault(u.speaker, getattr(u, name))
+            values.setdefault(u.speaker, u.attribute(name))
         return [values[s] for s in self.speakers]
 
     def subset(self, split: str) -> Manifest:
@@ -179,6 +234,9 @@ def read_manifest(path: str | Path) -> Manifest:
             f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(COLUMNS)}"
         )
     reader.fieldnames = header
+    extra = [c for c in header if c not in COLUMNS + OPTIONAL_COLUMNS]
+    for name in extra:
+        check_attribute_name(name, f"{path}:1")
     rows, lines = [], []
     for line, row in enumerate(tables.csv_rows(reader, path, ManifestError), start=2):
         if None in row or any(row[c] is None for c in COLUMNS):
@@ -201,6 +259,7 @@ def read_manifest(path: str | Path) -> Manifest:
                 split=row["split"] or "unknown",
                 session=row.get("session") or "",
                 start=start,
+                attributes=tuple((c, row[c]) for c in sorted(extra) if row[c] not in ("", MISSING)),
             )
         )
         lines.append(line)
@@ -225,13 +284,15 @@ def write_manifest(manifest: Iterable[Utterance], path: str | Path) -> None:
     manifest = list(manifest)
     validate_utterances(manifest, f"refusing to write {path}")
     segments = any(u.start for u in manifest)
+    extra = Manifest(manifest).attribute_names[2:]
     with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS + (OPTIONAL_COLUMNS if segments else OPTIONAL_COLUMNS[:1]))
+        header = COLUMNS + (OPTIONAL_COLUMNS if segments else OPTIONAL_COLUMNS[:1])
+        writer.writerow(header + tuple(extra))
         for u in manifest:
             row = [u.utt_id, u.path, u.speaker, f"{u.duration:.3f}", u.gender, u.nationality]
             row += [u.split, u.session] + ([f"{u.start:.3f}"] if segments else [])
-            writer.writerow(row)
+            writer.writerow(row + [u.attribute(name) for name in extra])
 
 
 def build_manifest(

@@ -1,4 +1,4 @@
-"""Speaker metadata: gender, nationality and set of every speaker.
+"""Speaker metadata: gender, nationality, set and further attributes of every speaker.
 
 Reads, detecting the format from the header:
 
@@ -6,9 +6,12 @@ Reads, detecting the format from the header:
   Nationality, Set``;
 - VoxCeleb2 ``vox2_meta.csv``: comma-separated with a byte-order mark, CRLF line ends and
   spaces around the separators; it has no nationality (read as ``None``);
-- a manifest CSV with at least ``speaker`` and ``gender`` columns (``nationality`` and
-  ``split`` optional), one row per utterance: values are deduplicated per speaker and a
-  speaker whose rows disagree is an error naming both lines.
+- a manifest CSV or a speaker table with a ``speaker`` column and at least one attribute
+  (``gender``, ``nationality``, or any further column named as
+  :data:`arw_sv.data.columns.ATTRIBUTE_NAME` allows, such as ``age``; ``split`` optional),
+  one row per utterance or per speaker: values are deduplicated per speaker and a speaker
+  whose rows disagree is an error naming both lines. A manifest's utterance columns
+  (``utt_id``, ``path``, ``duration``, ``session``, ``start``) are not attributes.
 
 Gender is normalised to ``"m"``/``"f"`` (``male``/``female`` accepted); empty values and
 ``unknown``/``n/a`` become ``None``. Nationalities keep the file's spelling (``USA``,
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from arw_sv.data.columns import ATTRIBUTE_NAME, NOT_ATTRIBUTES
 from arw_sv.data.tables import csv_rows
 
 SPEAKER_COLUMNS = ("voxceleb1 id", "voxceleb2 id", "speaker", "speaker_id")
@@ -46,6 +50,21 @@ class SpeakerInfo:
     gender: str | None
     nationality: str | None
     set: str | None
+    # Further attributes as sorted (name, value) pairs, value None where unknown.
+    attributes: tuple[tuple[str, str | None], ...] = ()
+
+    def attribute(self, name: str) -> str | None:
+        """The value of ``gender``, ``nationality`` or a further attribute (None: unknown)."""
+        if name in ("gender", "nationality"):
+            return getattr(self, name)
+        return dict(self.attributes).get(name)
+
+
+def attribute_names(meta: Mapping[str, SpeakerInfo]) -> list[str]:
+    """The attributes some speaker of ``meta`` has a value of: gender, nationality, the rest."""
+    names = {n for i in meta.values() for n, v in i.attributes if v is not None}
+    core = [n for n in ("gender", "nationality") if any(i.attribute(n) for i in meta.values())]
+    return core + sorted(names)
 
 
 def _clean(value: str) -> str | None:
@@ -90,11 +109,18 @@ def read_speaker_meta(path: str | Path) -> dict[str, SpeakerInfo]:
             f"{path}:{first + 1}: no speaker column (expected one of {SPEAKER_COLUMNS}); "
             f"header is {header}"
         )
-    if "gender" not in header:
-        raise MetadataError(f"{path}:{first + 1}: no 'gender' column; header is {header}")
-    gender_col = header.index("gender")
+    gender_col = header.index("gender") if "gender" in header else None
     nat_col = header.index("nationality") if "nationality" in header else None
     set_col = next((header.index(c) for c in ("set", "split") if c in header), None)
+    # VoxCeleb's own tables name their columns with spaces ("VGGFace1 ID"): not attributes.
+    skip = NOT_ATTRIBUTES | {"set", "speaker_id", header[speaker_col]}
+    extra = [(i, c) for i, c in enumerate(header) if c not in skip and ATTRIBUTE_NAME.fullmatch(c)]
+    extra = [(i, c) for i, c in extra if c not in ("gender", "nationality")]
+    if gender_col is None and nat_col is None and not extra:
+        raise MetadataError(
+            f"{path}:{first + 1}: no attribute column (gender, nationality, age, ...); "
+            f"header is {header}"
+        )
 
     meta: dict[str, SpeakerInfo] = {}
     seen_at: dict[str, int] = {}
@@ -110,9 +136,10 @@ def read_speaker_meta(path: str | Path) -> dict[str, SpeakerInfo]:
             raise MetadataError(f"{path}:{offset}: empty speaker id")
         info = SpeakerInfo(
             speaker=speaker,
-            gender=_gender(row[gender_col]),
+            gender=None if gender_col is None else _gender(row[gender_col]),
             nationality=None if nat_col is None else _clean(row[nat_col]),
             set=None if set_col is None else _clean(row[set_col]),
+            attributes=tuple(sorted((c, _clean(row[i])) for i, c in extra)),
         )
         if speaker in meta:
             if meta[speaker] != info:
@@ -128,31 +155,23 @@ def read_speaker_meta(path: str | Path) -> dict[str, SpeakerInfo]:
     return meta
 
 
-def pool_nationalities(
-    meta: Mapping[str, SpeakerInfo],
-    min_speakers: int,
-    mapping: Mapping[str, str] | None = None,
-    speakers: Iterable[str] | None = None,
-) -> tuple[dict[str, str | None], dict]:
-    """Nationality groups with small ones pooled into ``"others"``.
+def pool_values(
+    values: Mapping, min_speakers: int, mapping: Mapping[str, str] | None = None
+) -> tuple[dict, dict]:
+    """One attribute's values with those of fewer than ``min_speakers`` speakers pooled
+    into ``"others"``.
 
     Args:
-        meta: speaker metadata.
-        min_speakers: a nationality with fewer speakers (counted among ``speakers``)
-            joins ``"others"``.
-        mapping: applied first, e.g. ``VOX1_NATIONALITY_FIXES``.
-        speakers: the speakers to count (those in the trial list); default all of ``meta``.
+        values: speaker -> value (``None`` if unknown).
+        min_speakers: a value with fewer speakers joins ``"others"``.
+        mapping: relabelling applied first, e.g. ``VOX1_NATIONALITY_FIXES``.
 
     Returns:
-        ``(groups, notes)``: speaker -> pooled nationality (``None`` if unknown), and a
-        dict recording the mapping and which nationalities were kept or pooled, with counts.
+        ``(groups, notes)``: speaker -> pooled value (``None`` if unknown), and a dict
+        recording the mapping and which values were kept or pooled, with counts.
     """
     mapping = dict(mapping or {})
-    chosen = list(meta) if speakers is None else [s for s in speakers if s in meta]
-    mapped = {}
-    for s in chosen:
-        nat = meta[s].nationality
-        mapped[s] = None if nat is None else mapping.get(nat, nat)
+    mapped = {s: None if v is None else mapping.get(v, v) for s, v in values.items()}
     counts = Counter(n for n in mapped.values() if n is not None)
     kept = {n: c for n, c in counts.items() if c >= min_speakers}
     pooled = {n: c for n, c in counts.items() if c < min_speakers}
@@ -164,3 +183,22 @@ def pool_nationalities(
         "pooled_into_others": dict(sorted(pooled.items())),
     }
     return groups, notes
+
+
+def pool_nationalities(
+    meta: Mapping[str, SpeakerInfo],
+    min_speakers: int,
+    mapping: Mapping[str, str] | None = None,
+    speakers: Iterable[str] | None = None,
+) -> tuple[dict[str, str | None], dict]:
+    """Nationality groups with small ones pooled into ``"others"`` (:func:`pool_values`).
+
+    Args:
+        meta: speaker metadata.
+        min_speakers: a nationality with fewer speakers (counted among ``speakers``)
+            joins ``"others"``.
+        mapping: applied first, e.g. ``VOX1_NATIONALITY_FIXES``.
+        speakers: the speakers to count (those in the trial list); default all of ``meta``.
+    """
+    chosen = list(meta) if speakers is None else [s for s in speakers if s in meta]
+    return pool_values({s: meta[s].nationality for s in chosen}, min_speakers, mapping)

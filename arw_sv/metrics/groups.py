@@ -43,10 +43,18 @@ class Grouping:
 
     @classmethod
     def from_values(
-        cls, name: str, values: Sequence[str | None], notes: dict | None = None
+        cls,
+        name: str,
+        values: Sequence[str | None],
+        notes: dict | None = None,
+        order: Sequence[str] | None = None,
     ) -> Grouping:
-        """Build from one value per speaker (``None`` = no group); groups sorted by name."""
-        groups = tuple(sorted({v for v in values if v is not None}))
+        """Build from one value per speaker (``None`` = no group); groups in ``order`` (age
+        bands by age), else sorted by name; a value ``order`` lacks follows it.
+        """
+        present = {v for v in values if v is not None}
+        first = [v for v in (order or ()) if v in present]
+        groups = tuple(first + sorted(present - set(first)))
         index = {g: i for i, g in enumerate(groups)}
         ids = np.array([index[v] if v is not None else -1 for v in values], dtype=np.int64)
         return cls(name, groups, ids, notes)

@@ -528,19 +528,18 @@ def _group_correlations(
 
 
 def _speaker_groups(manifest, key: str) -> list[int]:
-    if key == "gender_nationality":
-        values = [
-            f"{g}/{n}"
-            for g, n in zip(
-                manifest.speaker_attribute("gender"),
-                manifest.speaker_attribute("nationality"),
-                strict=True,
-            )
-        ]
-    else:
-        values = manifest.speaker_attribute(key)
-    names = sorted(set(values))
-    return [names.index(v) for v in values]
+    """Each speaker's group for ``data.balance_key``: one attribute, or a cross ``a,b``."""
+    names = ("gender", "nationality") if key == "gender_nationality" else key.split(",")
+    missing = [n for n in names if n not in manifest.attribute_names]
+    if missing:
+        raise ValueError(
+            f"data.balance_key={key}: the training manifest has no speaker attribute "
+            f"{missing[0]!r} (it has {', '.join(manifest.attribute_names)})"
+        )
+    columns = [manifest.speaker_attribute(n) for n in names]
+    values = ["/".join(cell) for cell in zip(*columns, strict=True)]
+    groups = sorted(set(values))
+    return [groups.index(v) for v in values]
 
 
 def _initialise_from(
