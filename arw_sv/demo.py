@@ -179,8 +179,7 @@ def _evaluate_model(
         ids, wavs = [u.utt_id for u in test], [u.path for u in test]
         embed_utterances(checkpoint, ids, wavs, embeddings, progress=progress)
     trials = read_trials(corpus.trials_path)
-    with np.load(embeddings) as data:
-        scores = score_trials(trials, {k: data[k] for k in data.files})
+    scores = score_trials(trials, read_embeddings(embeddings))
     write_scores(folder / "scores.txt", trials, scores)
     shared = dict(min_speakers=1, bootstrap=bootstrap, seed=0)
     meta = read_speaker_meta(corpus.meta_path)
