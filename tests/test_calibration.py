@@ -457,7 +457,7 @@ def test_cli_calibrate_with_asnorm_keeps_the_cohort_out_of_the_pairs(embedded, c
     again = calibrate_trials(out / "asn.json", out / "eval.npz", trials, raw, embeddings)
     assert np.allclose(llr, again, atol=1e-5)  # written to text with limited digits
     assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--score-norm", "asnorm",
-                 "--cohort-share", "0.99", "--out", str(out / "x.json")]) == 2  # fmt: skip
+                 "--clusters", "2", "--cohort-share", "0.99", "--out", str(out / "x.json")]) == 2  # fmt: skip
     assert "cohort" in capsys.readouterr().err
 
 
