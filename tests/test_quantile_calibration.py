@@ -179,3 +179,63 @@ def test_json_round_trip_is_exact(fitted, tmp_path):
         cal.transform_indexed(scores, enroll, test, emb),
     )
     assert again.settings["weights"] == cal.settings["weights"]
+
+
+# ---- small calibration sets (issue 28, item 4) ------------------------------------------
+
+
+def _speaker_set(rng, n_speakers, per_speaker=4, dim=8):
+    """Utterances of ``n_speakers`` speakers in two regions; ids ``spk/utt``."""
+    region = np.arange(n_speakers) % 2
+    centre = np.eye(dim)[:2][region] * 3.0 + rng.normal(size=(n_speakers, dim))
+    owner = np.repeat(np.arange(n_speakers), per_speaker)
+    emb = centre[owner] + 0.5 * rng.normal(size=(owner.size, dim))
+    return [f"s{k:04d}" for k in owner], emb
+
+
+def test_k_follows_the_fitting_speakers():
+    from arw_sv.calibration.backend import auto_clusters
+
+    assert [auto_clusters(n) for n in (0, 7, 8, 64, 127, 128, 150, 5000)] == [
+        1, 1, 1, 8, 15, 16, 16, 16,
+    ]  # fmt: skip
+
+
+def test_few_speakers_fall_back_to_global_calibration_of_cosines():
+    from arw_sv.calibration import cosine_scores, fit_on_speakers
+    from arw_sv.calibration.backend import MIN_REGION_SPEAKERS
+
+    rng = np.random.default_rng(0)
+    speakers, emb = _speaker_set(rng, 60)
+    cal, _, _ = fit_on_speakers(speakers, emb, max_pairs=20_000)
+    assert cal.method == "global" and cal.cohort is None  # neither regions nor AS-norm
+    assert cal.settings["fallback"].startswith(f"60 calibration speakers (< {MIN_REGION_SPEAKERS})")
+    assert "\n" not in cal.settings["fallback"]  # one line
+    # It changes no rate: a positive-slope linear map of the cosine, the ranking kept.
+    e, t = rng.integers(0, len(emb), 500), rng.integers(0, len(emb), 500)
+    raw = cosine_scores(emb, e, t)
+    llr = cal.transform_indexed(raw, e, t, emb)
+    assert cal.fallback[0] > 0
+    np.testing.assert_array_equal(np.argsort(llr, kind="stable"), np.argsort(raw, kind="stable"))
+    # k set by the user: no fall-back, the regions are fitted as asked.
+    asked, _, _ = fit_on_speakers(speakers, emb, clusters=2, max_pairs=20_000)
+    assert asked.method == "fsn" and len(asked.centroids) == 2 and "fallback" not in asked.settings
+
+
+def test_enough_speakers_get_regions_with_k_from_the_fitting_speakers():
+    from arw_sv.calibration import fit_on_speakers
+    from arw_sv.calibration.backend import auto_clusters
+
+    rng = np.random.default_rng(1)
+    speakers, emb = _speaker_set(rng, 210)
+    cal, _, _ = fit_on_speakers(speakers, emb, method="quantile", max_pairs=40_000, top_n=20)
+    assert cal.method == "quantile" and cal.cohort is not None
+    assert len(cal.centroids) == auto_clusters(210 - 105) == 13  # half went to the cohort
+    # The quantile default shrinks by 4 prior speakers: w = n / (n + 4), n the speakers in
+    # a region (not its pairs), so every weight is below 1 and rises with n.
+    weights = np.asarray(cal.settings["weights"])
+    assert cal.settings["prior_speakers"] == 4.0
+    assert np.all((weights > 0) & (weights < 1))
+    n = 4 * weights / (1 - weights)
+    np.testing.assert_allclose(n, np.round(n), atol=1e-9)  # whole speakers
+    assert n.sum() >= 105  # every fitting speaker is in some region (some in several)
