@@ -196,8 +196,8 @@ def _speaker_set(rng, n_speakers, per_speaker=4, dim=8):
 def test_k_follows_the_fitting_speakers():
     from arw_sv.calibration.backend import auto_clusters
 
-    assert [auto_clusters(n) for n in (0, 7, 8, 64, 127, 128, 150, 5000)] == [
-        1, 1, 1, 8, 15, 16, 16, 16,
+    assert [auto_clusters(n) for n in (0, 13, 14, 64, 111, 112, 120, 150, 5000)] == [
+        1, 1, 2, 9, 15, 16, 16, 16, 16,
     ]  # fmt: skip
 
 
@@ -230,7 +230,7 @@ def test_enough_speakers_get_regions_with_k_from_the_fitting_speakers():
     speakers, emb = _speaker_set(rng, 210)
     cal, _, _ = fit_on_speakers(speakers, emb, method="quantile", max_pairs=40_000, top_n=20)
     assert cal.method == "quantile" and cal.cohort is not None
-    assert len(cal.centroids) == auto_clusters(210 - 105) == 13  # half went to the cohort
+    assert len(cal.centroids) == auto_clusters(210 - 105) == 15  # half went to the cohort
     # The quantile default shrinks by 4 prior speakers: w = n / (n + 4), n the speakers in
     # a region (not its pairs), so every weight is below 1 and rises with n.
     weights = np.asarray(cal.settings["weights"])

@@ -7,9 +7,9 @@ methods (docs/calibration-log.md, H1-H2): AS-norm against half of the calibratio
 
 Small calibration sets (issue 28): when the caller leaves ``clusters`` unset (None, the
 default), k is chosen from the speakers that fit the map, :func:`auto_clusters` (16 from
-128 fitting speakers on, so the validated held-out set-up, 150, keeps 16), and below
-:data:`MIN_REGION_SPEAKERS` calibration speakers the fit falls back to one global linear
-map of the cosine scores (no AS-norm, no regions: it changes no rate), because with 50-100
+112 fitting speakers on, so the validated set-ups keep 16: the held-out corpora 150, the
+demo 120), and below :data:`MIN_REGION_SPEAKERS` calibration speakers the fit falls back
+to one global linear map of the cosine scores (no AS-norm, no regions: it changes no rate), because with 50-100
 speakers regions and a small cohort made minDCF and group gaps worse (C5, and the issue's
 64-speaker LibriSpeech runs); the calibrator's ``settings["fallback"]`` says so in one line.
 ``prior_speakers`` shrinks each region's correction by ``n_c / (n_c + prior)``, n_c its
@@ -29,7 +29,7 @@ from arw_sv.calibration.methods import CalibrationError, Calibrator, fit_calibra
 from arw_sv.calibration.pairs import cosine_scores, sample_pairs, split_cohort
 
 MIN_REGION_SPEAKERS = 200  # calibration speakers; below: global calibration of cosine scores
-SPEAKERS_PER_CLUSTER = 8  # fitting speakers per k-means region when k is automatic
+SPEAKERS_PER_CLUSTER = 7  # fitting speakers per k-means region when k is automatic
 MAX_AUTO_CLUSTERS = 16
 PRIOR_SPEAKERS = {"quantile": 4.0}  # the shrinkage prior by method (others: none)
 

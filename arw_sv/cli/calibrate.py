@@ -58,7 +58,7 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument(
         "--clusters", type=int, default=DEFAULTS["clusters"],
-        help="k-means clusters (fsn, faircal, softcal, quantile); default: one per 8 fitting "
+        help="k-means clusters (fsn, faircal, softcal, quantile); default: one per 7 fitting "
         "speakers, at most 16, and global calibration of cosine scores below 200 "
         "calibration speakers",
     )  # fmt: skip
