@@ -3,13 +3,13 @@
 # the default back-end (AS-norm + FSN) vs AS-norm + per-region quantile matching, FMR ratio
 # at FMR 0.1%, 1% and the EER threshold, fmr_vs_threshold.png, and the learning curve down
 # to 30 calibration speakers.
-#   bench/calibration_quantile.sh [SEED] [OUT] [THREADS]      e.g. bench/calibration_quantile.sh 100 runs/q1
+#   bench/calibration/quantile.sh [SEED] [OUT] [THREADS]      e.g. bench/calibration/quantile.sh 100 runs/q1
 # Every step is skipped when its output exists, so a rerun resumes where it stopped.
 set -euo pipefail
 SEED=${1:-100}
 OUT=${2:-runs/calibration-quantile}
 THREADS=${3:-2}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=. OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 A="$PY -m arw_sv"
@@ -24,7 +24,7 @@ date
 [ -f "$OUT/cal.npz" ] || $A embed "$CK" --manifest "$OUT/all.csv" --split cal --out "$OUT/cal.npz" --quiet
 [ -f "$OUT/trials_all.txt" ] || $A trials "$OUT/all.csv" --split test --targets 100000 --within 1000000 \
   --across 1000000 --max-per-speaker 0 --out "$OUT/trials_all.txt"
-$PY -m bench.calibration --test "$OUT/test.npz" --cal "$OUT/cal.npz" --trials "$OUT/trials_all.txt" \
+$PY -m bench.calibration.experiment --test "$OUT/test.npz" --cal "$OUT/cal.npz" --trials "$OUT/trials_all.txt" \
   --meta "$OUT/all.csv" --out "$OUT/cal" --clusters 16 --curve 30 60 120 240 \
   --plot-fmr asnorm_half_fsn_k16 asnorm_half_quantile_k16
 date
