@@ -162,5 +162,5 @@ def calibrate_trials(
     check_compatible(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers
     )
-    enroll, test = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
-    return calibrator.transform_indexed(scores, enroll, test, matrix)
+    rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
+    return calibrator.transform_indexed(scores, rows[: len(trials)], rows[len(trials) :], matrix)
