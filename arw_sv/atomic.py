@@ -144,3 +144,13 @@ def atomic_folder(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cache_dir() -> Path:
+    """Where arw-sv keeps caches (ONNX exports, AS-norm cohort statistics):
+    ``$ARW_SV_CACHE``, else ``$XDG_CACHE_HOME/arw_sv``, else ``~/.cache/arw_sv``.
+    """
+    if os.environ.get("ARW_SV_CACHE"):
+        return Path(os.environ["ARW_SV_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "arw_sv"

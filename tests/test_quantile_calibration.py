@@ -239,3 +239,67 @@ def test_enough_speakers_get_regions_with_k_from_the_fitting_speakers():
     n = 4 * weights / (1 - weights)
     np.testing.assert_allclose(n, np.round(n), atol=1e-9)  # whole speakers
     assert n.sum() >= 105  # every fitting speaker is in some region (some in several)
+
+
+# ---- AS-norm statistics cached per utterance (issue 28, item 3) -------------------------
+
+
+def test_cached_cohort_stats_equal_fresh_ones_and_are_reused(monkeypatch, tmp_path, rng):
+    from arw_sv.calibration import stats_cache
+    from arw_sv.metrics.asnorm import as_norm, cohort_stats
+
+    monkeypatch.setenv("ARW_SV_CACHE", str(tmp_path))
+    emb = rng.normal(size=(50, 12)).astype(np.float32)
+    cohort = rng.normal(size=(80, 12)).astype(np.float32)
+    computed = []
+
+    def counting(x, c, n):
+        computed.append(len(x))
+        return cohort_stats(x, c, n)
+
+    monkeypatch.setattr(stats_cache, "cohort_stats", counting)
+    e, t = rng.integers(0, 30, 200), rng.integers(0, 30, 200)  # rows 30-49 unused
+    scores = rng.uniform(-1, 1, 200)
+    fresh = as_norm(scores, e, t, emb, cohort, top_n=10)
+    stats = stats_cache.cached_cohort_stats(emb, np.r_[e, t], cohort, 10)
+    np.testing.assert_array_equal(as_norm(scores, e, t, emb, cohort, 10, stats=stats), fresh)
+    assert np.isnan(stats[0][30:]).all()  # only what the trials need
+    again = stats_cache.cached_cohort_stats(emb, np.r_[e, t], cohort, 10)
+    np.testing.assert_array_equal(again[0], stats[0])
+    assert computed == [len(np.unique(np.r_[e, t]))]  # the second call read the file
+    stats_cache.cached_cohort_stats(emb, np.arange(50), cohort, 10)  # rows 30-49 now
+    assert computed[-1] == 50 - len(np.unique(np.r_[e, t]))
+    # Another cohort size or matrix: another file; a damaged file: recomputed, no error.
+    stats_cache.cached_cohort_stats(emb, np.arange(5), cohort, 11)
+    assert computed[-1] == 5 and len(list((tmp_path / "asnorm").iterdir())) == 2
+    for path in (tmp_path / "asnorm").iterdir():
+        path.write_bytes(b"not an npz")
+    mean, _ = stats_cache.cached_cohort_stats(emb, np.arange(5), cohort, 10)
+    assert computed[-1] == 5
+    np.testing.assert_array_equal(mean[:5], stats[0][:5])
+
+
+def test_score_with_the_cache_gives_the_same_llrs(monkeypatch, tmp_path, rng):
+    from arw_sv.calibration import calibrate_trials, fit_on_speakers, save_calibrator
+    from arw_sv.data.trials import Trials
+
+    monkeypatch.setenv("ARW_SV_CACHE", str(tmp_path / "cache"))
+    speakers, emb = _speaker_set(rng, 40)
+    cal, _, _ = fit_on_speakers(speakers, emb, clusters=2, max_pairs=5_000, top_n=10)
+    save_calibrator(cal, tmp_path / "c.json")
+    test = rng.normal(size=(30, emb.shape[1])).astype(np.float32)
+    ids = [f"t{i // 3}/{i}" for i in range(30)]
+    e, t = rng.integers(0, 30, 100), rng.integers(0, 30, 100)
+    trials = Trials(
+        labels=np.zeros(100, dtype=np.int8),
+        enroll=[ids[i] for i in e],
+        test=[ids[i] for i in t],
+    )
+    unit = test / np.linalg.norm(test, axis=1, keepdims=True)
+    raw = np.einsum("nd,nd->n", unit[e], unit[t]).astype(np.float64)
+    args = (tmp_path / "c.json", tmp_path / "none.npz", trials, raw, (ids, test), cal)
+    plain = calibrate_trials(*args, cache=False)
+    first, second = calibrate_trials(*args), calibrate_trials(*args)
+    np.testing.assert_array_equal(first, plain)
+    np.testing.assert_array_equal(second, plain)
+    assert len(list((tmp_path / "cache" / "asnorm").iterdir())) == 1

@@ -205,9 +205,11 @@ class Calibrator:
         test: np.ndarray,
         embeddings: np.ndarray,
         groups: np.ndarray | None = None,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """:meth:`transform` with the sides as rows of one utterance matrix (each
-        utterance's region found once, however many trials name it).
+        utterance's region found once, however many trials name it). ``stats``: each
+        row's AS-norm cohort mean and std, when known (see :meth:`normalise`).
 
         Shape:
             scores, enroll, test: (N,); embeddings: (U, D); groups: (U,) -> (N,).
@@ -215,7 +217,7 @@ class Calibrator:
         s = np.asarray(scores, dtype=np.float64)
         enroll, test = np.asarray(enroll), np.asarray(test)
         if self.cohort is not None:
-            s = self.normalise(s, enroll, test, embeddings)
+            s = self.normalise(s, enroll, test, embeddings, stats)
         if self.method == "global":
             return self.fallback[0] * s + self.fallback[1]
         if self.method.startswith("oracle"):
@@ -250,10 +252,16 @@ class Calibrator:
         return self._mix_two(s, region[enroll], region[test])
 
     def normalise(
-        self, scores: np.ndarray, enroll: np.ndarray, test: np.ndarray, embeddings: np.ndarray
+        self,
+        scores: np.ndarray,
+        enroll: np.ndarray,
+        test: np.ndarray,
+        embeddings: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """AS-norm of scores against the calibrator's cohort (the scores as they are when
-        it has none).
+        it has none); ``stats``, (U,) each, are the rows' cohort statistics when already
+        known (:func:`arw_sv.calibration.stats_cache.cached_cohort_stats`).
 
         Shape:
             scores, enroll, test: (N,); embeddings: (U, D) -> (N,).
@@ -271,7 +279,7 @@ class Calibrator:
         if len(scores) == 0:
             return np.zeros(0)
         top_n = int(self.settings["top_n"])
-        return as_norm(scores, enroll, test, embeddings, self.cohort, top_n=top_n)
+        return as_norm(scores, enroll, test, embeddings, self.cohort, top_n=top_n, stats=stats)
 
     def _quantile(self, s: np.ndarray, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
         """The mean of the two sides' quantile maps, then the global linear map."""

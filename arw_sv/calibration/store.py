@@ -145,10 +145,13 @@ def calibrate_trials(
     scores: np.ndarray,
     embeddings: tuple[list[str], np.ndarray],
     calibrator: Calibrator | None = None,
+    cache: bool = True,
 ) -> np.ndarray:
     """LLRs of scored trials under the calibrator in file ``calibration``, after checking
     it fits these embeddings (dimension, model fingerprint) and test speakers (disjoint).
-    ``calibrator``: the file's calibrator when the caller has it loaded already.
+    ``calibrator``: the file's calibrator when the caller has it loaded already. With
+    ``cache``, AS-norm's per-utterance cohort statistics are kept across runs
+    (:mod:`arw_sv.calibration.stats_cache`; the same numbers bit for bit).
 
     Shape:
         scores: (N,); embeddings matrix: (U, D) -> (N,).
@@ -163,4 +166,12 @@ def calibrate_trials(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers
     )
     rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
-    return calibrator.transform_indexed(scores, rows[: len(trials)], rows[len(trials) :], matrix)
+    stats = None
+    if calibrator.cohort is not None and len(rows) and cache:
+        from arw_sv.calibration.stats_cache import cached_cohort_stats
+
+        top_n = int(calibrator.settings["top_n"])
+        stats = cached_cohort_stats(np.asarray(matrix), rows, calibrator.cohort, top_n)
+    return calibrator.transform_indexed(
+        scores, rows[: len(trials)], rows[len(trials) :], matrix, stats=stats
+    )

@@ -85,6 +85,7 @@ def as_norm(
     embeddings: np.ndarray,
     cohort: np.ndarray,
     top_n: int = 300,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """AS-norm of trial scores.
 
@@ -95,15 +96,20 @@ def as_norm(
         embeddings: the utterance embeddings (rows not named by a trial are skipped).
         cohort: impostor embeddings (speakers disjoint from the test set).
         top_n: size of the adaptive cohort.
+        stats: each embedding row's cohort mean and standard deviation, known already
+            (e.g. :mod:`arw_sv.calibration.stats_cache`); by default computed here.
 
     Shape:
         scores, enroll_idx, test_idx: (N,); embeddings: (U, D); cohort: (E, D); output: (N,).
     """
     enroll_idx = np.asarray(enroll_idx)
     test_idx = np.asarray(test_idx)
-    used, inverse = np.unique(np.concatenate([enroll_idx, test_idx]), return_inverse=True)
-    mean, std = cohort_stats(np.asarray(embeddings)[used], cohort, top_n)
+    if stats is None:
+        used, inverse = np.unique(np.concatenate([enroll_idx, test_idx]), return_inverse=True)
+        mean, std = cohort_stats(np.asarray(embeddings)[used], cohort, top_n)
+        e, t = inverse[: enroll_idx.size], inverse[enroll_idx.size :]
+    else:
+        (mean, std), e, t = stats, enroll_idx, test_idx
     std = np.maximum(std, 1e-12)
-    e, t = inverse[: enroll_idx.size], inverse[enroll_idx.size :]
     s = np.asarray(scores, dtype=np.float64)
     return 0.5 * ((s - mean[e]) / std[e] + (s - mean[t]) / std[t])
