@@ -309,3 +309,9 @@ def test_cohort_stats_in_blocks_and_threads_match_a_float64_sort(rng, monkeypatc
     for mean, std in results[1:]:  # rows are independent: bit for bit, whatever the threads
         np.testing.assert_array_equal(mean, results[0][0])
         np.testing.assert_array_equal(std, results[0][1])
+    # ... and whatever block a row falls in, a last block of one row included (what the
+    # per-utterance cache relies on: statistics computed for any subset of the rows).
+    for rows in (np.arange(81), np.array([3, 70, 71, 89]), np.array([42])):
+        mean, std = asnorm.cohort_stats(emb[rows], cohort, top_n=30)
+        np.testing.assert_array_equal(mean, results[0][0][rows])
+        np.testing.assert_array_equal(std, results[0][1][rows])

@@ -8,7 +8,8 @@ re-scoring after a change of threshold or format, share one set of embeddings an
 AS-norm once. Each file holds a (U,) mean and standard deviation for one embedding matrix
 (NaN where an utterance has not been needed yet); its name is a BLAKE2b digest of the
 matrix, the cohort and N, so another matrix or calibrator never reads it. Statistics are
-computed row by row, so cached ones equal fresh ones bit for bit (tested). Files go under
+computed row by row, so cached ones equal fresh ones (bit for bit in the tests and on
+OpenBLAS, whose float32 product rounds a row the same in any block of two or more rows). Files go under
 :func:`arw_sv.atomic.cache_dir` ``/asnorm``, written atomically; an unwritable or damaged
 cache is skipped, never an error.
 
