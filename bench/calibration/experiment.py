@@ -180,7 +180,7 @@ def main() -> None:
     for method in ("oracle", "oracle_faircal"):
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
     for k in args.clusters:
-        for method in ("fsn", "faircal", "softcal"):
+        for method in ("fsn", "faircal", "softcal", "quantile"):
             cell(
                 f"{method}_k{k}",
                 lambda m=method, k=k: evaluate(fit_and_score(m, everyone, clusters=k)),
@@ -304,7 +304,7 @@ def plot_fmr_curves(curves: dict, labels, group, within, path: Path) -> None:
             rates.append(1.0 - np.searchsorted(mine, thresholds, side="left") / mine.size)
         rates = np.array(rates)
         ratio = rates.max(axis=0) / np.maximum(rates.min(axis=0), 1e-12)
-        first.semilogx(overall_grid, np.where(rates.min(axis=0) > 0, ratio, np.nan), label=name)
+        first.loglog(overall_grid, np.where(rates.min(axis=0) > 0, ratio, np.nan), label=name)
     first.axhline(1.0, color="k", linestyle=":", linewidth=1)
     first.axhline(1.25, color="grey", linestyle="--", linewidth=0.8)
     for x in (0.01, 0.001):
