@@ -303,3 +303,9 @@ def test_score_with_the_cache_gives_the_same_llrs(monkeypatch, tmp_path, rng):
     np.testing.assert_array_equal(first, plain)
     np.testing.assert_array_equal(second, plain)
     assert len(list((tmp_path / "cache" / "asnorm").iterdir())) == 1
+    # A trial side without an embedding: one line naming the embeddings file.
+    from arw_sv.calibration import CalibrationError
+
+    bad = Trials(labels=np.zeros(1, dtype=np.int8), enroll=["nobody/1"], test=[ids[0]])
+    with pytest.raises(CalibrationError, match="none.npz: 1 trial sides name utterances"):
+        calibrate_trials(tmp_path / "c.json", tmp_path / "none.npz", bad, raw[:1], (ids, test), cal)

@@ -64,7 +64,9 @@ def cached_cohort_stats(
         pass
     except Exception as exc:  # a damaged cache file costs a recomputation, nothing more
         log.warning("ignoring the AS-norm cache %s (%s)", path, str(exc)[:100])
-    needed = np.unique(np.asarray(rows))
+    flags = np.zeros(n, dtype=bool)
+    flags[np.asarray(rows)] = True  # O(N), where np.unique sorts or hashes 1.1M sides
+    needed = np.flatnonzero(flags)
     missing = needed[np.isnan(mean[needed]) | np.isnan(std[needed])]
     if missing.size:
         mean[missing], std[missing] = cohort_stats(embeddings[missing], cohort, top_n)

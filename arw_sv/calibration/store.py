@@ -161,11 +161,18 @@ def calibrate_trials(
     calibrator = calibrator or load_calibrator(calibration)
     ids, matrix = embeddings
     model = read_embedding_model(embeddings_path) or {}
-    test_speakers = {speaker_of(u) for u in set(trials.enroll).union(trials.test)}
+    rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
+    if len(rows) and rows.min() < 0:
+        raise CalibrationError(
+            f"{embeddings_path}: {int((rows < 0).sum())} trial sides name utterances "
+            "without an embedding"
+        )
+    used = np.zeros(len(ids), dtype=bool)
+    used[rows] = True  # each utterance once: 145,000 ids, not 1.1 million trial sides
+    test_speakers = {speaker_of(ids[i]) for i in np.flatnonzero(used)}
     check_compatible(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers
     )
-    rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
     stats = None
     if calibrator.cohort is not None and len(rows) and cache:
         from arw_sv.calibration.stats_cache import cached_cohort_stats

@@ -121,9 +121,14 @@ def as_norm(
     enroll_idx = np.asarray(enroll_idx)
     test_idx = np.asarray(test_idx)
     if stats is None:
-        used, inverse = np.unique(np.concatenate([enroll_idx, test_idx]), return_inverse=True)
-        mean, std = cohort_stats(np.asarray(embeddings)[used], cohort, top_n)
-        e, t = inverse[: enroll_idx.size], inverse[enroll_idx.size :]
+        embeddings = np.asarray(embeddings)
+        flags = np.zeros(len(embeddings), dtype=bool)
+        flags[enroll_idx], flags[test_idx] = True, True
+        used = np.flatnonzero(flags)  # the distinct rows, sorted, in O(U + N)
+        position = np.zeros(len(embeddings), dtype=np.int64)
+        position[used] = np.arange(used.size)
+        mean, std = cohort_stats(embeddings[used], cohort, top_n)
+        e, t = position[enroll_idx], position[test_idx]
     else:
         (mean, std), e, t = stats, enroll_idx, test_idx
     std = np.maximum(std, 1e-12)
