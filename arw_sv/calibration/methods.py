@@ -474,7 +474,7 @@ def _shrink_weights(region, utterance_speakers, prior_speakers, k) -> np.ndarray
 
 
 def _fit_quantile(s, y, ka, kb, region, utterance_speakers, prior_speakers, k=None):
-    """Quantile maps (C, 2Q), pair counts, the global linear map on the mapped scores, and
+    """Quantile maps (C, 2 O), pair counts, the global linear map on the mapped scores, and
     the shrinkage weights.
     """
     k = int(region.max()) + 1 if k is None else k

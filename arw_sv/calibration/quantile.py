@@ -22,7 +22,8 @@ the identity (the global map alone) in proportion to its evidence,
 one speaker give 45 pairs but one voice). ``m'_c`` is a convex mix of two increasing maps,
 so still increasing; its knots are ``(x_cj, x_cj + w_c (y_j - x_cj))``.
 
-Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, C regions, Q knots.
+Shape legend (the package one, :mod:`arw_sv`): N trials, U utterances, C clusters (the regions),
+O operating points (the knots).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def fit_quantile_maps(
         shrink: for each region, its shrinkage weight ``w_c`` in [0, 1] (1: none).
 
     Returns:
-        ``(knots, weights)``: knots (C, 2, Q), row 0 the region's scores ``x``, row 1 what
+        ``(knots, weights)``: knots (C, 2, O), row 0 the region's scores ``x``, row 1 what
         they map to; weights (C,) the weights used: ``shrink``, 0 where a region has
         fewer than two reliable knots (its map is the identity).
 
@@ -81,7 +82,7 @@ def apply_quantile_maps(knots: np.ndarray, scores: np.ndarray, region: np.ndarra
     """``m'_c(s)`` for each score under its region's map (-1: no region, the identity).
 
     Shape:
-        knots: (C, 2, Q); scores, region: (N,) -> (N,).
+        knots: (C, 2, O); scores, region: (N,) -> (N,).
     """
     s = np.asarray(scores, dtype=np.float64)
     out = s.copy()
