@@ -178,3 +178,13 @@ def open_no_follow(path: str | Path, mode: str = "a") -> IO[str]:
     flags = {"a": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "r": os.O_RDONLY,
              "w": os.O_WRONLY | os.O_TRUNC | os.O_CREAT}[mode]  # fmt: skip
     return os.fdopen(no_follow_fd(path, flags), mode, encoding="utf-8")
+
+
+def cache_dir() -> Path:
+    """Where arw-sv keeps caches (ONNX exports, AS-norm cohort statistics):
+    ``$ARW_SV_CACHE``, else ``$XDG_CACHE_HOME/arw_sv``, else ``~/.cache/arw_sv``.
+    """
+    if os.environ.get("ARW_SV_CACHE"):
+        return Path(os.environ["ARW_SV_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "arw_sv"

@@ -179,8 +179,7 @@ def _evaluate_model(
         ids, wavs = [u.utt_id for u in test], [u.path for u in test]
         embed_utterances(checkpoint, ids, wavs, embeddings, progress=progress)
     trials = read_trials(corpus.trials_path)
-    with np.load(embeddings) as data:
-        scores = score_trials(trials, {k: data[k] for k in data.files})
+    scores = score_trials(trials, read_embeddings(embeddings))
     write_scores(folder / "scores.txt", trials, scores)
     shared = dict(min_speakers=1, bootstrap=bootstrap, seed=0)
     meta = read_speaker_meta(corpus.meta_path)
@@ -257,6 +256,8 @@ def summarise(report: dict) -> dict:
             "raw": rates_at(report, THRESHOLD),
             "calibrated": rates_at(report["calibrated"]["report"], THRESHOLD),
         }
+        calibrated = report["calibrated"]["report"]
+        out["fmr_ratios"] = {"raw": fmr_ratios(report), "calibrated": fmr_ratios(calibrated)}
     return out
 
 
@@ -291,6 +292,24 @@ def rates_at(report: dict, threshold: str) -> dict:
             }
         d = section["disparity"]["at_threshold"][threshold]
         out[f"{attribute} ratio"] = {"fmr": d["fmr_ratio"], "fnmr": d["fnmr_ratio"]}
+    return out
+
+
+#: The three operating points whose FMR ratio ``make demo`` prints (issue 28).
+RATIO_THRESHOLDS = {"FMR 0.1%": "global_fmr_0.001", "FMR 1%": "global_fmr_0.01",
+                    "EER": "global_eer"}  # fmt: skip
+
+
+def fmr_ratios(report: dict) -> dict:
+    """Per grouping, the max/min FMR ratio at each of :data:`RATIO_THRESHOLDS` (None where a
+    group has no false accept or the report lacks the threshold).
+    """
+    out: dict = {}
+    for attribute in ("gender", "nationality"):
+        at = report["groups"][attribute]["disparity"]["at_threshold"]
+        out[attribute] = {
+            label: (at.get(key) or {}).get("fmr_ratio") for label, key in RATIO_THRESHOLDS.items()
+        }
     return out
 
 
@@ -356,6 +375,18 @@ def threshold_table(summary: dict) -> list[str]:
         for n, m in models.items()
     )
     lines.append(f"\nEER (%) raw -> calibrated: {eers}")
+    lines += ["", "FMR max/min across groups at three thresholds, raw -> calibrated:", ""]
+    lines.append("| model | grouping | " + " | ".join(RATIO_THRESHOLDS) + " |")
+    lines.append("|---|---|" + "---|" * len(RATIO_THRESHOLDS))
+    for name, m in models.items():
+        ratios = m.get("fmr_ratios") or {}
+        for attribute in ratios.get("raw", {}):
+            raw, cal = ratios["raw"][attribute], ratios["calibrated"][attribute]
+            cells = [
+                "n/a" if raw[t] is None or cal[t] is None else f"{raw[t]:.2f} -> {cal[t]:.2f}"
+                for t in RATIO_THRESHOLDS
+            ]
+            lines.append(f"| {name} | {attribute} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -20,14 +20,13 @@ import importlib.util
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from arw_sv.atomic import atomic_path
+from arw_sv.atomic import atomic_path, cache_dir  # cache_dir: where exports are kept
 from arw_sv.models.ecapa import EcapaTdnn
 from arw_sv.models.exportable import MIN_SECONDS, ExportableEncoder, example_input, metadata
 
@@ -146,14 +145,6 @@ class OnnxEncoder(GroupedRunner):
 
     def _run(self, waveforms: np.ndarray) -> np.ndarray:
         return self.session.run(["embeddings"], {"waveforms": waveforms})[0]
-
-
-def cache_dir() -> Path:
-    """Where verified exports are kept (see the module docstring)."""
-    if os.environ.get("ARW_SV_CACHE"):
-        return Path(os.environ["ARW_SV_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "arw_sv"
 
 
 def fingerprint(extractor: EcapaTdnn, opset: int = ONNX_OPSET) -> str:

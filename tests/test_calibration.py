@@ -457,7 +457,7 @@ def test_cli_calibrate_with_asnorm_keeps_the_cohort_out_of_the_pairs(embedded, c
     again = calibrate_trials(out / "asn.json", out / "eval.npz", trials, raw, embeddings)
     assert np.allclose(llr, again, atol=1e-5)  # written to text with limited digits
     assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--score-norm", "asnorm",
-                 "--cohort-share", "0.99", "--out", str(out / "x.json")]) == 2  # fmt: skip
+                 "--clusters", "2", "--cohort-share", "0.99", "--out", str(out / "x.json")]) == 2  # fmt: skip
     assert "cohort" in capsys.readouterr().err
 
 
@@ -553,3 +553,19 @@ def test_the_cli_defaults_are_the_recommended_back_end():
     from arw_sv.cli.calibrate import DEFAULTS
 
     assert DEFAULTS == RECOMMENDED
+
+
+def test_cli_calibrate_falls_back_to_global_with_few_speakers_in_one_line(embedded, capsys):
+    # Issue 28: with --clusters unset and under 200 calibration speakers, the default
+    # back-end becomes a global map of cosine scores, and says so in one line.
+    from arw_sv.cli import main
+
+    out = embedded
+    assert main(["calibrate", "--embeddings", str(out / "cal.npz"),
+                 "--out", str(out / "fallback.json")]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "global calibration" in line]
+    assert len(lines) == 1 and "(< 200)" in lines[0] and "changes no rate" in lines[0]
+    assert "global: fitted on" in captured.out
+    cal = load_calibrator(out / "fallback.json")
+    assert cal.method == "global" and cal.cohort is None

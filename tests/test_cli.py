@@ -29,6 +29,14 @@ def trained(tiny_corpus, tiny_manifests, tmp_path_factory):
     return out / "checkpoints" / "step_3.pt"
 
 
+def _embedded(path) -> dict:
+    """An ``arw-sv embed`` output as ``{utterance id: vector}`` (either layout)."""
+    from arw_sv.data.trials import read_embeddings
+
+    ids, matrix = read_embeddings(path)
+    return dict(zip(ids, matrix, strict=True))
+
+
 def test_train_embed_score_eval(trained, tiny_corpus, tiny_manifests, tmp_path, capsys):
     emb = tmp_path / "test.npz"
     assert (
@@ -45,10 +53,12 @@ def test_train_embed_score_eval(trained, tiny_corpus, tiny_manifests, tmp_path, 
         )
         == 0
     )
-    with np.load(emb) as data:
-        assert len(data.files) == 8 * 2 * 2  # 8 test speakers x 2 sessions x 2 utterances
-        vec = data[data.files[0]]
-        assert vec.shape == (192,) and np.isclose(np.linalg.norm(vec), 1.0, atol=1e-5)
+    with np.load(emb) as data:  # the matrix layout: two arrays, not one per utterance
+        assert sorted(data.files) == ["embeddings", "ids"]
+        assert data["embeddings"].shape == (8 * 2 * 2, 192)  # 8 speakers x 2 sessions x 2
+        assert data["embeddings"].dtype == np.float32 and data["ids"].size == 8 * 2 * 2
+        vec = data["embeddings"][0]
+        assert np.isclose(np.linalg.norm(vec), 1.0, atol=1e-5)
     scores = tmp_path / "scores.txt"
     assert (
         main(
@@ -98,8 +108,7 @@ def test_embed_backends_give_the_same_embeddings(trained, tiny_manifests, tmp_pa
         out = tmp_path / f"{backend}.npz"
         args = ["embed", str(trained), "--manifest", str(tiny_manifests[1])]
         assert main([*args, "--out", str(out), "--backend", backend, "--quiet"]) == 0
-        with np.load(out) as data:
-            got[backend] = {k: data[k] for k in data.files}
+        got[backend] = _embedded(out)
     assert got["eager"].keys() == got["onnx"].keys() and got["eager"]
     cosines = [float(got["eager"][k] @ got["onnx"][k]) for k in got["eager"]]
     assert min(cosines) > 0.9999
@@ -121,11 +130,9 @@ def test_embed_a_folder_uses_relative_ids(trained, tiny_corpus, tmp_path):
         )
         == 0
     )
-    with np.load(emb) as data:
-        assert len(data.files) == tiny_corpus.num_utterances
-        assert all(
-            k.startswith("id1") and k.endswith(".wav") and k.count("/") == 2 for k in data.files
-        )
+    ids = list(_embedded(emb))
+    assert len(ids) == tiny_corpus.num_utterances
+    assert all(k.startswith("id1") and k.endswith(".wav") and k.count("/") == 2 for k in ids)
 
 
 def test_score_names_missing_utterances_or_skips_them(trained, tiny_corpus, tmp_path, capsys):
@@ -231,12 +238,12 @@ def test_embed_reads_kaldi_segments_as_their_own_audio(trained, tiny_manifests, 
                  "--out", str(tmp_path / "seg.npz"), "--quiet"]) == 0  # fmt: skip
     assert main(["embed", str(trained), "--folder", str(cut),
                  "--out", str(tmp_path / "cut.npz"), "--quiet"]) == 0  # fmt: skip
-    with np.load(tmp_path / "seg.npz") as s, np.load(tmp_path / "cut.npz") as c:
-        for i, u in enumerate(utts):
-            got, want = s[f"{u.speaker}/seg{i}"], c[f"seg{i}.wav"]
-            assert float(got @ want) > 0.99999
-        # Three different segments of one file: not the whole file's embedding three times.
-        assert float(s[f"{utts[0].speaker}/seg0"] @ s[f"{utts[1].speaker}/seg1"]) < 0.999
+    s, c = _embedded(tmp_path / "seg.npz"), _embedded(tmp_path / "cut.npz")
+    for i, u in enumerate(utts):
+        got, want = s[f"{u.speaker}/seg{i}"], c[f"seg{i}.wav"]
+        assert float(got @ want) > 0.99999
+    # Three different segments of one file: not the whole file's embedding three times.
+    assert float(s[f"{utts[0].speaker}/seg0"] @ s[f"{utts[1].speaker}/seg1"]) < 0.999
     # A manifest whose segment runs past its recording's end (the Kaldi reader refuses
     # one; a hand-written CSV may hold one): one line naming the file, no output.
     from dataclasses import replace

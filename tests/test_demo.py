@@ -141,7 +141,9 @@ def test_the_threshold_table_and_plot_show_raw_and_calibrated_rates_with_interva
         section = {
             "groups": {"f": group(fmr_f), "m": group(fmr_m)},
             "disparity": {"at_threshold": {demo.THRESHOLD: {
-                "fmr_ratio": max(fmr_f, fmr_m) / min(fmr_f, fmr_m), "fnmr_ratio": 1.0}}},
+                "fmr_ratio": max(fmr_f, fmr_m) / min(fmr_f, fmr_m), "fnmr_ratio": 1.0},
+                "global_fmr_0.001": {"fmr_ratio": 3 * fmr_f / fmr_m, "fnmr_ratio": 1.0},
+                "global_eer": {"fmr_ratio": None, "fnmr_ratio": 1.0}}},
         }  # fmt: skip
         return {"overall": {"eer": 0.1}, "groups": {"gender": section, "nationality": section}}
 
@@ -155,6 +157,8 @@ def test_the_threshold_table_and_plot_show_raw_and_calibrated_rates_with_interva
     table = "\n".join(demo.threshold_table(summary))
     assert "| f | 2.00 -> 1.10 | 20.00 -> 20.00 |" in table
     assert "| max/min gender | 4.00 -> 1.22 |" in table
+    # The FMR ratio at three thresholds (issue 28): 0.1%, 1%, EER (no ratio there: n/a).
+    assert "| erm | gender | 12.00 -> 3.67 | 4.00 -> 1.22 | n/a |" in table
     drawn = []
     from matplotlib.axes import Axes
 

@@ -385,3 +385,33 @@ def test_public_names_are_the_modules_objects():
     assert arw_sv.evaluate_scores is evaluate_scores
     with pytest.raises(AttributeError, match="no_such_name"):
         arw_sv.no_such_name  # noqa: B018
+
+
+def test_score_with_an_asnorm_calibrator_imports_no_torch(tmp_path, monkeypatch):
+    # AS-norm's statistics are numpy's (issue 28): importing torch alone took 2-4 s.
+    np = pytest.importorskip("numpy")
+    from arw_sv.calibration import fit_on_speakers, save_calibrator
+
+    rng = np.random.default_rng(0)
+    speakers = [f"c{k // 4}" for k in range(80)]
+    cal, _, _ = fit_on_speakers(speakers, rng.normal(size=(80, 4)), method="quantile",
+                                clusters=2, top_n=5, max_pairs=2_000)  # fmt: skip
+    assert cal.cohort is not None
+    save_calibrator(cal, tmp_path / "cal.json")
+    embeddings, trial_list = tmp_path / "emb.npz", tmp_path / "trials.txt"
+    np.savez(embeddings, ids=np.array([f"id{k}/s/{j}.wav" for k in range(3) for j in (1, 2)]),
+             embeddings=rng.normal(size=(6, 4)))  # fmt: skip
+    trial_list.write_text("1 id1/s/1.wav id1/s/2.wav\n0 id1/s/1.wav id2/s/2.wav\n")
+    out = _fresh_python(
+        f"""
+        import contextlib, io, json, os, sys
+        os.environ["ARW_SV_CACHE"] = {str(tmp_path / "cache")!r}
+        from arw_sv import cli
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["score", "--embeddings", {str(embeddings)!r}, "--trials",
+                             {str(trial_list)!r}, "--calibration", {str(tmp_path / "cal.json")!r},
+                             "--out", {str(tmp_path / "llr.txt")!r}])
+        print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
+        """
+    )
+    assert out == {"code": 0, "torch": False}

@@ -289,3 +289,29 @@ def test_each_det_plot_is_the_same_as_drawn_alone(rng):
         alone = dict(report, groups={name: report["groups"][name]})
         assert render_plots(alone)[f"det_{name}.png"] == together[f"det_{name}.png"], name
     assert together["det_gender.png"] != together["det_nationality.png"]
+
+
+def test_cohort_stats_in_blocks_and_threads_match_a_float64_sort(rng, monkeypatch):
+    # The fast path (float32 product, in-place partition, blocks on threads) against the
+    # straightforward one: every row's cohort cosines in float64, sorted, the top N.
+    from arw_sv.metrics import asnorm
+
+    monkeypatch.setattr(asnorm, "_BLOCK_ROWS", 16)  # several blocks, a ragged last one
+    emb = rng.normal(size=(90, 24)).astype(np.float32)
+    cohort = rng.normal(size=(200, 24))
+    unit = emb / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    coh = cohort / np.linalg.norm(cohort, axis=1, keepdims=True)
+    top = np.sort(unit @ coh.T, axis=1)[:, -30:]
+    results = [asnorm.cohort_stats(emb, cohort, top_n=30, workers=w) for w in (1, 2, 3)]
+    for mean, std in results:
+        np.testing.assert_allclose(mean, top.mean(axis=1), atol=2e-7)
+        np.testing.assert_allclose(std, top.std(axis=1), atol=2e-7)
+    for mean, std in results[1:]:  # rows are independent: bit for bit, whatever the threads
+        np.testing.assert_array_equal(mean, results[0][0])
+        np.testing.assert_array_equal(std, results[0][1])
+    # ... and whatever block a row falls in, a last block of one row included (what the
+    # per-utterance cache relies on: statistics computed for any subset of the rows).
+    for rows in (np.arange(81), np.array([3, 70, 71, 89]), np.array([42])):
+        mean, std = asnorm.cohort_stats(emb[rows], cohort, top_n=30)
+        np.testing.assert_array_equal(mean, results[0][0][rows])
+        np.testing.assert_array_equal(std, results[0][1][rows])

@@ -5,6 +5,16 @@ demo and the recipe do: the cohort split for AS-norm, the pairs, the fit.
 methods (docs/calibration-log.md, H1-H2): AS-norm against half of the calibration speakers
 (top 300 of at most 4,000 utterances), then FSN with 16 k-means clusters at FMR 1%.
 
+Small calibration sets (issue 28): when the caller leaves ``clusters`` unset (None, the
+default), k is chosen from the speakers that fit the map, :func:`auto_clusters` (16 from
+112 fitting speakers on, so the validated set-ups keep 16: the held-out corpora 150, the
+demo 120), and below :data:`MIN_REGION_SPEAKERS` calibration speakers the fit falls back
+to one global linear map of the cosine scores (no AS-norm, no regions: it changes no rate), because with 50-100
+speakers regions and a small cohort made minDCF and group gaps worse (C5, and the issue's
+64-speaker LibriSpeech runs); the calibrator's ``settings["fallback"]`` says so in one line.
+``prior_speakers`` shrinks each region's correction by ``n_c / (n_c + prior)``, n_c its
+speakers; :data:`PRIOR_SPEAKERS` holds the per-method default.
+
 Shape legend (the package one, :mod:`arw_sv`): U utterances, N trials (here pairs), D embedding.
 """
 
@@ -18,9 +28,14 @@ import numpy as np
 from arw_sv.calibration.methods import CalibrationError, Calibrator, fit_calibrator
 from arw_sv.calibration.pairs import cosine_scores, sample_pairs, split_cohort
 
+MIN_REGION_SPEAKERS = 200  # calibration speakers; below: global calibration of cosine scores
+SPEAKERS_PER_CLUSTER = 7  # fitting speakers per k-means region when k is automatic
+MAX_AUTO_CLUSTERS = 16
+PRIOR_SPEAKERS = {"quantile": 4.0}  # the shrinkage prior by method (others: none)
+
 RECOMMENDED: dict[str, Any] = {
     "method": "fsn",
-    "clusters": 16,
+    "clusters": None,  # automatic: auto_clusters, or the global fall-back
     "target_fmr": 0.01,
     "score_norm": "asnorm",
     "cohort_share": 0.5,
@@ -29,12 +44,19 @@ RECOMMENDED: dict[str, Any] = {
 }
 
 
+def auto_clusters(fitting_speakers: int) -> int:
+    """The k-means k for ``fitting_speakers`` speakers: one region per :data:`SPEAKERS_PER_CLUSTER`, at
+    most :data:`MAX_AUTO_CLUSTERS`, at least 1.
+    """
+    return int(max(1, min(MAX_AUTO_CLUSTERS, fitting_speakers // SPEAKERS_PER_CLUSTER)))
+
+
 def fit_on_speakers(
     speakers: Sequence[str],
     embeddings: np.ndarray,
     *,
     method: str = RECOMMENDED["method"],
-    clusters: int = RECOMMENDED["clusters"],
+    clusters: int | None = RECOMMENDED["clusters"],
     target_fmr: float = RECOMMENDED["target_fmr"],
     top: int = 4,
     temperature: float = 0.05,
@@ -46,6 +68,7 @@ def fit_on_speakers(
     max_pairs: int = 1_000_000,
     seed: int = 0,
     fingerprint: str | None = None,
+    prior_speakers: float | None = None,
 ) -> tuple[Calibrator, int, int]:
     """Fit a calibrator on calibration utterances labelled by speaker only.
 
@@ -53,7 +76,9 @@ def fit_on_speakers(
         speakers: each utterance's speaker.
         embeddings: their embeddings.
         method: one of :data:`~arw_sv.calibration.METHODS` but the oracles.
-        clusters: k-means clusters (``fsn``, ``faircal``, ``softcal``).
+        clusters: k-means clusters (``fsn``, ``faircal``, ``softcal``, ``quantile``); None:
+            :func:`auto_clusters` of the fitting speakers, or the global fall-back below
+            :data:`MIN_REGION_SPEAKERS` calibration speakers.
         target_fmr: FSN's operating point.
         top: ``softcal``'s nearest centroids per side.
         temperature: ``softcal``'s softmax temperature.
@@ -67,6 +92,8 @@ def fit_on_speakers(
         max_pairs: sampled pairs at most.
         seed: pair sampling, cohort and k-means seed.
         fingerprint: the embedding model's, recorded for the model check.
+        prior_speakers: the regions' shrinkage prior (``fsn``, ``quantile``); None: the
+            method's :data:`PRIOR_SPEAKERS` default.
 
     Returns:
         ``(calibrator, pairs fitted on, same-speaker pairs among them)``.
@@ -84,6 +111,17 @@ def fit_on_speakers(
         raise CalibrationError(f"unknown score normalisation {score_norm!r}; none or asnorm")
     if cohort_size < 2 or top_n < 2:
         raise CalibrationError("the AS-norm cohort size and top_n must be at least 2")
+    fallback = None
+    n_speakers = len(set(speakers))
+    if clusters is None and method != "global" and n_speakers < MIN_REGION_SPEAKERS:
+        fallback = (
+            f"{n_speakers} calibration speakers (< {MIN_REGION_SPEAKERS}): global calibration of "
+            f"cosine scores instead of {'AS-norm + ' if score_norm == 'asnorm' else ''}{method}; "
+            "it changes no rate"
+        )
+        method, score_norm = "global", "none"
+    if prior_speakers is None:
+        prior_speakers = PRIOR_SPEAKERS.get(method, 0.0)
     rows = np.arange(len(speakers))
     cohort = None
     if score_norm == "asnorm":
@@ -109,10 +147,15 @@ def fit_on_speakers(
             raise CalibrationError("every calibration pair names an AS-norm cohort speaker")
         enroll, test, labels = enroll[keep], test[keep], np.asarray(pairs[2])[keep]
     scores = cosine_scores(matrix, enroll, test)
+    fitting = [speakers[i] for i in rows]
+    if clusters is None:
+        clusters = auto_clusters(len(set(fitting)))
     calibrator = fit_calibrator(
         method, scores, labels, enroll, test, matrix, clusters=clusters,
         target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
         speakers=tuple(sorted(set(speakers))), fingerprint=fingerprint, cohort=cohort,
-        top_n=top_n,
+        top_n=top_n, prior_speakers=prior_speakers, utterance_speakers=np.asarray(fitting),
     )  # fmt: skip
+    if fallback:
+        calibrator.settings["fallback"] = fallback
     return calibrator, int(len(scores)), int(np.asarray(labels).sum())

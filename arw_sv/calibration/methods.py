@@ -26,6 +26,13 @@ any trial whose two sides' embeddings are known. Methods (``METHODS``):
   per-region correction can do for FMR at one threshold; benchmarks only.
 - ``oracle_faircal``: FairCal with the true groups as the clusters (FairCal's own oracle:
   per-group calibrated probabilities, which need not mean equal FMR).
+- ``quantile`` (ours, issue 28): k-means regions as FSN's; each region's non-target score
+  distribution matched to the global one by a monotone piecewise-linear map through 42
+  quantiles (FMR 10^-4 to 0.95), so regions share the global FMR at *every* threshold on the
+  calibration pairs, not at one; the two sides' maps are averaged, then a global linear map
+  gives the LLR. Regions seen through few speakers are shrunk toward the identity
+  (``prior_speakers``). Equations: :mod:`arw_sv.calibration.quantile`.
+- ``oracle_quantile``: ``quantile`` with the true groups as the regions; benchmarks only.
 
 Any method can be preceded by **AS-norm** against a cohort of calibration utterances
 (``fit_calibrator(..., cohort=...)``): the scores are AS-normalised (top ``top_n`` cohort
@@ -50,8 +57,12 @@ from typing import Any
 import numpy as np
 
 from arw_sv.calibration.logistic import apply_beta, fit_beta, fit_linear
+from arw_sv.calibration.quantile import apply_quantile_maps, fit_quantile_maps
 
-METHODS = ("global", "fsn", "faircal", "softcal", "oracle", "oracle_faircal")
+METHODS = (
+    "global", "fsn", "faircal", "softcal", "quantile", "oracle", "oracle_faircal",
+    "oracle_quantile",
+)  # fmt: skip
 MIN_TARGETS = 20  # per cluster, for a per-cluster map
 MIN_FALSE_ACCEPTS = 10  # non-targets above a cluster's threshold, for FSN's offset
 
@@ -194,9 +205,11 @@ class Calibrator:
         test: np.ndarray,
         embeddings: np.ndarray,
         groups: np.ndarray | None = None,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """:meth:`transform` with the sides as rows of one utterance matrix (each
-        utterance's region found once, however many trials name it).
+        utterance's region found once, however many trials name it). ``stats``: each
+        row's AS-norm cohort mean and std, when known (see :meth:`normalise`).
 
         Shape:
             scores, enroll, test: (N,); embeddings: (U, D); groups: (U,) -> (N,).
@@ -204,7 +217,7 @@ class Calibrator:
         s = np.asarray(scores, dtype=np.float64)
         enroll, test = np.asarray(enroll), np.asarray(test)
         if self.cohort is not None:
-            s = self.normalise(s, enroll, test, embeddings)
+            s = self.normalise(s, enroll, test, embeddings, stats)
         if self.method == "global":
             return self.fallback[0] * s + self.fallback[1]
         if self.method.startswith("oracle"):
@@ -216,6 +229,8 @@ class Calibrator:
                 offsets = np.append(self.maps[:, 0], 0.0)
                 shifted = s - 0.5 * (offsets[region[enroll]] + offsets[region[test]])
                 return self.fallback[0] * shifted + self.fallback[1]
+            if self.method == "oracle_quantile":
+                return self._quantile(s, region[enroll], region[test])
             return self._mix_two(s, region[enroll], region[test])
         if self.method == "softcal":
             top = int(self.settings["top"])
@@ -232,13 +247,21 @@ class Calibrator:
         if self.method == "fsn":
             shifted = s - 0.5 * (self.maps[region[enroll], 0] + self.maps[region[test], 0])
             return self.fallback[0] * shifted + self.fallback[1]
+        if self.method == "quantile":
+            return self._quantile(s, region[enroll], region[test])
         return self._mix_two(s, region[enroll], region[test])
 
     def normalise(
-        self, scores: np.ndarray, enroll: np.ndarray, test: np.ndarray, embeddings: np.ndarray
+        self,
+        scores: np.ndarray,
+        enroll: np.ndarray,
+        test: np.ndarray,
+        embeddings: np.ndarray,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """AS-norm of scores against the calibrator's cohort (the scores as they are when
-        it has none).
+        it has none); ``stats``, (U,) each, are the rows' cohort statistics when already
+        known (:func:`arw_sv.calibration.stats_cache.cached_cohort_stats`).
 
         Shape:
             scores, enroll, test: (N,); embeddings: (U, D) -> (N,).
@@ -256,7 +279,13 @@ class Calibrator:
         if len(scores) == 0:
             return np.zeros(0)
         top_n = int(self.settings["top_n"])
-        return as_norm(scores, enroll, test, embeddings, self.cohort, top_n=top_n)
+        return as_norm(scores, enroll, test, embeddings, self.cohort, top_n=top_n, stats=stats)
+
+    def _quantile(self, s: np.ndarray, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
+        """The mean of the two sides' quantile maps, then the global linear map."""
+        knots = self.maps.reshape(len(self.maps), 2, -1)
+        mapped = 0.5 * (apply_quantile_maps(knots, s, ka) + apply_quantile_maps(knots, s, kb))
+        return self.fallback[0] * mapped + self.fallback[1]
 
     def _mix_two(self, s: np.ndarray, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
         """FairCal's pair-count-weighted mix of the two sides' maps (-1: the global map)."""
@@ -298,6 +327,8 @@ def fit_calibrator(
     fingerprint: str | None = None,
     cohort: np.ndarray | None = None,
     top_n: int = 300,
+    prior_speakers: float = 0.0,
+    utterance_speakers: np.ndarray | None = None,
 ) -> Calibrator:
     """Fit a calibrator on calibration pairs.
 
@@ -320,6 +351,9 @@ def fit_calibrator(
             pair names), or None. With it the pairs' scores are AS-normalised before the
             fit, and every later ``transform`` normalises first.
         top_n: AS-norm's adaptive cohort size (with ``cohort``).
+        prior_speakers: ``quantile`` and ``fsn``: shrink region c's correction by
+            ``n_c / (n_c + prior_speakers)``, n_c its speakers (0: no shrinkage).
+        utterance_speakers: each utterance's speaker (needed for the shrinkage).
 
     Raises:
         CalibrationError: an unknown method, or too few pairs for a cluster (named, with
@@ -344,6 +378,7 @@ def fit_calibrator(
             method, s, labels, enroll, test, embeddings, clusters=clusters,
             target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
             groups=groups, speakers=speakers, fingerprint=fingerprint,
+            prior_speakers=prior_speakers, utterance_speakers=utterance_speakers,
         )  # fmt: skip
         settings = {**plain.settings, "score_norm": "asnorm", "top_n": top_n}
         return dataclasses.replace(plain, cohort=cohort, settings=settings)
@@ -374,7 +409,12 @@ def fit_calibrator(
             raise CalibrationError("the oracle needs the calibration utterances' groups")
         names, region = np.unique(np.asarray(groups).astype(str), return_inverse=True)
         ka, kb = region[enroll], region[test]
-        if method == "oracle":
+        if method == "oracle_quantile":
+            maps, counts, fallback, w = _fit_quantile(
+                s, y, ka, kb, region, utterance_speakers, prior_speakers
+            )
+            settings.update(prior_speakers=prior_speakers, weights=w.tolist())
+        elif method == "oracle":
             settings.update(target_fmr=target_fmr)
             offsets, counts = _fsn_offsets(s, y, ka, kb, len(names), target_fmr, names)
             shifted = s - 0.5 * (offsets[ka] + offsets[kb])
@@ -391,9 +431,23 @@ def fit_calibrator(
     probe = Calibrator(method, centroids=centroids, maps=np.zeros((clusters, 3)),
                        counts=np.zeros(clusters), fallback=np.zeros(3), **common)  # fmt: skip
     region = probe.nearest(embeddings)[0][:, 0]
+    if method == "quantile":
+        maps, counts, fallback, w = _fit_quantile(
+            s, y, region[enroll], region[test], region, utterance_speakers, prior_speakers,
+            clusters,
+        )  # fmt: skip
+        settings.update(prior_speakers=prior_speakers, weights=w.tolist())
+        return Calibrator(
+            method, centroids=centroids, maps=maps, counts=counts, fallback=fallback,
+            settings=settings, **common,
+        )  # fmt: skip
     if method == "fsn":
         settings.update(target_fmr=target_fmr)
         offsets, counts = _fsn_offsets(s, y, region[enroll], region[test], clusters, target_fmr)
+        if prior_speakers > 0:
+            w = _shrink_weights(region, utterance_speakers, prior_speakers, clusters)
+            offsets = offsets * w
+            settings.update(prior_speakers=prior_speakers, weights=w.tolist())
         shifted = s - 0.5 * (offsets[region[enroll]] + offsets[region[test]])
         return Calibrator(
             method, centroids=centroids, maps=offsets[:, None], counts=counts,
@@ -421,6 +475,32 @@ def check_softcal_settings(top: int, temperature: float, names=("top", "temperat
         raise CalibrationError(
             f"{names[1]}: the softmax temperature must be in (0, 1e6], got {temperature}"
         )
+
+
+def _shrink_weights(region, utterance_speakers, prior_speakers, k) -> np.ndarray:
+    """``n_c / (n_c + prior)`` per region, n_c its distinct speakers (1 with no prior)."""
+    region = np.asarray(region)
+    if prior_speakers <= 0:
+        return (np.bincount(region, minlength=k)[:k] > 0).astype(np.float64)
+    if utterance_speakers is None or len(utterance_speakers) != len(region):
+        raise CalibrationError("shrinking regions by their speakers needs each utterance's speaker")
+    _, spk = np.unique(np.asarray(utterance_speakers).astype(str), return_inverse=True)
+    pairs = np.unique(np.stack([region, spk], axis=1), axis=0)  # (region, speaker) once
+    n = np.bincount(pairs[:, 0], minlength=k)[:k].astype(np.float64)
+    return n / (n + prior_speakers)
+
+
+def _fit_quantile(s, y, ka, kb, region, utterance_speakers, prior_speakers, k=None):
+    """Quantile maps (C, 2 O), pair counts, the global linear map on the mapped scores, and
+    the shrinkage weights.
+    """
+    k = int(region.max()) + 1 if k is None else k
+    touching = _touching(k, ka, kb)
+    shrink = _shrink_weights(region, utterance_speakers, prior_speakers, k)
+    knots, w = fit_quantile_maps(s, ~y, touching, shrink)
+    mapped = 0.5 * (apply_quantile_maps(knots, s, ka) + apply_quantile_maps(knots, s, kb))
+    counts = np.array([p.size for p in touching], dtype=np.float64)
+    return knots.reshape(k, -1), counts, fit_linear(mapped, y), w
 
 
 def _checked_cohort(cohort, shape: tuple[int, ...], top_n: int) -> np.ndarray:

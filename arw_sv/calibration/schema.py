@@ -15,7 +15,15 @@ faircal        (C, D)       (C, 3)   (C,)     (3,)      ()       seed clusters
 softcal        (C, D)       (C, 3)   (C,)     (3,)      ()       ... top temperature
 oracle         (0, D)       (C, 1)   (C,)     (2,)      (C,)     seed target_fmr
 oracle_faircal (0, D)       (C, 3)   (C,)     (3,)      (C,)     seed
+quantile       (C, D)       (C, 2O)  (C,)     (2,)      ()       seed clusters prior_speakers
+                                                                 weights
+oracle_quant.  (0, D)       (C, 2O)  (C,)     (2,)      (C,)     seed prior_speakers weights
 ============== ============ ======== ======== ========= ======== =====================
+
+O is the number of quantile knots (``arw_sv.calibration.quantile.LEVELS``); ``weights`` are
+the regions' shrinkage factors in [0, 1]. Optional settings: ``fsn`` may add
+``prior_speakers`` and ``weights`` (shrinkage), ``global`` a ``fallback`` note (why a
+requested back-end fell back to it).
 
 With AS-norm the settings add ``score_norm: asnorm`` and ``top_n`` (2 to E), and
 ``cohort`` holds (E, D) finite, non-zero, not all identical float32 rows; without it,
@@ -35,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from arw_sv.calibration.methods import CalibrationError
+from arw_sv.calibration.quantile import LEVELS
 from arw_sv.safe_yaml import shorten
 
 MAX_BYTES = 1 << 30  # a calibrator with a 4,000 x 192 cohort is about 4 MB
@@ -45,10 +54,11 @@ MAX_VALUE = 1e15  # beyond it float32 norms and dot products overflow
 
 FIELDS = ("format", "version", "method", "dim", "fingerprint", "settings", "centroids",
           "maps", "counts", "fallback", "groups", "speakers", "cohort")  # fmt: skip
-_KMEANS = ("fsn", "faircal", "softcal")
+_KMEANS = ("fsn", "faircal", "softcal", "quantile")
+_KNOTS = 2 * len(LEVELS)
 _MAP_WIDTH = {"global": None, "fsn": 1, "oracle": 1, "faircal": 3, "softcal": 3,
-              "oracle_faircal": 3}  # fmt: skip
-_LINEAR_FALLBACK = ("global", "fsn", "oracle")
+              "oracle_faircal": 3, "quantile": _KNOTS, "oracle_quantile": _KNOTS}  # fmt: skip
+_LINEAR_FALLBACK = ("global", "fsn", "oracle", "quantile", "oracle_quantile")
 _SETTINGS = {
     "global": ("seed",),
     "fsn": ("seed", "clusters", "target_fmr"),
@@ -56,7 +66,11 @@ _SETTINGS = {
     "softcal": ("seed", "clusters", "top", "temperature"),
     "oracle": ("seed", "target_fmr"),
     "oracle_faircal": ("seed",),
+    "quantile": ("seed", "clusters", "prior_speakers", "weights"),
+    "oracle_quantile": ("seed", "prior_speakers", "weights"),
 }
+_OPTIONAL = {"fsn": ("prior_speakers", "weights"), "global": ("fallback",)}
+MAX_NOTE = 1000  # characters of the fallback note
 
 
 class _Field:
@@ -180,6 +194,7 @@ def _settings(f: _Field, method: str, settings: Any, clusters: int, cohort_rows:
         raise f.fail("cohort", "null, but settings.score_norm says AS-norm: the cohort is missing")
     if cohort_rows:
         want |= {"score_norm", "top_n"}
+    want |= set(_OPTIONAL.get(method, ())) & set(settings)
     for key in sorted(set(settings) ^ want):
         what = "missing" if key in want else f"not a setting of {method}"
         raise f.fail(f"settings.{key}", what + (" (AS-norm)" if key == "top_n" else ""))
@@ -193,6 +208,18 @@ def _settings(f: _Field, method: str, settings: Any, clusters: int, cohort_rows:
             raise f.fail("settings.target_fmr", f"expected a rate in (0, 1), got {shorten(fmr)}")
     if "top" in want:
         _integer(f, "settings.top", settings["top"], 1, clusters)
+    if "prior_speakers" in want:
+        prior = settings["prior_speakers"]
+        if not (_is_number(prior) and 0 <= prior <= 1e6):
+            raise f.fail("settings.prior_speakers", f"expected [0, 1e6], got {shorten(prior)}")
+    if "weights" in want:
+        w = _array(f, "settings.weights", settings["weights"], (clusters,))
+        if ((w < 0) | (w > 1)).any():
+            raise f.fail("settings.weights", "shrinkage factors must lie in [0, 1]")
+    if "fallback" in want:
+        note = settings["fallback"]
+        if not (isinstance(note, str) and 0 < len(note) <= MAX_NOTE):
+            raise f.fail("settings.fallback", f"expected a note of 1-{MAX_NOTE} characters")
     if "temperature" in want:
         t = settings["temperature"]
         if not (_is_number(t) and 0 < t <= 1e6):

@@ -162,12 +162,15 @@ def calibrate_trials(
     embeddings: tuple[list[str], np.ndarray],
     calibrator: Calibrator | None = None,
     model_check: bool = True,
+    cache: bool = True,
 ) -> np.ndarray:
     """LLRs of scored trials under the calibrator in file ``calibration``, after checking
     it fits these embeddings (dimension, model fingerprint) and test speakers (disjoint).
     ``calibrator``: the file's calibrator when the caller has it loaded already.
     ``model_check``: refuse when the calibrator or the embeddings name no model (the
-    fingerprint check could not be made); False only applies it anyway.
+    fingerprint check could not be made); False only applies it anyway. With ``cache``,
+    AS-norm's per-utterance cohort statistics are kept across runs
+    (:mod:`arw_sv.calibration.stats_cache`; the same numbers bit for bit).
 
     Shape:
         scores: (N,); embeddings matrix: (U, D) -> (N,).
@@ -185,9 +188,24 @@ def calibrate_trials(
                 "pass --no-model-check to apply it anyway"
             )
         require_model(embeddings_path, model)
-    test_speakers = {speaker_of(u) for u in set(trials.enroll).union(trials.test)}
+    rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
+    if len(rows) and rows.min() < 0:
+        raise CalibrationError(
+            f"{embeddings_path}: {int((rows < 0).sum())} trial sides name utterances "
+            "without an embedding"
+        )
+    used = np.zeros(len(ids), dtype=bool)
+    used[rows] = True  # each utterance once: 145,000 ids, not 1.1 million trial sides
+    test_speakers = {speaker_of(ids[i]) for i in np.flatnonzero(used)}
     check_compatible(
         calibrator, calibration, int(np.shape(matrix)[1]), model.get("fingerprint"), test_speakers
     )
-    enroll, test = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
-    return calibrator.transform_indexed(scores, enroll, test, matrix)
+    stats = None
+    if calibrator.cohort is not None and len(rows) and cache:
+        from arw_sv.calibration.stats_cache import cached_cohort_stats
+
+        top_n = int(calibrator.settings["top_n"])
+        stats = cached_cohort_stats(np.asarray(matrix), rows, calibrator.cohort, top_n)
+    return calibrator.transform_indexed(
+        scores, rows[: len(trials)], rows[len(trials) :], matrix, stats=stats
+    )

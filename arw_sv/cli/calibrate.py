@@ -29,14 +29,20 @@ import sys
 
 #: Fewer calibration speakers than this draw a warning (docs/calibration-log.md, C5).
 MIN_SPEAKERS = 250
-METHODS = ("global", "fsn", "faircal", "softcal")  # the oracle needs labels: benchmarks only
+METHODS = (
+    "global",
+    "fsn",
+    "faircal",
+    "softcal",
+    "quantile",
+)  # the oracle needs labels: benchmarks only
 NO_MODEL_CHECK = (
     "fit on embeddings that name no model (no <npz>.model.json from `arw-sv embed`); the "
     "calibrator then names none, and score/eval refuse it unless given --no-model-check too"
 )
 #: The defaults: the recommended back-end (:data:`arw_sv.calibration.backend.RECOMMENDED`,
 #: restated so that the parser imports no numpy; tests/test_calibration.py checks they agree).
-DEFAULTS = {"method": "fsn", "clusters": 16, "score_norm": "asnorm", "cohort_share": 0.5,
+DEFAULTS = {"method": "fsn", "clusters": None, "score_norm": "asnorm", "cohort_share": 0.5,
             "cohort_size": 4000, "top_n": 300, "target_fmr": 0.01}  # fmt: skip
 
 
@@ -56,7 +62,14 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"])
     p.add_argument(
         "--clusters", type=int, default=DEFAULTS["clusters"],
-        help="k-means clusters (fsn, faircal, softcal)",
+        help="k-means clusters (fsn, faircal, softcal, quantile); default: one per 7 fitting "
+        "speakers, at most 16, and global calibration of cosine scores below 200 "
+        "calibration speakers",
+    )  # fmt: skip
+    p.add_argument(
+        "--prior-speakers", type=float, default=None,
+        help="shrink each region's correction by n / (n + this), n its speakers "
+        "(fsn, quantile; default 4 for quantile, 0 for fsn)",
     )  # fmt: skip
     p.add_argument("--target-fmr", type=float, default=DEFAULTS["target_fmr"],
                    help="fsn: the FMR of its thresholds")  # fmt: skip
@@ -113,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
         utterance_rows,
     )
 
-    if args.clusters < 1 or args.max_pairs < 2 or not 0 < args.target_fmr < 1:
+    if (
+        (args.clusters is not None and args.clusters < 1)
+        or args.max_pairs < 2
+        or not 0 < args.target_fmr < 1
+    ):
         raise ValueError("--clusters >= 1, --max-pairs >= 2 and 0 < --target-fmr < 1, please")
     check_softcal_settings(args.top, args.temperature, ("--top", "--temperature"))
     ids, matrix = read_embeddings(args.embeddings)
@@ -154,11 +171,14 @@ def run(args: argparse.Namespace) -> int:
             score_norm=args.score_norm, cohort_share=args.cohort_share,
             cohort_size=args.cohort_size, top_n=args.top_n, pairs=pairs,
             max_pairs=args.max_pairs, seed=args.seed, fingerprint=model.get("fingerprint"),
+            prior_speakers=args.prior_speakers,
         )  # fmt: skip
     except CalibrationError as exc:
         raise CalibrationError(f"{args.trials or args.embeddings}: {exc}") from None
     save_calibrator(calibrator, args.out)
-    if len(speakers) < MIN_SPEAKERS:
+    if calibrator.settings.get("fallback"):
+        print(f"arw-sv calibrate: {calibrator.settings['fallback']}", file=sys.stderr)
+    elif len(speakers) < MIN_SPEAKERS:
         print(
             f"arw-sv calibrate: warning: {len(speakers)} calibration speakers; below about "
             f"{MIN_SPEAKERS} the benchmark saw minDCF get worse and new group gaps appear "
@@ -169,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if calibrator.cohort is not None:
         norm = f"AS-norm (cohort {len(calibrator.cohort)} utterances) + "
     print(
-        f"{norm}{args.method}: fitted on {n_pairs} pairs ({n_tar} same-speaker) of "
+        f"{norm}{calibrator.method}: fitted on {n_pairs} pairs ({n_tar} same-speaker) of "
         f"{len(speakers)} speakers, {len(ids)} utterances -> {args.out}"
     )
     return 0

@@ -162,34 +162,42 @@ def main() -> None:
     # (The product's fit_on_speakers, with the whole half as the cohort: no size cap.)
     cohort = cal_matrix[split_cohort(cal_speakers, 0.5, seed=args.seed)]
 
+    def asnorm_scores(method: str, **kw) -> np.ndarray:
+        cal, _, _ = fit_on_speakers(cal_speakers, cal_matrix, method=method,
+                                    cohort_size=len(cal_matrix), max_pairs=args.max_pairs,
+                                    seed=args.seed, **kw)  # fmt: skip
+        return cal.transform_indexed(raw, e, t, test_matrix)
+
     def asnorm_then(method: str | None, **kw) -> dict:
         from arw_sv.metrics import as_norm
 
         if method is None:
             return evaluate(as_norm(raw, e, t, test_matrix, cohort, top_n=300))
-        cal, _, _ = fit_on_speakers(cal_speakers, cal_matrix, method=method,
-                                    cohort_size=len(cal_matrix), max_pairs=args.max_pairs,
-                                    seed=args.seed, **kw)  # fmt: skip
-        return evaluate(cal.transform_indexed(raw, e, t, test_matrix))
+        return evaluate(asnorm_scores(method, **kw))
 
     cell("asnorm_half", lambda: asnorm_then(None))
     cell("asnorm_half_global", lambda: asnorm_then("global"))
     cell("asnorm_half_fsn_k16", lambda: asnorm_then("fsn", clusters=16))
     cell("asnorm_half_faircal_k16", lambda: asnorm_then("faircal", clusters=16))
+    # Issue 28: per-region quantile matching after AS-norm (its default shrinkage prior),
+    # and its label oracle.
+    cell("asnorm_half_quantile_k16", lambda: asnorm_then("quantile", clusters=16))
+    cell("oracle_quantile", lambda: evaluate(fit_and_score("oracle_quantile", everyone)))
     cell("global", lambda: evaluate(fit_and_score("global", everyone)))
     for method in ("oracle", "oracle_faircal"):
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
     for k in args.clusters:
-        for method in ("fsn", "faircal", "softcal"):
+        for method in ("fsn", "faircal", "softcal", "quantile"):
             cell(
                 f"{method}_k{k}",
                 lambda m=method, k=k: evaluate(fit_and_score(m, everyone, clusters=k)),
             )
 
-    def recommended(keep: np.ndarray) -> np.ndarray:
-        """The product's default back-end (AS-norm + FSN k=16) fitted on these rows."""
+    def recommended(keep: np.ndarray, **kw) -> np.ndarray:
+        """The product's default back-end fitted on these rows (since issue 28: k from the
+        speakers, global calibration below 200 of them; ``clusters=16``: as before)."""
         cal, _, _ = fit_on_speakers([cal_speakers[i] for i in keep], cal_matrix[keep],
-                                    max_pairs=args.max_pairs, seed=args.seed)  # fmt: skip
+                                    max_pairs=args.max_pairs, seed=args.seed, **kw)  # fmt: skip
         return cal.transform_indexed(raw, e, t, test_matrix)
 
     # Learning curve: the first n calibration speakers of a seeded order; the oracle, FSN
@@ -205,20 +213,32 @@ def main() -> None:
             lambda keep=keep, k=k: evaluate(fit_and_score("fsn", keep, clusters=k)),
         )
         cell(f"curve_recommended_n{n}", lambda keep=keep: evaluate(recommended(keep)))
+        cell(f"curve_fsn16_n{n}", lambda keep=keep: evaluate(recommended(keep, clusters=16)))
+        cell(f"curve_quantile_n{n}",
+             lambda keep=keep: evaluate(recommended(keep, method="quantile")))  # fmt: skip
 
     if args.plot_fmr:
         curves = {"raw cosine": raw}
         for name in args.plot_fmr:
-            method, _, k = name.partition("_k")
+            method, _, k = name.removeprefix("asnorm_half_").partition("_k")
             kw = {"clusters": int(k)} if k else {}
-            curves[name] = fit_and_score(method, everyone, **kw)
-        nat = np.array([group_of[speaker_of(u)] for u in trials.enroll])
-        same = nat == np.array([group_of[speaker_of(u)] for u in trials.test])
-        plot_fmr_curves(curves, trials.labels, nat, same, args.out / "fmr_vs_threshold.png")
+            if name.startswith("asnorm_half_"):
+                curves[name] = asnorm_scores(method, **kw)
+            else:
+                curves[name] = fit_and_score(method, everyone, **kw)
+        for grouping in GROUPINGS:
+            of = {s: getattr(meta[s], grouping) for s in meta}
+            nat = np.array([of[speaker_of(u)] for u in trials.enroll])
+            same = nat == np.array([of[speaker_of(u)] for u in trials.test])
+            suffix = "" if grouping == args.oracle_key else f"_{grouping}"
+            plot_fmr_curves(
+                curves, trials.labels, nat, same, args.out / f"fmr_vs_threshold{suffix}.png"
+            )
 
     lines = [
-        "| method | EER % | minDCF 0.01 | Cllr | nat. FMR max/min @1% | @0.1% | nat. GARBE @1% | gender FMR max/min @1% |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | EER % | minDCF 0.01 | Cllr | nat. FMR max/min @0.1% | @1% | @EER thr. | "
+        "nat. GARBE @1% | gender FMR max/min @0.1% | @1% | @EER thr. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def num(x, d=2, scale=1.0):
@@ -226,14 +246,18 @@ def main() -> None:
 
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {name} | {r['error'][:80]} | | | | | | | | | |")
             continue
-        nat1, nat01 = r.get("nationality@0.01", {}), r.get("nationality@0.001", {})
-        gen1 = r.get("gender@0.01", {})
+
+        def ratios(grouping, r=r):
+            return " | ".join(
+                num(r.get(f"{grouping}@{t}", {}).get("fmr_ratio")) for t in ("0.001", "0.01", "eer")
+            )
+
         lines.append(
             f"| {name} | {num(r['eer'], 2, 100)} | {num(r['min_dcf'], 3)} | {num(r['cllr'], 3)} | "
-            f"{num(nat1.get('fmr_ratio'))} | {num(nat01.get('fmr_ratio'))} | "
-            f"{num(nat1.get('garbe'), 3)} | {num(gen1.get('fmr_ratio'))} |"
+            f"{ratios('nationality')} | "
+            f"{num(r.get('nationality@0.01', {}).get('garbe'), 3)} | {ratios('gender')} |"
         )
     atomic_write_text(args.out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -245,7 +269,9 @@ def main() -> None:
         for label, prefix in (
             ("oracle", "curve_oracle_n"),
             (f"FSN k={min(args.clusters)}", f"curve_fsn_k{min(args.clusters)}_n"),
-            ("AS-norm + FSN k=16 (recommended)", "curve_recommended_n"),
+            ("default (k from speakers, global below 200)", "curve_recommended_n"),
+            ("AS-norm + FSN k=16 (the default before)", "curve_fsn16_n"),
+            ("AS-norm + quantile (auto k)", "curve_quantile_n"),
         ):
             xs = [n for n in args.curve if "error" not in results.get(f"{prefix}{n}", {"error": 1})]
             ys = [results[f"{prefix}{n}"][f"{args.oracle_key}@0.01"]["fmr_ratio"] for n in xs]
@@ -272,10 +298,28 @@ def plot_fmr_curves(curves: dict, labels, group, within, path: Path) -> None:
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.2 * len(curves), 3.6))
-    axes = np.atleast_1d(fig.subplots(1, len(curves), sharey=True))
+    fig = Figure(figsize=(4.2 * (len(curves) + 1), 3.6))
+    first, *axes = np.atleast_1d(fig.subplots(1, len(curves) + 1))
     non = np.asarray(labels) == 0
     overall_grid = np.logspace(-4, -1, 60)
+    for name, scores in curves.items():  # the first panel: the max/min ratio per method
+        nons = np.sort(scores[non])[::-1]
+        thresholds = nons[np.minimum((overall_grid * nons.size).astype(int), nons.size - 1)]
+        rates = []
+        for g in sorted(set(group)):
+            mine = np.sort(scores[non & within & (group == g)])
+            rates.append(1.0 - np.searchsorted(mine, thresholds, side="left") / mine.size)
+        rates = np.array(rates)
+        ratio = rates.max(axis=0) / np.maximum(rates.min(axis=0), 1e-12)
+        first.loglog(overall_grid, np.where(rates.min(axis=0) > 0, ratio, np.nan), label=name)
+    first.axhline(1.0, color="k", linestyle=":", linewidth=1)
+    first.axhline(1.25, color="grey", linestyle="--", linewidth=0.8)
+    for x in (0.01, 0.001):
+        first.axvline(x, color="grey", linewidth=0.5)
+    first.set_title("FMR max/min across groups")
+    first.set_xlabel("overall FMR at the shared threshold")
+    first.set_ylabel("max/min group FMR")
+    first.legend(fontsize=7)
     for ax, (name, scores) in zip(axes, curves.items(), strict=True):
         nons = np.sort(scores[non])[::-1]
         thresholds = nons[np.minimum((overall_grid * nons.size).astype(int), nons.size - 1)]
@@ -289,6 +333,8 @@ def plot_fmr_curves(curves: dict, labels, group, within, path: Path) -> None:
         ax.set_title(name)
         ax.set_xlabel("overall FMR at the shared threshold")
     axes[0].set_ylabel("group FMR (within-group non-targets)")
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
