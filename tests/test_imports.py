@@ -410,7 +410,7 @@ def test_score_with_an_asnorm_calibrator_imports_no_torch(tmp_path, monkeypatch)
         with contextlib.redirect_stdout(io.StringIO()):
             code = cli.main(["score", "--embeddings", {str(embeddings)!r}, "--trials",
                              {str(trial_list)!r}, "--calibration", {str(tmp_path / "cal.json")!r},
-                             "--out", {str(tmp_path / "llr.txt")!r}])
+                             "--out", {str(tmp_path / "llr.txt")!r}, "--no-model-check"])
         print(json.dumps({{"code": code, "torch": "torch" in sys.modules}}))
         """
     )
