@@ -151,7 +151,10 @@ class DataConfig:
     # loss (`loss_ema`), tempered (`loss_temperature`) and mixed with uniform (`loss_floor`).
     # "cohort_balanced": every k-means cohort (`n_cohorts`) of the speakers' running mean
     # embeddings gets an equal share of the draws, re-clustered every `adaptive_refresh_steps`.
-    # Both are uniform before `adaptive_start_step`; a new distribution applies
+    # "heldout_adaptive": held-out cohort discovery (as cohort_heldout: `heldout_manifest`,
+    # `n_cohorts`, `cohort_oversample_top`, `cohort_share`) redone with the current model at
+    # every refresh, from the first step's run (no pre-trained model).
+    # All three are uniform before `adaptive_start_step`; a new distribution applies
     # `adaptive_delay` steps after it is computed (at least the loader's prefetch depth).
     adaptive_refresh_steps: int = 100
     adaptive_start_step: int = 100
@@ -421,6 +424,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "cohort_heldout",
         "loss_weighted",
         "cohort_balanced",
+        "heldout_adaptive",
     ),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro", "vrex"),

@@ -186,14 +186,15 @@ def _compute(cfg: Config, manifest: Manifest, key: dict[str, Any], device) -> di
     return result
 
 
-def _heldout(cfg: Config, manifest: Manifest, embeddings, speakers, n_speakers, device) -> dict:
-    """Held-out cohort discovery: embed the held-out speakers, rank their cohorts by EER."""
-    from arw_sv.data.cohort_sampling import heldout_cohorts
+def heldout_manifest(cfg: Config, manifest: Manifest) -> Manifest:
+    """The held-out speakers' manifest (``data.heldout_manifest``, its ``heldout_split``),
+    checked: not empty, no training speaker in it.
+    """
     from arw_sv.data.manifest import read_manifest
 
     d = cfg.data
     if not d.heldout_manifest:
-        raise ValueError("data.sampling=cohort_heldout needs data.heldout_manifest")
+        raise ValueError(f"data.sampling={d.sampling} needs data.heldout_manifest")
     held = read_manifest(d.heldout_manifest)
     if d.heldout_split:
         held = held.subset(d.heldout_split)
@@ -205,6 +206,43 @@ def _heldout(cfg: Config, manifest: Manifest, embeddings, speakers, n_speakers, 
             f"{d.heldout_manifest}: {len(overlap)} held-out speaker(s) are training speakers, "
             f"e.g. {', '.join(overlap[:3])}; held-out speakers must be disjoint from training"
         )
+    return held
+
+
+def heldout_embedder(cfg: Config, manifest: Manifest, learner, device):
+    """For ``heldout_adaptive`` sampling: a function that embeds the held-out speakers'
+    (capped) utterances with a frozen copy of ``learner``'s extractor as it is *now*, and
+    returns ``(embeddings (U', D), speaker index (U',))``. The copy leaves the training
+    model and the global torch RNG untouched.
+    """
+    import copy
+
+    import torch
+
+    from arw_sv.inference import SpeakerEncoder
+
+    held = heldout_manifest(cfg, manifest)
+    held_spk = np.asarray(held.speaker_indices())
+    rows = capped_rows(held_spk, cfg.data.cohort_utterances_per_speaker, cfg.train.seed)
+    paths = [held[i].path for i in rows.tolist()]
+
+    def embed() -> tuple[np.ndarray, np.ndarray]:
+        with torch.random.fork_rng(devices=[]):
+            frozen = copy.deepcopy(learner.extractor)
+            encoder = SpeakerEncoder(frozen, device=device, backend="eager")
+            emb = encoder.embed_files(paths, progress=False)
+        log.info("held-out speakers embedded for the sampler: %d utterances", len(paths))
+        return np.asarray(emb, dtype=np.float64), held_spk[rows]
+
+    return embed
+
+
+def _heldout(cfg: Config, manifest: Manifest, embeddings, speakers, n_speakers, device) -> dict:
+    """Held-out cohort discovery: embed the held-out speakers, rank their cohorts by EER."""
+    from arw_sv.data.cohort_sampling import heldout_cohorts
+
+    d = cfg.data
+    held = heldout_manifest(cfg, manifest)
     held_spk = np.asarray(held.speaker_indices())
     rows = capped_rows(held_spk, d.cohort_utterances_per_speaker, cfg.train.seed)
     held_emb = embed_training_set(cfg.train.init_checkpoint, held, rows, device)

@@ -143,6 +143,42 @@ def test_sampler_state_round_trips_and_resumes_the_same_batches():
         other.load_state_dict(state)
 
 
+def test_heldout_adaptive_flags_the_speakers_nearest_the_worst_heldout_cohort(rng):
+    """Held-out speakers in 4 clusters; in one cluster the speakers are barely separable
+    (high held-out EER). The training speakers nearest that cluster fill the share asked
+    for; the distribution is re-derived from the current held-out embeddings each refresh."""
+    d, n_train = 8, 40
+    centres = np.eye(d)[:4] * 3.0
+    spread = np.array([1.0, 1.0, 1.0, 0.05])  # cluster 3: its speakers nearly coincide
+
+    def speakers_of(cluster_of, per):
+        ids = np.repeat(np.arange(len(cluster_of)), per)
+        own = rng.standard_normal((len(cluster_of), d)) * spread[cluster_of][:, None]
+        noise = 0.3 * rng.standard_normal((ids.size, d))
+        return centres[cluster_of][ids] + own[ids] + noise, ids
+
+    held_cluster = np.repeat(np.arange(4), 6)
+    held, held_spk = speakers_of(held_cluster, 4)
+    train_cluster = np.arange(n_train) % 4
+    train_emb, train_ids = speakers_of(train_cluster, 2)
+    sampler = AdaptiveSpeakerSampler(np.repeat(np.arange(n_train), 2), 8, 2,
+                                     rule="heldout_adaptive", refresh_steps=1, start_step=1,
+                                     delay=0, n_cohorts=4, cohort_top=1, cohort_share=0.5,
+                                     embedding_dim=d, loss_ema=0.0)  # fmt: skip
+    calls = []
+    sampler.heldout_embeddings = lambda: calls.append(1) or (held, held_spk)
+    sampler.observe(0, train_ids, np.ones(train_ids.size), train_emb)
+    assert calls == [1]
+    flagged = sampler.flagged
+    assert flagged[train_cluster == 3].all() and not flagged[train_cluster != 3].any()
+    p = sampler.distribution_at(1)
+    np.testing.assert_allclose(p[flagged], 0.5 / flagged.sum())
+    np.testing.assert_allclose(p[~flagged], 0.5 / (~flagged).sum())
+    assert sampler.discovery["bottom_eer"] > sampler.discovery["rest_eer"]
+    state = sampler.state_dict()
+    assert torch.equal(state["flagged"], torch.from_numpy(flagged))
+
+
 def test_sample_log_counts_match_a_direct_count(tmp_path):
     log = SampleLog(tmp_path / "sampling.jsonl", n_speakers=4, every=2)
     log.start(0)
@@ -169,7 +205,9 @@ def test_sample_log_counts_match_a_direct_count(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", ["loss_weighted", "cohort_balanced", "vrex"])
+@pytest.mark.parametrize(
+    "sampling", ["loss_weighted", "cohort_balanced", "heldout_adaptive", "vrex"]
+)
 def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     """Resume mid-run continues the method's state exactly: the running losses and cohorts
     (adaptive samplers), V-REx's clusters; and the sample log with them."""
@@ -178,7 +216,7 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     from arw_sv.checkpoint import load_checkpoint
     from arw_sv.train.loop import fit
 
-    train, _ = tiny_manifests
+    train, test = tiny_manifests  # the test speakers serve as held-out speakers
     method = (f"data.sampling={sampling}",) if sampling != "vrex" else (
         "adversary.formulation=vrex", "adversary.n_clusters=2", "adversary.vrex_penalty=2",
         "adversary.cluster_refresh_steps=2", "adversary.warmup_steps=1")  # fmt: skip
@@ -188,6 +226,9 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
         "train.steps=6", "train.checkpoint_every=3", "train.log_every=1",
         "train.sample_log_every=2",
     )  # fmt: skip
+    if sampling == "heldout_adaptive":
+        args += (f"data.heldout_manifest={test}", "data.cohort_oversample_top=1",
+                 "data.cohort_utterances_per_speaker=2")  # fmt: skip
     full = fit(tiny_config(tmp_path / "full", train, *args), progress=False)
     fit(tiny_config(tmp_path / "cut", train, *args), progress=False, stop_after=3)
     fit(tiny_config(tmp_path / "cut", train, *args), resume=True, progress=False)

@@ -17,7 +17,16 @@ Two rules turn what training has seen so far into a probability per training spe
   share of the draws, uniform within it: ``p_s = 1 / (C' n_{c(s)})`` over the ``C'`` non-empty
   cohorts. A speaker not yet seen keeps the uniform ``1 / n`` (and the rest is renormalised).
 
-Before ``start_step`` both are uniform. A new distribution computed at the end of step
+- ``heldout_adaptive`` (held-out cohort discovery, refreshed): at each refresh the trainer
+  embeds the held-out speakers (disjoint from training and test) with the *current* model;
+  their k-means cohorts are ranked by EER on held-out trials, and the training speakers
+  whose running mean embedding is nearest a bottom cohort fill ``cohort_share`` of the
+  draws (:func:`arw_sv.data.cohort_sampling.heldout_cohorts`), the others the rest:
+  ``p_s = share / n_flagged`` or ``(1 - share) / n_other``. The one-shot form
+  (``cohort_heldout``) needs a trained model first; this one follows the representation
+  as it forms, from the held-out error that training loss cannot show.
+
+Before ``start_step`` all three are uniform. A new distribution computed at the end of step
 ``r`` takes effect at step ``r + 1 + delay``, so a loader that prefetches up to ``delay``
 batches still draws every batch from the distribution an uninterrupted run with no
 prefetching would use: the batches are a pure function of (seed, step, the statistics),
@@ -30,14 +39,14 @@ speaker has fewer than ``K``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from arw_sv.data.sampler import _seed, check_batch_shape
 
-RULES = ("loss_weighted", "cohort_balanced")
+RULES = ("loss_weighted", "cohort_balanced", "heldout_adaptive")
 
 
 def loss_probabilities(
@@ -113,7 +122,8 @@ class AdaptiveSpeakerSampler:
             prefetch depth).
         loss_ema: decay of each speaker's running mean loss (0: the last batch only).
         temperature, floor: of ``loss_weighted``.
-        n_cohorts: of ``cohort_balanced``.
+        n_cohorts: of ``cohort_balanced`` and ``heldout_adaptive``.
+        cohort_top, cohort_share: ``heldout_adaptive``'s bottom cohorts and their share.
         embedding_dim: D of the running mean embeddings (``cohort_balanced``).
         rank, world_size: this rank's slice of whole speakers under DDP.
     """
@@ -133,6 +143,8 @@ class AdaptiveSpeakerSampler:
         temperature: float = 1.0,
         floor: float = 0.2,
         n_cohorts: int = 8,
+        cohort_top: int = 2,
+        cohort_share: float = 0.5,
         embedding_dim: int = 192,
         rank: int = 0,
         world_size: int = 1,
@@ -150,7 +162,11 @@ class AdaptiveSpeakerSampler:
         )
         self.refresh_steps, self.start_step, self.delay = refresh_steps, start_step, delay
         self.loss_ema, self.temperature, self.floor = loss_ema, temperature, floor
-        self.n_cohorts = n_cohorts
+        self.n_cohorts, self.cohort_top, self.cohort_share = n_cohorts, cohort_top, cohort_share
+        #: ``heldout_adaptive``: returns (held-out embeddings (U', D), their speaker index
+        #: (U',)) under the current model; set by the trainer.
+        self.heldout_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+        self.discovery: dict[str, Any] = {}
         self.rank, self.world_size = rank, world_size
         self.utts_of = [np.flatnonzero(speakers == s) for s in range(n)]
         self.n_speakers = n
@@ -160,6 +176,7 @@ class AdaptiveSpeakerSampler:
         self.mean_embedding = np.zeros((n, embedding_dim))
         self.seen = np.zeros(n, dtype=bool)
         self.cohorts = np.full(n, -1, dtype=np.int64)
+        self.flagged = np.zeros(n, dtype=bool)
         # (first step it applies to, probabilities), oldest first; uniform from step 0.
         self.schedule: list[tuple[int, np.ndarray]] = [(0, np.full(n, 1.0 / n))]
 
@@ -191,10 +208,34 @@ class AdaptiveSpeakerSampler:
         """The distribution the current statistics give (refits the cohorts)."""
         if self.rule == "loss_weighted":
             return loss_probabilities(self.mean_loss, self.seen, self.temperature, self.floor)
+        if self.rule == "heldout_adaptive":
+            return self._heldout_probabilities(step)
         self.cohorts = speaker_cohorts(
             self.mean_embedding, self.seen, self.n_cohorts, _seed(self.seed, step, 11)
         )
         return cohort_probabilities(self.cohorts)
+
+    def _heldout_probabilities(self, step: int) -> np.ndarray:
+        from arw_sv.data.cohort_sampling import heldout_cohorts
+
+        if self.heldout_embeddings is None:
+            raise RuntimeError("heldout_adaptive sampling needs the trainer's held-out embedder")
+        held, held_speaker = self.heldout_embeddings()
+        train = self.mean_embedding.copy()
+        if self.seen.any():  # an unseen speaker sits at the mean of the seen ones
+            train[~self.seen] = train[self.seen].mean(axis=0)
+        slots = int(np.ceil(self.P * self.cohort_share))
+        found = heldout_cohorts(train, np.arange(self.n_speakers), self.n_speakers, held,
+                                held_speaker, self.n_cohorts, self.cohort_top,
+                                seed=_seed(self.seed, step, 13) % (2**31),
+                                min_flagged=slots)  # fmt: skip
+        self.flagged = np.asarray(found["oversample"], dtype=bool)
+        self.discovery = {k: found[k] for k in ("bottom_eer", "rest_eer", "bottom_share")}
+        n_flag = int(self.flagged.sum())
+        if n_flag in (0, self.n_speakers):
+            return np.full(self.n_speakers, 1.0 / self.n_speakers)
+        return np.where(self.flagged, self.cohort_share / n_flag,
+                        (1 - self.cohort_share) / (self.n_speakers - n_flag))  # fmt: skip
 
     def distribution_at(self, step: int) -> np.ndarray:
         """The speaker distribution batch ``step`` is drawn from."""
@@ -241,6 +282,7 @@ class AdaptiveSpeakerSampler:
             "mean_embedding": torch.from_numpy(self.mean_embedding.copy()),
             "seen": torch.from_numpy(self.seen.copy()),
             "cohorts": torch.from_numpy(self.cohorts.copy()),
+            "flagged": torch.from_numpy(self.flagged.copy()),
             "schedule_steps": [int(s) for s, _ in self.schedule],
             "schedule": torch.from_numpy(np.stack([p for _, p in self.schedule])),
         }
@@ -259,5 +301,7 @@ class AdaptiveSpeakerSampler:
         self.mean_embedding = np.asarray(state["mean_embedding"], dtype=np.float64).copy()
         self.seen = np.asarray(state["seen"], dtype=bool).copy()
         self.cohorts = np.asarray(state["cohorts"], dtype=np.int64).copy()
+        if "flagged" in state:
+            self.flagged = np.asarray(state["flagged"], dtype=bool).copy()
         table = np.asarray(state["schedule"], dtype=np.float64)
         self.schedule = [(int(s), table[i].copy()) for i, s in enumerate(state["schedule_steps"])]

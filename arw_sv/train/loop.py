@@ -41,7 +41,7 @@ from arw_sv.data.adaptive import AdaptiveSpeakerSampler
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import Manifest, read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.prepass import sampler_arguments, sampling_targets
+from arw_sv.prepass import heldout_embedder, sampler_arguments, sampling_targets
 from arw_sv.robust import point_biserial
 from arw_sv.speechbrain_folder import (
     PREFIX,
@@ -158,6 +158,8 @@ def fit(
             cfg, manifest.speakers, device=device, world_size=dist_ctx.world_size, sampler=sampler
         )
         learner, adversary = state.learner, state.adversary
+        if isinstance(sampler, AdaptiveSpeakerSampler) and sampler.rule == "heldout_adaptive":
+            sampler.heldout_embeddings = heldout_embedder(cfg, manifest, learner, device)
         n_speakers = len(manifest.speakers)
         state.sample_log = SampleLog(out_dir / SAMPLE_LOG, n_speakers, tc.sample_log_every)
         # ---- resume ---------------------------------------------------------------------
@@ -313,7 +315,7 @@ def _record_draws(
         losses = state.objective.sample_losses(detached.sample_loss, detached.pairs)
         losses = dist_ctx.gather_rows(losses.unsqueeze(1)).squeeze(1).cpu().numpy()
         embeddings = None
-        if adaptive.rule == "cohort_balanced":
+        if adaptive.rule in ("cohort_balanced", "heldout_adaptive"):
             embeddings = dist_ctx.gather_rows(detached.embeddings).cpu().numpy()
         adaptive.observe(step, speakers % n_speakers, losses, embeddings)
 
@@ -437,6 +439,8 @@ def _adaptive_sampler(
         temperature=dc.loss_temperature,
         floor=dc.loss_floor,
         n_cohorts=dc.n_cohorts,
+        cohort_top=dc.cohort_oversample_top,
+        cohort_share=dc.cohort_share,
         embedding_dim=cfg.model.embedding_dim,
         rank=dist_ctx.rank,
         world_size=dist_ctx.world_size,

@@ -174,6 +174,14 @@ def cohort_purity(train_dir: Path, values: np.ndarray) -> list[dict]:
     for ckpt in sorted((Path(train_dir) / "checkpoints").glob("step_*.pt"),
                        key=lambda p: int(p.stem.split("_")[1])):  # fmt: skip
         sampler = torch.load(ckpt, map_location="cpu", weights_only=True).get("sampler", {})
+        if sampler.get("rule") == "heldout_adaptive" and "flagged" in sampler:
+            flagged = np.asarray(sampler["flagged"], dtype=bool)
+            if flagged.any():
+                labels, counts = np.unique(values[flagged], return_counts=True)
+                share = dict(zip(labels.tolist(), (counts / flagged.sum()).tolist(), strict=True))
+                out.append({"step": int(ckpt.stem.split("_")[1]), "flagged": int(flagged.sum()),
+                            "flagged_share": share})  # fmt: skip
+            continue
         if "cohorts" not in sampler or sampler.get("rule") != "cohort_balanced":
             continue
         cohorts = np.asarray(sampler["cohorts"])

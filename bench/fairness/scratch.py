@@ -44,6 +44,17 @@ SCRATCH_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "erm_balanced": ("bench_erm_balanced", ()),
     "loss_weighted": ("bench_loss_weighted", ()),
     "cohort_balanced": ("bench_cohort_balanced", ()),
+    # Ours (S2/D2: held-out error is the one label-free signal that points at the minority
+    # early): held-out cohort discovery redone with the current model every 300 steps.
+    "heldout_adaptive": (
+        "bench_cohort_oversample",
+        (
+            "data.sampling=heldout_adaptive",
+            "data.heldout_manifest=@heldout",
+            "data.adaptive_start_step=300",
+            "data.adaptive_refresh_steps=300",
+        ),
+    ),  # fmt: skip
     # ARW-PW as published (MLP adversary after a 100-step warm-up, clusters refreshed every
     # 100 steps), its stabilised variants, and GroupDRO over the same refreshed clusters.
     "arw_pw": ("bench_arw_pw", ()),

@@ -66,6 +66,12 @@ def shares_markdown(runs: list[dict], methods: list[str]) -> list[str]:
                   f"their cohort's majority nationality) / the largest share of {value} in one "
                   "cohort.", ""]  # fmt: skip
         for method, seed, points in purity:
+            if points and "flagged_share" in points[0]:  # held-out discovery: who it flags
+                cells = ", ".join(f"step {p['step']}: {p['flagged']} flagged, "
+                                  f"{100 * p['flagged_share'].get(value, 0):.0f}% {value}"
+                                  for p in points)  # fmt: skip
+                lines.append(f"- {method} seed {seed} (flagged speakers): {cells}")
+                continue
             cells = ", ".join(
                 f"step {p['step']}: {p['purity']:.2f} / {p['best_cohort_share'].get(value, 0):.2f}"
                 for p in points
