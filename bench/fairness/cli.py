@@ -173,6 +173,20 @@ def parse_methods(names: list[str], variants: list[str]) -> dict[str, tuple[str,
     return methods
 
 
+def variants(specs: list[str], table: dict) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``--variant NAME=BASE:key=value;key=value`` over a protocol's method ``table``: the
+    base method's config and overrides plus the variant's."""
+    extra = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        base, sep, more = rest.partition(":")
+        if not sep or base not in table:
+            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
+        config, base_extra = table[base]
+        extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
+    return extra
+
+
 def finetune_protocol(args: argparse.Namespace):
     """The :class:`~bench.fairness.finetune.Protocol` that ``--protocol finetune`` args ask for."""
     import dataclasses
@@ -197,15 +211,7 @@ def finetune_protocol(args: argparse.Namespace):
         changes["gate"] = False
     if args.curve_points is not None:
         changes["curve_points"] = args.curve_points
-    extra = {}
-    for spec in args.variant:
-        name, _, rest = spec.partition("=")
-        base, sep, more = rest.partition(":")
-        if not sep or base not in FINETUNE_METHODS:
-            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
-        config, base_extra = FINETUNE_METHODS[base]
-        extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
-    changes["extra"] = extra
+    changes["extra"] = variants(args.variant, FINETUNE_METHODS)
     if args.test_corpora is not None or args.val_corpus is not None:
         changes["primary"] = ()  # corpora asked for by name: every mechanism gets them
     changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
@@ -259,15 +265,7 @@ def scratch_protocol(args: argparse.Namespace):
         changes["early_step"] = args.early_step
     if args.bootstrap is not None:
         changes["bootstrap"] = args.bootstrap
-    extra = {}
-    for spec in args.variant:
-        name, _, rest = spec.partition("=")
-        base, sep, more = rest.partition(":")
-        if not sep or base not in SCRATCH_METHODS:
-            raise ValueError(f"--variant {spec!r}: expected NAME=BASE:key=value;key=value")
-        config, base_extra = SCRATCH_METHODS[base]
-        extra[name] = (config, (*base_extra, *(x.strip() for x in more.split(";") if x.strip())))
-    changes["extra"] = extra
+    changes["extra"] = variants(args.variant, SCRATCH_METHODS)
     changes["gate"] = not args.no_gate
     changes["skip_validation"] = args.skip_validation
     changes["synth_overrides"] = (*protocol.synth_overrides, *args.synth)
