@@ -62,9 +62,10 @@ def shares_markdown(runs: list[dict], methods: list[str]) -> list[str]:
               if (r.get("shares") or {}).get("cohort_purity")]  # fmt: skip
     if purity:
         value = group.split("=", 1)[1]
-        lines += ["", "Adaptive cohorts at each kept checkpoint: purity (share of speakers in "
-                  f"their cohort's majority nationality) / the largest share of {value} in one "
-                  "cohort.", ""]  # fmt: skip
+        lines += ["", "Adaptive samplers at each kept checkpoint: for cohort_balanced, purity "
+                  "(share of speakers in their cohort's majority nationality) / the largest "
+                  f"share of {value} in one cohort; for heldout_adaptive, the training speakers "
+                  f"it flags and {value}'s share of them.", ""]  # fmt: skip
         for method, seed, points in purity:
             if points and "flagged_share" in points[0]:  # held-out discovery: who it flags
                 cells = ", ".join(f"step {p['step']}: {p['flagged']} flagged, "
