@@ -36,7 +36,7 @@ def test_loss_probabilities_match_a_hand_computation():
     np.testing.assert_allclose(loss_probabilities(loss, seen, 1e9, 0.0), 0.25, rtol=1e-6)
     np.testing.assert_allclose(loss_probabilities(loss, seen, 1.0, 1.0), 0.25)
     # Nothing seen yet: uniform.
-    np.testing.assert_allclose(loss_probabilities(loss, ~seen & False, 1.0, 0.0), 0.25)
+    np.testing.assert_allclose(loss_probabilities(loss, np.zeros(4, dtype=bool), 1.0, 0.0), 0.25)
 
 
 def test_cohort_probabilities_give_every_cohort_an_equal_share():

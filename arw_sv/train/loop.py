@@ -338,9 +338,7 @@ def replay_sample_log(cfg: Config, steps: int | None = None) -> Path:
     speaker_of = manifest.speaker_indices()
     out = Path(cfg.train.out_dir) / SAMPLE_LOG
     log_ = SampleLog(out, len(manifest.speakers), cfg.train.sample_log_every or 100)
-    log_.start(from_step=0)
-    if out.exists():
-        out.unlink()
+    out.unlink(missing_ok=True)
     total = steps if steps is not None else cfg.train.steps
     for step, batch in enumerate(sampler, start=1):
         if step > total:

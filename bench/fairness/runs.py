@@ -169,7 +169,12 @@ def cohort_purity(train_dir: Path, values: np.ndarray) -> list[dict]:
     that are in their cohort's majority value, and the largest share of one value that a
     single cohort reaches for each value (does a cohort find the minority?)."""
     import torch
+    import yaml
 
+    config = Path(train_dir) / "config.yaml"
+    sampling = yaml.safe_load(config.read_text())["data"]["sampling"] if config.is_file() else ""
+    if sampling not in ("cohort_balanced", "heldout_adaptive"):
+        return []  # no adaptive cohorts: no checkpoint to open
     out = []
     for ckpt in sorted((Path(train_dir) / "checkpoints").glob("step_*.pt"),
                        key=lambda p: int(p.stem.split("_")[1])):  # fmt: skip
