@@ -569,3 +569,42 @@ def test_cli_calibrate_falls_back_to_global_with_few_speakers_in_one_line(embedd
     assert "global: fitted on" in captured.out
     cal = load_calibrator(out / "fallback.json")
     assert cal.method == "global" and cal.cohort is None
+
+
+def test_score_and_eval_reuse_the_trials_rows_when_trials_are_skipped(embedded, capsys):
+    """`score --calibration --allow-missing` indexes the trials once and hands the kept
+    trials' rows to the calibration: the LLRs are those of calibrate_trials run on the kept
+    trials from scratch, and `eval` writes the same; rows of the wrong length are refused."""
+    from arw_sv.calibration.store import calibrate_trials
+    from arw_sv.cli import main
+    from arw_sv.data.trials import read_embeddings, read_scores, read_trials, score_trial_list
+
+    out = embedded
+    assert main(["calibrate", "--embeddings", str(out / "cal.npz"), "--method", "global",
+                 "--score-norm", "asnorm", "--top-n", "5", "--out", str(out / "r.json")]) == 0  # fmt: skip
+    lines = (out / "trials.txt").read_text().splitlines()
+    label, enroll, _ = lines[0].split()
+    # Trials 2 and 5 name an utterance without an embedding: they are skipped.
+    lines[1] = f"{label} {enroll} nobody/x/00001.wav"
+    lines[4] = f"0 ghost/y/00002.wav {enroll}"
+    (out / "skip.txt").write_text("\n".join(lines) + "\n")
+    argv = ["--embeddings", str(out / "eval.npz"), "--trials", str(out / "skip.txt"),
+            "--calibration", str(out / "r.json"), "--allow-missing"]  # fmt: skip
+    assert main(["score", *argv, "--out", str(out / "skip_llr.txt")]) == 0
+    assert "2 skipped" in capsys.readouterr().out
+    assert main(["eval", *argv, "--out", str(out / "skip_eval"), "--no-plots"]) == 0
+    kept, llr = read_scores(out / "skip_llr.txt")
+    embeddings = read_embeddings(out / "eval.npz")
+    scored = score_trial_list(read_trials(out / "skip.txt"), embeddings, allow_missing=True)
+    assert scored.trials.enroll == kept.enroll and scored.trials.test == kept.test
+    again = calibrate_trials(out / "r.json", out / "eval.npz", scored.trials, scored.scores,
+                             embeddings)  # fmt: skip
+    assert len(llr) == len(lines) - 2 and np.allclose(llr, again, atol=1e-6)
+    _, from_eval = read_scores(out / "skip_eval" / "scores_calibrated.txt")
+    assert np.array_equal(from_eval, llr)
+    short = (np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="rows for"):
+        score_trial_list(scored.trials, embeddings, rows=short)
+    with pytest.raises(ValueError, match="rows for"):
+        calibrate_trials(out / "r.json", out / "eval.npz", scored.trials, scored.scores,
+                         embeddings, rows=short)  # fmt: skip

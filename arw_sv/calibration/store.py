@@ -163,6 +163,7 @@ def calibrate_trials(
     calibrator: Calibrator | None = None,
     model_check: bool = True,
     cache: bool = True,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """LLRs of scored trials under the calibrator in file ``calibration``, after checking
     it fits these embeddings (dimension, model fingerprint) and test speakers (disjoint).
@@ -170,12 +171,14 @@ def calibrate_trials(
     ``model_check``: refuse when the calibrator or the embeddings name no model (the
     fingerprint check could not be made); False only applies it anyway. With ``cache``,
     AS-norm's per-utterance cohort statistics are kept across runs
-    (:mod:`arw_sv.calibration.stats_cache`; the same numbers bit for bit).
+    (:mod:`arw_sv.calibration.stats_cache`; the same numbers bit for bit). ``rows``: the
+    trials' :func:`~arw_sv.data.trials.trial_rows` in these embeddings, when the caller has
+    them (scoring computed them already).
 
     Shape:
         scores: (N,); embeddings matrix: (U, D) -> (N,).
     """
-    from arw_sv.data.trials import read_embedding_model, speaker_of, utterance_rows
+    from arw_sv.data.trials import read_embedding_model, speaker_of, trial_rows
 
     calibrator = calibrator or load_calibrator(calibration)
     ids, matrix = embeddings
@@ -188,7 +191,10 @@ def calibrate_trials(
                 "pass --no-model-check to apply it anyway"
             )
         require_model(embeddings_path, model)
-    rows = utterance_rows([*trials.enroll, *trials.test], ids)  # one index of the ids
+    sides = trial_rows(trials, ids) if rows is None else rows
+    rows = np.concatenate([np.asarray(r, dtype=np.int64).reshape(-1) for r in sides])
+    if rows.size != 2 * len(trials):
+        raise ValueError(f"rows for {rows.size} trial sides; expected {2 * len(trials)}")
     if len(rows) and rows.min() < 0:
         raise CalibrationError(
             f"{embeddings_path}: {int((rows < 0).sum())} trial sides name utterances "

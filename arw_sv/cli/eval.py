@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         read_scores,
         read_trials,
         score_trial_list,
+        trial_rows,
         write_scores,
     )
     from arw_sv.evaluate import (
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         inputs: dict = {}
-        embeddings = None
+        embeddings = rows = None
         if args.embeddings is not None and args.scores is not None:
             raise ValueError("give either --scores or --embeddings, not both")
         if args.bootstrap < 0 or args.cohorts < 0 or args.min_speakers < 0:
@@ -165,9 +166,13 @@ def run(args: argparse.Namespace) -> int:
             if args.trials is None:
                 raise ValueError("--embeddings needs --trials")
             embeddings = read_embeddings(args.embeddings)
+            trials = read_trials(args.trials)
+            rows = trial_rows(trials, embeddings[0])  # once, for scoring and calibration
             trials, scores, skipped = score_trial_list(
-                read_trials(args.trials), embeddings, args.allow_missing
+                trials, embeddings, args.allow_missing, rows=rows
             )
+            kept = (rows[0] >= 0) & (rows[1] >= 0)
+            rows = (rows[0][kept], rows[1][kept])  # those of the trials kept
             if args.asnorm_cohort is not None:
                 cohort = read_embeddings(args.asnorm_cohort)[1]
                 if cohort.shape[1] != embeddings[1].shape[1]:
@@ -241,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             calibrator = load_calibrator(args.calibration)
             llr = calibrate_trials(
                 args.calibration, args.embeddings, trials, scores, embeddings, calibrator,
-                model_check=not args.no_model_check,
+                model_check=not args.no_model_check, rows=rows,
             )  # fmt: skip
             report["calibrated"] = calibrated_section(
                 llr, *sides, file=args.calibration, method=calibrator.label, **shared

@@ -39,17 +39,26 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Score and write the trials named by parsed ``score`` arguments."""
-    from arw_sv.data.trials import read_embeddings, read_trials, score_trial_list, write_scores
+    from arw_sv.data.trials import (
+        read_embeddings,
+        read_trials,
+        score_trial_list,
+        trial_rows,
+        write_scores,
+    )
 
     embeddings = read_embeddings(args.embeddings)
-    scored = score_trial_list(read_trials(args.trials), embeddings, args.allow_missing)
+    trials = read_trials(args.trials)
+    enroll, test = trial_rows(trials, embeddings[0])  # once, for scoring and calibration
+    scored = score_trial_list(trials, embeddings, args.allow_missing, rows=(enroll, test))
     scores = scored.scores
     if args.calibration:
         from arw_sv.calibration import calibrate_trials
 
+        kept = (enroll >= 0) & (test >= 0)  # the trials score_trial_list kept
         scores = calibrate_trials(
             args.calibration, args.embeddings, scored.trials, scores, embeddings,
-            model_check=not args.no_model_check,
+            model_check=not args.no_model_check, rows=(enroll[kept], test[kept]),
         )  # fmt: skip
     write_scores(args.out, scored.trials, scores, args.format)
     skipped = f" ({scored.n_skipped} skipped: missing embeddings)" if scored.n_skipped else ""

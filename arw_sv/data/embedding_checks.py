@@ -47,6 +47,22 @@ def check_embeddings(
         return ids, matrix
     if not 1 <= matrix.shape[1] <= MAX_DIM:
         raise error(f"{path}: {matrix.shape[1]}-dim embeddings (1 to {MAX_DIM})")
+    # Two reductions without temporaries decide the common case (NaN propagates through
+    # max and min); the row-by-row masks below only name the first bad vector.
+    hi, lo = matrix.max(axis=1), matrix.min(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        clean = (np.isfinite(hi) & np.isfinite(lo) & (np.maximum(hi, -lo) <= MAX_VALUE)
+                 & ((hi != 0) | (lo != 0))).all()  # fmt: skip
+    if not clean:
+        _name_bad_vector(path, ids, matrix, error)
+    if len(set(ids)) != len(ids):
+        ids, matrix = _without_duplicates(path, ids, matrix, error)
+    if len(ids) > 1 and not (matrix[1] != matrix[0]).any() and (matrix == matrix[0]).all():
+        raise error(f"{path}: all {len(ids)} vectors are the same; not a model's embeddings")
+    return ids, matrix
+
+
+def _name_bad_vector(path, ids: list[str], matrix: np.ndarray, error) -> None:
     for bad, what in (
         (~np.isfinite(matrix).all(axis=1), "NaN or infinite values"),
         ((np.abs(matrix) > MAX_VALUE).any(axis=1), f"values over {MAX_VALUE:g} in magnitude"),
@@ -56,11 +72,6 @@ def check_embeddings(
         if rows.size:
             more = f" ({rows.size} such vectors)" if rows.size > 1 else ""
             raise error(f"{path}: {ids[rows[0]]!r} has {what}{more}")
-    if len(set(ids)) != len(ids):
-        ids, matrix = _without_duplicates(path, ids, matrix, error)
-    if len(ids) > 1 and (matrix == matrix[0]).all():
-        raise error(f"{path}: all {len(ids)} vectors are the same; not a model's embeddings")
-    return ids, matrix
 
 
 def _without_duplicates(

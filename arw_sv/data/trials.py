@@ -383,11 +383,26 @@ def read_embedding_model(path: str | Path) -> dict | None:
 
 def utterance_rows(names: Sequence[str], ids: Sequence[str]) -> np.ndarray:
     """Row of each name in ``ids`` (-1 where absent). Shape: (N,)."""
-    index = dict(zip(ids, range(len(ids)), strict=True))
+    return _rows(names, dict(zip(ids, range(len(ids)), strict=True)))
+
+
+def _rows(names: Sequence[str], index: dict[str, int]) -> np.ndarray:
     try:  # C-speed lookups while every name is there
         return np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
     except KeyError:
         return np.fromiter((index.get(u, -1) for u in names), dtype=np.int64, count=len(names))
+
+
+def trial_rows(trials: Trials, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in ``ids`` of each trial's enrolment and test utterance (-1 where absent), from
+    one index of the ids. Computed once, they serve both the scoring and the calibration of
+    the same trials (``rows=`` of :func:`score_trial_list` and ``calibrate_trials``): the
+    lookups of 1.1M trial sides are most of what scoring costs beyond parsing.
+
+    Shape: (N,), (N,).
+    """
+    index = dict(zip(ids, range(len(ids)), strict=True))
+    return _rows(trials.enroll, index), _rows(trials.test, index)
 
 
 def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -431,6 +446,7 @@ def score_trial_list(
     trials: Trials,
     embeddings: Mapping[str, np.ndarray] | tuple[Sequence[str], np.ndarray],
     allow_missing: bool = False,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScoredTrials:
     """Cosine scores of trials from utterance embeddings (vectorised), with the kept trials.
 
@@ -439,6 +455,7 @@ def score_trial_list(
         embeddings: utterance id -> vector, or ``(ids, matrix)``.
         allow_missing: skip trials naming an utterance without an embedding (their
             number is returned) instead of failing.
+        rows: :func:`trial_rows` of these trials and ids, when the caller has them.
 
     Returns:
         ``ScoredTrials(trials, scores, n_skipped)``; ``trials`` is the input, or the kept
@@ -456,7 +473,12 @@ def score_trial_list(
         matrix = np.stack([np.asarray(embeddings[k]).reshape(-1) for k in ids])
     else:
         ids, matrix = list(embeddings[0]), np.asarray(embeddings[1])
-    e, t = utterance_rows(trials.enroll, ids), utterance_rows(trials.test, ids)
+    if rows is None:
+        e, t = trial_rows(trials, ids)
+    else:
+        e, t = (np.asarray(r, dtype=np.int64) for r in rows)
+        if e.shape != (len(trials),) or t.shape != (len(trials),):
+            raise ValueError(f"rows for {e.shape} and {t.shape} trials; expected {len(trials)}")
     missing = (e < 0) | (t < 0)
     n_missing = int(missing.sum())
     if n_missing:
