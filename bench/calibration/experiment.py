@@ -200,6 +200,11 @@ def main() -> None:
                                     max_pairs=args.max_pairs, seed=args.seed, **kw)  # fmt: skip
         return cal.transform_indexed(raw, e, t, test_matrix)
 
+    # The product's default as `arw-sv calibrate` fits it on these speakers (issue 28's
+    # rule: below 200 speakers, global calibration of cosines), and with quantile matching.
+    cell("default", lambda: evaluate(recommended(everyone)))
+    cell("default_quantile", lambda: evaluate(recommended(everyone, method="quantile")))
+
     # Learning curve: the first n calibration speakers of a seeded order; the oracle, FSN
     # with the smallest k, and the recommended back-end.
     order = np.random.default_rng(args.seed).permutation(sorted(set(cal_speakers)))
