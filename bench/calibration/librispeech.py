@@ -161,17 +161,22 @@ def test_trials(out: Path, manifest: Path) -> Path:
     return trials
 
 
-def main() -> None:
+def parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every librispeech-mini driver takes (``out``: the default ``--out``)."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--corpus", type=Path, default=CORPUS)
-    p.add_argument("--out", type=Path, default=Path("runs/librispeech-cal"))
+    p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=200)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser(__doc__, "runs/librispeech-cal").parse_args()
 
     out = args.out.resolve()
     manifest, counts = prepare(out, args.corpus, args.seed)

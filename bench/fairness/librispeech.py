@@ -23,12 +23,11 @@ Writes ``fairness.md`` (the table), ``fairness.json`` and ``fairness_gender.png`
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from arw_sv.atomic import atomic_write_text
-from bench.calibration.librispeech import CORPUS, prepare, run, test_trials, train_model
+from bench.calibration.librispeech import parser, prepare, run, test_trials, train_model
 
 #: method -> (training folder under --out, overrides of the demo config)
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -114,15 +113,7 @@ def plot(reports: dict[str, dict], path: Path) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--corpus", type=Path, default=CORPUS)
-    p.add_argument("--out", type=Path, default=Path("runs/librispeech"))
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=200)
+    p = parser(__doc__, "runs/librispeech")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     args = p.parse_args()
 
