@@ -27,7 +27,18 @@ D=$C/data
 mkdir -p "$C"
 date
 [ -f "$D/vox1_meta.csv" ] || $A synth --out "$D" --preset "bench_$MECH" --seed "$CORPUS" --workers 1 --quiet \
-  calibration_speakers_per_cell=50
+  test_speakers_per_cell=50 calibration_speakers_per_cell=50  # the protocol's test speakers
+# The test split must be the protocol corpus's, file for file (the models were scored on it).
+P=$SCRATCH/$MECH/corpus$CORPUS/corpus
+if [ -d "$P/wav" ]; then
+  for f in $(awk -F'\t' '$5=="dev" || $5=="test"' "$P/vox1_meta.csv" | awk '{print $1}' | sed -n '1p;2p;481p;482p;$p'); do
+    cmp -s <(cd "$P/wav/$f" && find . -type f | sort | head -5 | xargs md5sum) \
+      <(cd "$D/wav/$f" && find . -type f | sort | head -5 | xargs md5sum) \
+      || { echo "$D differs from $P ($f)"; exit 1; }
+  done
+  cmp -s <(awk -F'\t' '$5!="cal"' "$P/vox1_meta.csv") <(awk -F'\t' '$5!="cal"' "$D/vox1_meta.csv") \
+    || { echo "$D: training or test speakers differ from $P"; exit 1; }
+fi
 [ -f "$C/all.csv" ] || $A manifest "$D" --meta "$D/vox1_meta.csv" --splits dev test cal --out "$C/all.csv"
 [ -f "$C/trials.txt" ] || $A trials "$C/all.csv" --split test --targets 36 --within 500 --across 500 \
   --max-per-speaker 0 --out "$C/trials.txt"
@@ -44,4 +55,6 @@ for s in $SEEDS; do
     --plot-fmr asnorm_half_fsn_k16 asnorm_half_quantile_k16 > "$R/calibration.log" 2>&1
   date; echo "seed $s done"
 done
-$PY -m bench.calibration.summary "$C"/erm/seed*/calibration --grouping "$KEY" --out "$C/calibration_summary.md"
+if ls "$C"/erm/seed*/calibration/results.json > /dev/null 2>&1; then
+  $PY -m bench.calibration.summary "$C"/erm/seed*/calibration --grouping "$KEY" --out "$C/calibration_summary.md"
+fi
