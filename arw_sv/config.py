@@ -154,7 +154,11 @@ class DataConfig:
     # "heldout_adaptive": held-out cohort discovery (as cohort_heldout: `heldout_manifest`,
     # `n_cohorts`, `cohort_oversample_top`, `cohort_share`) redone with the current model at
     # every refresh, from the first step's run (no pre-trained model).
-    # All three are uniform before `adaptive_start_step`; a new distribution applies
+    # "crowding_adaptive" (ours): every `adaptive_refresh_steps`, a few utterances of each
+    # training speaker (`cohort_utterances_per_speaker`) are embedded with the current model;
+    # the `crowded_fraction` most crowded speakers (mean cosine to their `cohort_neighbours`
+    # nearest others) fill `cohort_share` of the draws.
+    # All of them are uniform before `adaptive_start_step`; a new distribution applies
     # `adaptive_delay` steps after it is computed (at least the loader's prefetch depth).
     adaptive_refresh_steps: int = 100
     adaptive_start_step: int = 100
@@ -162,12 +166,13 @@ class DataConfig:
     loss_ema: float = 0.9
     loss_temperature: float = 1.0
     loss_floor: float = 0.2
+    crowded_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds", "loss_temperature")
         _at_least("data", self, 1, "adaptive_refresh_steps")
         _at_least("data", self, 0, "adaptive_start_step", "adaptive_delay")
-        for name in ("loss_ema", "loss_floor"):
+        for name in ("loss_ema", "loss_floor", "crowded_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name}: {getattr(self, name)} is not in [0, 1]")
         _at_least("data", self, 0, "cohort_utterances_per_speaker")
@@ -425,6 +430,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "loss_weighted",
         "cohort_balanced",
         "heldout_adaptive",
+        "crowding_adaptive",
     ),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro", "vrex"),

@@ -63,8 +63,21 @@ def embed_training_set(
     from arw_sv.inference import SpeakerEncoder
 
     encoder = SpeakerEncoder.from_checkpoint(checkpoint, device=device)
-    chosen = range(len(manifest)) if rows is None else rows.tolist()
-    return encoder.embed_files([manifest[i].path for i in chosen], progress=False)
+    chosen = [manifest[i] for i in (range(len(manifest)) if rows is None else rows.tolist())]
+    paths, spans = _paths_and_spans(chosen)
+    return encoder.embed_files(paths, spans=spans, progress=False)
+
+
+def _paths_and_spans(utts: list) -> tuple[list[str], list[tuple[float, float]]]:
+    """Each utterance's file and ``(start, duration)``: a Kaldi segment reads its own part
+    of the file, a whole-file row the whole file (as ``arw-sv embed`` does; a row of
+    unknown duration, 0 from the start, also the whole file).
+    """
+    from arw_sv.data.manifest import MAX_SECONDS
+
+    return [u.path for u in utts], [
+        (u.start, u.duration if u.duration > 0 or u.start > 0 else MAX_SECONDS) for u in utts
+    ]
 
 
 def capped_rows(speakers: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -215,24 +228,36 @@ def heldout_embedder(cfg: Config, manifest: Manifest, learner, device):
     returns ``(embeddings (U', D), speaker index (U',))``. The copy leaves the training
     model and the global torch RNG untouched.
     """
+    return _current_embedder(heldout_manifest(cfg, manifest), cfg, learner, device, "held-out")
+
+
+def training_embedder(cfg: Config, manifest: Manifest, learner, device):
+    """For ``crowding_adaptive`` sampling: the same over a fixed, seeded choice of at most
+    ``data.cohort_utterances_per_speaker`` utterances of every *training* speaker; the
+    speaker index is the training manifest's.
+    """
+    return _current_embedder(manifest, cfg, learner, device, "training")
+
+
+def _current_embedder(utts: Manifest, cfg: Config, learner, device, what: str):
     import copy
 
     import torch
 
     from arw_sv.inference import SpeakerEncoder
 
-    held = heldout_manifest(cfg, manifest)
-    held_spk = np.asarray(held.speaker_indices())
-    rows = capped_rows(held_spk, cfg.data.cohort_utterances_per_speaker, cfg.train.seed)
-    paths = [held[i].path for i in rows.tolist()]
+    speakers = np.asarray(utts.speaker_indices())
+    rows = capped_rows(speakers, cfg.data.cohort_utterances_per_speaker, cfg.train.seed)
+    chosen = [utts[i] for i in rows.tolist()]
 
     def embed() -> tuple[np.ndarray, np.ndarray]:
         with torch.random.fork_rng(devices=[]):
             frozen = copy.deepcopy(learner.extractor)
             encoder = SpeakerEncoder(frozen, device=device, backend="eager")
-            emb = encoder.embed_files(paths, progress=False)
-        log.info("held-out speakers embedded for the sampler: %d utterances", len(paths))
-        return np.asarray(emb, dtype=np.float64), held_spk[rows]
+            paths, spans = _paths_and_spans(chosen)
+            emb = encoder.embed_files(paths, spans=spans, progress=False)
+        log.info("%s speakers embedded for the sampler: %d utterances", what, len(chosen))
+        return np.asarray(emb, dtype=np.float64), speakers[rows]
 
     return embed
 

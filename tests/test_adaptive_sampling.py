@@ -12,6 +12,7 @@ import torch
 from arw_sv.data.adaptive import (
     AdaptiveSpeakerSampler,
     cohort_probabilities,
+    crowding_probabilities,
     loss_probabilities,
     speaker_cohorts,
 )
@@ -179,6 +180,61 @@ def test_heldout_adaptive_flags_the_speakers_nearest_the_worst_heldout_cohort(rn
     assert torch.equal(state["flagged"], torch.from_numpy(flagged))
 
 
+def test_crowding_probabilities_by_hand():
+    crowd = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.3, 0.7, 0.4, 0.6, 0.8])
+    p, flagged = crowding_probabilities(crowd, fraction=0.25, share=0.6)
+    # ceil(0.25 * 10) = 3 most crowded: 0.9, 0.9 (ties by index), 0.8.
+    assert np.flatnonzero(flagged).tolist() == [1, 3, 9]
+    np.testing.assert_allclose(p[flagged], 0.6 / 3)
+    np.testing.assert_allclose(p[~flagged], 0.4 / 7)
+    assert p.sum() == pytest.approx(1.0)
+    # At least the batch slots it must fill; all flagged: uniform.
+    assert crowding_probabilities(crowd, 0.1, 0.5, at_least=4)[1].sum() == 4
+    np.testing.assert_allclose(crowding_probabilities(crowd, 1.0, 0.5)[0], 0.1)
+
+
+def test_crowding_adaptive_flags_the_crowded_speakers_and_follows_the_model(rng):
+    """Training speakers in 4 clusters, one of them crowded (its speakers nearly coincide):
+    that cluster fills the share; when the embeddings change (another cluster crowded),
+    the next refresh flags the new one. Crowding is computed from the embedder's current
+    vectors (a frozen copy of the model in training), not from running means."""
+    d, n = 8, 40
+    centres = np.eye(d)[:4] * 3.0
+    cluster = np.arange(n) % 4
+
+    def embeddings(crowded: int):
+        spread = np.where(np.arange(4) == crowded, 0.02, 1.0)
+        own = rng.standard_normal((n, d)) * spread[cluster][:, None]
+        ids = np.repeat(np.arange(n), 3)
+        return centres[cluster][ids] + own[ids] + 0.01 * rng.standard_normal((ids.size, d)), ids
+
+    sampler = AdaptiveSpeakerSampler(np.repeat(np.arange(n), 3), 8, 2, rule="crowding_adaptive",
+                                     refresh_steps=2, start_step=2, delay=1, crowded_fraction=0.25,
+                                     cohort_share=0.5, neighbours=3, embedding_dim=d)  # fmt: skip
+    current = {"crowded": 3}
+    calls = []
+    sampler.training_embeddings = lambda: calls.append(1) or embeddings(current["crowded"])
+    ids = np.arange(8)
+    sampler.observe(0, ids, np.ones(8))  # step 1 done: before start_step, no refresh
+    assert calls == []
+    sampler.observe(1, ids, np.ones(8))  # 2 steps done: refresh, applies from step 2 + 1
+    assert calls == [1]
+    assert sampler.flagged.sum() == 10 and sampler.flagged[cluster == 3].all()
+    np.testing.assert_allclose(sampler.distribution_at(2), 1 / n)  # the delay
+    p = sampler.distribution_at(3)
+    np.testing.assert_allclose(p[cluster == 3], 0.5 / 10)
+    np.testing.assert_allclose(p[cluster != 3], 0.5 / 30)
+    current["crowded"] = 1
+    sampler.observe(2, ids, np.ones(8))
+    sampler.observe(3, ids, np.ones(8))
+    assert calls == [1, 1] and sampler.flagged[cluster == 1].all()
+    assert not sampler.flagged[cluster == 3].any()
+    assert torch.equal(sampler.state_dict()["flagged"], torch.from_numpy(sampler.flagged))
+    sampler.training_embeddings = None
+    with pytest.raises(RuntimeError, match="embedder"):
+        sampler.probabilities(6)
+
+
 def test_sample_log_counts_match_a_direct_count(tmp_path):
     log = SampleLog(tmp_path / "sampling.jsonl", n_speakers=4, every=2)
     log.start(0)
@@ -206,7 +262,8 @@ def test_sample_log_counts_match_a_direct_count(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "sampling", ["loss_weighted", "cohort_balanced", "heldout_adaptive", "vrex"]
+    "sampling",
+    ["loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive", "vrex"],
 )
 def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     """Resume mid-run continues the method's state exactly: the running losses and cohorts
@@ -229,6 +286,8 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     if sampling == "heldout_adaptive":
         args += (f"data.heldout_manifest={test}", "data.cohort_oversample_top=1",
                  "data.cohort_utterances_per_speaker=2")  # fmt: skip
+    if sampling == "crowding_adaptive":
+        args += ("data.crowded_fraction=0.25", "data.cohort_utterances_per_speaker=2")
     full = fit(tiny_config(tmp_path / "full", train, *args), progress=False)
     fit(tiny_config(tmp_path / "cut", train, *args), progress=False, stop_after=3)
     fit(tiny_config(tmp_path / "cut", train, *args), resume=True, progress=False)

@@ -349,3 +349,28 @@ def test_heldout_cohort_discovery_trains_from_the_test_speakers_of_another_split
     assert cache["key"]["heldout_manifest"] == str(held)
     assert len(cache["oversample"]) == 8 and len(cache["cohort_eer"]) == 2
     assert 0 < cache["bottom_share"] < 1
+
+
+def test_the_pre_passes_embed_a_segment_not_its_whole_file(monkeypatch):
+    """Kaldi segments (two halves of one file) are embedded as themselves by the samplers'
+    pre-passes, as `arw-sv embed` does: before, both halves were the whole file."""
+    import arw_sv.inference
+    from arw_sv.data.manifest import Manifest, Utterance
+    from arw_sv.prepass import embed_training_set
+
+    rows = [Utterance("a-0", "/x/a.wav", "a", 2.0, "f", "UK", "dev", start=0.0),
+            Utterance("a-1", "/x/a.wav", "a", 1.5, "f", "UK", "dev", start=2.0),
+            Utterance("b", "/x/b.wav", "b", 0.0, "m", "UK", "dev")]  # fmt: skip
+    seen = {}
+
+    class Encoder:
+        def embed_files(self, paths, *, spans=None, progress=False):
+            seen["paths"], seen["spans"] = list(paths), spans
+            return np.zeros((len(paths), 4))
+
+    monkeypatch.setattr(arw_sv.inference.SpeakerEncoder, "from_checkpoint",
+                        classmethod(lambda cls, *a, **k: Encoder()))  # fmt: skip
+    embed_training_set("unused.pt", Manifest(rows), np.array([0, 1, 2]))
+    assert seen["paths"] == ["/x/a.wav", "/x/a.wav", "/x/b.wav"]
+    # A row of unknown duration (0) from the start reads its whole file.
+    assert seen["spans"][:2] == [(0.0, 2.0), (2.0, 1.5)] and seen["spans"][2][1] >= 1e6

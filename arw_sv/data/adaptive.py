@@ -26,7 +26,18 @@ Two rules turn what training has seen so far into a probability per training spe
   (``cohort_heldout``) needs a trained model first; this one follows the representation
   as it forms, from the held-out error that training loss cannot show.
 
-Before ``start_step`` all three are uniform. A new distribution computed at the end of step
+- ``crowding_adaptive`` (ours, issue 29): at each refresh the trainer embeds a few
+  utterances of every training speaker with the *current* model; a speaker's crowding is
+  its mean cosine to its ``neighbours`` nearest other speakers
+  (:func:`arw_sv.data.cohort_sampling.crowding`), and the ``crowded_fraction`` most crowded
+  speakers fill ``cohort_share`` of the draws, the others the rest:
+  ``p_s = share / n_flagged`` or ``(1 - share) / n_other``. Speakers the representation
+  cannot yet tell apart are the ones verification confuses; a minority whose identity
+  rests on cues the model has not learned is crowded early (fairness-log S7). It is the
+  speaker-level, refreshed form of cohort oversampling (Dheram et al.'s crowded cohorts),
+  and needs neither a trained model nor held-out speakers.
+
+Before ``start_step`` every rule is uniform. A new distribution computed at the end of step
 ``r`` takes effect at step ``r + 1 + delay``, so a loader that prefetches up to ``delay``
 batches still draws every batch from the distribution an uninterrupted run with no
 prefetching would use: the batches are a pure function of (seed, step, the statistics),
@@ -46,7 +57,7 @@ import numpy as np
 
 from arw_sv.data.sampler import _seed, check_batch_shape
 
-RULES = ("loss_weighted", "cohort_balanced", "heldout_adaptive")
+RULES = ("loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive")
 
 
 def loss_probabilities(
@@ -83,6 +94,25 @@ def cohort_probabilities(cohorts: np.ndarray) -> np.ndarray:
     mass = seen.sum() / n  # the seen speakers' total under the uniform distribution
     p[seen] = mass / (len(labels) * np.array([size[c] for c in cohorts[seen]]))
     return p
+
+
+def crowding_probabilities(
+    crowding: np.ndarray, fraction: float, share: float, at_least: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker probabilities of ``crowding_adaptive`` and the flagged speakers: the
+    ``ceil(fraction * n)`` (at least ``at_least``) most crowded fill ``share`` of the draws,
+    uniform within; the rest share ``1 - share``. Ties break by speaker index (a stable sort).
+
+    Shape:
+        crowding (n,) -> probabilities (n,) summing to 1, flagged (n,) bool.
+    """
+    n = crowding.shape[0]
+    n_flag = min(n, max(int(np.ceil(fraction * n)), at_least))
+    flagged = np.zeros(n, dtype=bool)
+    flagged[np.argsort(-crowding, kind="stable")[:n_flag]] = True
+    if n_flag in (0, n):
+        return np.full(n, 1.0 / n), flagged
+    return np.where(flagged, share / n_flag, (1 - share) / (n - n_flag)), flagged
 
 
 def speaker_cohorts(
@@ -123,7 +153,10 @@ class AdaptiveSpeakerSampler:
         loss_ema: decay of each speaker's running mean loss (0: the last batch only).
         temperature, floor: of ``loss_weighted``.
         n_cohorts: of ``cohort_balanced`` and ``heldout_adaptive``.
-        cohort_top, cohort_share: ``heldout_adaptive``'s bottom cohorts and their share.
+        cohort_top, cohort_share: ``heldout_adaptive``'s bottom cohorts and their share
+            (``cohort_share``: also the share of ``crowding_adaptive``'s crowded speakers).
+        crowded_fraction, neighbours: ``crowding_adaptive``'s flagged fraction of the
+            speakers and the nearest speakers its crowding averages over.
         embedding_dim: D of the running mean embeddings (``cohort_balanced``).
         rank, world_size: this rank's slice of whole speakers under DDP.
     """
@@ -145,6 +178,8 @@ class AdaptiveSpeakerSampler:
         n_cohorts: int = 8,
         cohort_top: int = 2,
         cohort_share: float = 0.5,
+        crowded_fraction: float = 0.1,
+        neighbours: int = 5,
         embedding_dim: int = 192,
         rank: int = 0,
         world_size: int = 1,
@@ -166,6 +201,10 @@ class AdaptiveSpeakerSampler:
         #: ``heldout_adaptive``: returns (held-out embeddings (U', D), their speaker index
         #: (U',)) under the current model; set by the trainer.
         self.heldout_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+        #: ``crowding_adaptive``: returns (embeddings (U', D) of a fixed subset of the
+        #: training utterances, their speaker index (U',)) under the current model.
+        self.training_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+        self.crowded_fraction, self.neighbours = crowded_fraction, neighbours
         self.discovery: dict[str, Any] = {}
         self.rank, self.world_size = rank, world_size
         self.utts_of = [np.flatnonzero(speakers == s) for s in range(n)]
@@ -210,6 +249,8 @@ class AdaptiveSpeakerSampler:
             return loss_probabilities(self.mean_loss, self.seen, self.temperature, self.floor)
         if self.rule == "heldout_adaptive":
             return self._heldout_probabilities(step)
+        if self.rule == "crowding_adaptive":
+            return self._crowding_probabilities()
         self.cohorts = speaker_cohorts(
             self.mean_embedding, self.seen, self.n_cohorts, _seed(self.seed, step, 11)
         )
@@ -236,6 +277,24 @@ class AdaptiveSpeakerSampler:
             return np.full(self.n_speakers, 1.0 / self.n_speakers)
         return np.where(self.flagged, self.cohort_share / n_flag,
                         (1 - self.cohort_share) / (self.n_speakers - n_flag))  # fmt: skip
+
+    def _crowding_probabilities(self) -> np.ndarray:
+        from arw_sv.data.cohort_sampling import crowding
+        from arw_sv.metrics.cohorts import speaker_means
+
+        if self.training_embeddings is None:
+            raise RuntimeError("crowding_adaptive sampling needs the trainer's speaker embedder")
+        emb, speaker = self.training_embeddings()
+        means = speaker_means(emb, speaker, self.n_speakers)
+        # A speaker without an embedded utterance (none, when every speaker has one) is
+        # never flagged.
+        score = crowding(means, min(self.neighbours, self.n_speakers - 1))
+        score[np.bincount(speaker, minlength=self.n_speakers) == 0] = -np.inf
+        slots = int(np.ceil(self.P * self.cohort_share))
+        p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
+                                                 self.cohort_share, at_least=slots)  # fmt: skip
+        self.discovery = {"crowding_flagged": float(np.mean(score[self.flagged]))}
+        return p
 
     def distribution_at(self, step: int) -> np.ndarray:
         """The speaker distribution batch ``step`` is drawn from."""

@@ -41,7 +41,12 @@ from arw_sv.data.adaptive import AdaptiveSpeakerSampler
 from arw_sv.data.dataset import CropDataset, collate_crops
 from arw_sv.data.manifest import Manifest, read_manifest
 from arw_sv.data.sampler import SpeakerBatchSampler
-from arw_sv.prepass import heldout_embedder, sampler_arguments, sampling_targets
+from arw_sv.prepass import (
+    heldout_embedder,
+    sampler_arguments,
+    sampling_targets,
+    training_embedder,
+)
 from arw_sv.robust import point_biserial
 from arw_sv.speechbrain_folder import (
     PREFIX,
@@ -160,6 +165,8 @@ def fit(
         learner, adversary = state.learner, state.adversary
         if isinstance(sampler, AdaptiveSpeakerSampler) and sampler.rule == "heldout_adaptive":
             sampler.heldout_embeddings = heldout_embedder(cfg, manifest, learner, device)
+        if isinstance(sampler, AdaptiveSpeakerSampler) and sampler.rule == "crowding_adaptive":
+            sampler.training_embeddings = training_embedder(cfg, manifest, learner, device)
         n_speakers = len(manifest.speakers)
         state.sample_log = SampleLog(out_dir / SAMPLE_LOG, n_speakers, tc.sample_log_every)
         # ---- resume ---------------------------------------------------------------------
@@ -439,6 +446,8 @@ def _adaptive_sampler(
         n_cohorts=dc.n_cohorts,
         cohort_top=dc.cohort_oversample_top,
         cohort_share=dc.cohort_share,
+        crowded_fraction=dc.crowded_fraction,
+        neighbours=dc.cohort_neighbours,
         embedding_dim=cfg.model.embedding_dim,
         rank=dist_ctx.rank,
         world_size=dist_ctx.world_size,

@@ -55,6 +55,19 @@ SCRATCH_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
             "data.adaptive_refresh_steps=300",
         ),
     ),  # fmt: skip
+    # Ours (S7: an early model's most crowded training speakers are 27-33% India at step 300,
+    # on validation corpus 100): the most crowded 10% of the training speakers, embedded
+    # with the current model every 300 steps, fill half of the draws.
+    "crowding_adaptive": (
+        "bench_cohort_oversample",
+        (
+            "data.sampling=crowding_adaptive",
+            "data.crowded_fraction=0.1",
+            "data.cohort_utterances_per_speaker=4",
+            "data.adaptive_start_step=300",
+            "data.adaptive_refresh_steps=300",
+        ),
+    ),  # fmt: skip
     # ARW-PW as published (MLP adversary after a 100-step warm-up, clusters refreshed every
     # 100 steps), its stabilised variants, and GroupDRO over the same refreshed clusters.
     "arw_pw": ("bench_arw_pw", ()),
