@@ -192,7 +192,7 @@ def main() -> None:
         [sys.executable, "-m", "bench.calibration.experiment", "--test", str(out / "test.npz"), "--cal",
          str(out / "cal.npz"), "--trials", str(trials), "--meta", str(manifest), "--out",
          str(cal_out), "--clusters", "4", "16", "--oracle-key", "gender", "--bootstrap",
-         str(args.bootstrap)],
+         str(args.bootstrap), "--plot-fmr", "asnorm_half_fsn_k16", "asnorm_half_quantile_k16"],
         check=True, cwd=ROOT,
     )  # fmt: skip
     results = json.loads((cal_out / "results.json").read_text())
