@@ -157,6 +157,47 @@ def overview_table(folders: list[Path]) -> list[str]:
     return lines
 
 
+THRESHOLDS = (("0.001", "FMR 0.1%"), ("0.01", "FMR 1%"), ("eer", "EER thr."))
+
+
+def threshold_table(folders: list[Path], methods: list[str], groupings: list[str]) -> list[str]:
+    """Issue 28's view: per model and method, each grouping's max/min FMR ratio at FMR
+    0.1%, 1% and the EER threshold, with EER, minDCF and Cllr; then per method how many
+    models keep every ratio at or below 1.25, and how many end worse than raw on minDCF or
+    on any ratio (by more than 5%: the noise a reader would forgive)."""
+    lines = ["| model | method | EER % | minDCF | Cllr | "
+             + " | ".join(f"{g} {t}" for g in groupings for _, t in THRESHOLDS) + " |",
+             "|---|---|---|---|---|" + "---|" * (len(groupings) * len(THRESHOLDS))]  # fmt: skip
+    tally: dict[str, list[tuple[bool, bool]]] = {}
+    for folder in folders:
+        results = json.loads((folder / "results.json").read_text())
+        raw = results["raw"]
+        model = "/".join(folder.parts[-4:-1])
+        for name in methods:
+            cell = results.get(name)
+            if cell is None or "error" in cell:
+                continue
+            ratios = [cell.get(f"{g}@{t}", {}).get("fmr_ratio") for g in groupings
+                      for t, _ in THRESHOLDS]  # fmt: skip
+            base = [raw.get(f"{g}@{t}", {}).get("fmr_ratio") for g in groupings
+                    for t, _ in THRESHOLDS]  # fmt: skip
+            lines.append(f"| {model} | {name} | {100 * cell['eer']:.2f} | {cell['min_dcf']:.3f} | "
+                         f"{cell['cllr']:.3f} | "
+                         + " | ".join("n/a" if r is None else f"{r:.2f}" for r in ratios) + " |")  # fmt: skip
+            parity = all(r is not None and r <= 1.25 for r in ratios)
+            worse = cell["min_dcf"] > raw["min_dcf"] * 1.05 or any(
+                r is not None and b is not None and r > b * 1.05
+                for r, b in zip(ratios, base, strict=True)
+            )
+            tally.setdefault(name, []).append((parity, worse))
+    lines += ["", "| method | models | every ratio <= 1.25 | worse than raw (minDCF or a ratio, > 5%) |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name, rows in tally.items():
+        lines.append(f"| {name} | {len(rows)} | {sum(p for p, _ in rows)} | "
+                     f"{sum(w for _, w in rows)} |")  # fmt: skip
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,9 +208,16 @@ def main() -> None:
     p.add_argument("--grouping", default=None,
                    help="the grouping to read (default: the mechanism's planted one)")  # fmt: skip
     p.add_argument("--overview", action="store_true", help="the method x mechanism table")
+    p.add_argument("--thresholds", nargs="*", metavar="METHOD",
+                   help="issue 28's table: FMR ratios at FMR 0.1%%, 1%% and the EER threshold "
+                   "for these methods (default: raw, default, default_quantile, oracle) on "
+                   "nationality and gender")  # fmt: skip
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    if args.overview:
+    if args.thresholds is not None:
+        methods = args.thresholds or ["raw", "default", "default_quantile", "oracle"]
+        lines = threshold_table(args.folders, methods, ["nationality", "gender"])
+    elif args.overview:
         lines = overview_table(args.folders)
     else:
         per_method = _collect(args.folders, args.grouping)
