@@ -157,7 +157,8 @@ class DataConfig:
     # "crowding_adaptive" (ours): every `adaptive_refresh_steps`, a few utterances of each
     # training speaker (`cohort_utterances_per_speaker`) are embedded with the current model;
     # the `crowded_fraction` most crowded speakers (mean cosine to their `cohort_neighbours`
-    # nearest others) fill `cohort_share` of the draws.
+    # nearest others) fill `cohort_share` of the draws; with `crowding_ema` > 0, ranked by a
+    # running (exponential) mean of the standardised crowding over the refreshes.
     # All of them are uniform before `adaptive_start_step`; a new distribution applies
     # `adaptive_delay` steps after it is computed (at least the loader's prefetch depth).
     adaptive_refresh_steps: int = 100
@@ -167,12 +168,13 @@ class DataConfig:
     loss_temperature: float = 1.0
     loss_floor: float = 0.2
     crowded_fraction: float = 0.1
+    crowding_ema: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("data", self, "crop_seconds", "loss_temperature")
         _at_least("data", self, 1, "adaptive_refresh_steps")
         _at_least("data", self, 0, "adaptive_start_step", "adaptive_delay")
-        for name in ("loss_ema", "loss_floor", "crowded_fraction"):
+        for name in ("loss_ema", "loss_floor", "crowded_fraction", "crowding_ema"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name}: {getattr(self, name)} is not in [0, 1]")
         _at_least("data", self, 0, "cohort_utterances_per_speaker")

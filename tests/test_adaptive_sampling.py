@@ -235,6 +235,51 @@ def test_crowding_adaptive_flags_the_crowded_speakers_and_follows_the_model(rng)
         sampler.probabilities(6)
 
 
+def test_crowding_ema_ranks_by_a_running_standardised_score(rng):
+    """With crowding_ema = a, the ranking score is a r + (1 - a) z over refreshes (z: this
+    refresh's crowding standardised over the speakers), checked against a hand computation
+    with the same crowding function; a group crowded at the first refresh stays flagged at
+    the second even when another is slightly more crowded then."""
+    from arw_sv.data.cohort_sampling import crowding
+    from arw_sv.metrics.cohorts import speaker_means
+
+    d, n = 8, 40
+    centres = np.eye(d)[:4] * 3.0
+    cluster = np.arange(n) % 4
+    ids = np.repeat(np.arange(n), 2)
+    draws = []
+    for spreads in ([1.0, 1.0, 1.0, 0.05], [1.0, 0.3, 1.0, 0.6]):
+        own = rng.standard_normal((n, d)) * np.array(spreads)[cluster][:, None]
+        draws.append((centres[cluster][ids] + own[ids], ids))
+    sampler = AdaptiveSpeakerSampler(ids, 8, 2, rule="crowding_adaptive", refresh_steps=1,
+                                     start_step=1, delay=0, crowded_fraction=0.25,
+                                     cohort_share=0.5, neighbours=3, crowding_ema=0.6,
+                                     embedding_dim=d)  # fmt: skip
+    feed = iter(draws)
+    sampler.training_embeddings = lambda: next(feed)
+    expected = np.zeros(n)
+    for k, (emb, spk) in enumerate(draws):
+        kappa = crowding(speaker_means(emb, spk, n), 3)
+        z = (kappa - kappa.mean()) / kappa.std()
+        expected = z if k == 0 else 0.6 * expected + 0.4 * z
+        sampler.observe(k, np.arange(8), np.ones(8))
+        np.testing.assert_allclose(sampler.crowding_score, expected, rtol=1e-12)
+        assert set(np.flatnonzero(sampler.flagged)) == set(np.argsort(-expected)[:10])
+    # At the second refresh alone cluster 1 is the most crowded (the plain rule would flag
+    # mostly it); the running score keeps cluster 3.
+    kappa2 = crowding(speaker_means(*draws[1], n), 3)
+    plain = np.zeros(n, dtype=bool)
+    plain[np.argsort(-kappa2)[:10]] = True
+    assert plain[cluster == 1].sum() >= 7 and plain[cluster == 3].sum() <= 3
+    assert sampler.flagged[cluster == 3].sum() >= 8
+    state = sampler.state_dict()
+    again = AdaptiveSpeakerSampler(ids, 8, 2, rule="crowding_adaptive", crowding_ema=0.6,
+                                   embedding_dim=d)  # fmt: skip
+    again.load_state_dict(state)
+    assert again.crowding_refreshes == 2
+    np.testing.assert_array_equal(again.crowding_score, sampler.crowding_score)
+
+
 def test_sample_log_counts_match_a_direct_count(tmp_path):
     log = SampleLog(tmp_path / "sampling.jsonl", n_speakers=4, every=2)
     log.start(0)
@@ -287,7 +332,8 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
         args += (f"data.heldout_manifest={test}", "data.cohort_oversample_top=1",
                  "data.cohort_utterances_per_speaker=2")  # fmt: skip
     if sampling == "crowding_adaptive":
-        args += ("data.crowded_fraction=0.25", "data.cohort_utterances_per_speaker=2")
+        args += ("data.crowded_fraction=0.25", "data.cohort_utterances_per_speaker=2",
+                 "data.crowding_ema=0.5")  # fmt: skip
     full = fit(tiny_config(tmp_path / "full", train, *args), progress=False)
     fit(tiny_config(tmp_path / "cut", train, *args), progress=False, stop_after=3)
     fit(tiny_config(tmp_path / "cut", train, *args), resume=True, progress=False)
@@ -305,4 +351,7 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     assert state["rule"] == sampling and bool(state["seen"].any())
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "step_6.pt")["sampler"]
     assert torch.equal(state["mean_loss"], cut["mean_loss"])
+    if sampling == "crowding_adaptive":
+        assert state["crowding_refreshes"] == cut["crowding_refreshes"] > 1
+        assert torch.equal(state["crowding_score"], cut["crowding_score"])
     assert torch.equal(state["schedule"], cut["schedule"])

@@ -35,7 +35,12 @@ Two rules turn what training has seen so far into a probability per training spe
   cannot yet tell apart are the ones verification confuses; a minority whose identity
   rests on cues the model has not learned is crowded early (fairness-log S7). It is the
   speaker-level, refreshed form of cohort oversampling (Dheram et al.'s crowded cohorts),
-  and needs neither a trained model nor held-out speakers.
+  and needs neither a trained model nor held-out speakers. With ``crowding_ema`` = a > 0 the
+  ranking uses a running score instead, ``r <- a r + (1 - a) z`` with ``z`` the crowding
+  standardised over the speakers at this refresh (so that scores of successive models
+  compare): oversampling a crowded group spreads it out, and the plain rule then drops it
+  at the next refresh and oscillates (fairness-log S7); the running score keeps a group
+  that has been crowded for several refreshes.
 
 Before ``start_step`` every rule is uniform. A new distribution computed at the end of step
 ``r`` takes effect at step ``r + 1 + delay``, so a loader that prefetches up to ``delay``
@@ -157,6 +162,7 @@ class AdaptiveSpeakerSampler:
             (``cohort_share``: also the share of ``crowding_adaptive``'s crowded speakers).
         crowded_fraction, neighbours: ``crowding_adaptive``'s flagged fraction of the
             speakers and the nearest speakers its crowding averages over.
+        crowding_ema: decay of ``crowding_adaptive``'s running score (0: this refresh's).
         embedding_dim: D of the running mean embeddings (``cohort_balanced``).
         rank, world_size: this rank's slice of whole speakers under DDP.
     """
@@ -180,6 +186,7 @@ class AdaptiveSpeakerSampler:
         cohort_share: float = 0.5,
         crowded_fraction: float = 0.1,
         neighbours: int = 5,
+        crowding_ema: float = 0.0,
         embedding_dim: int = 192,
         rank: int = 0,
         world_size: int = 1,
@@ -205,6 +212,7 @@ class AdaptiveSpeakerSampler:
         #: training utterances, their speaker index (U',)) under the current model.
         self.training_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
         self.crowded_fraction, self.neighbours = crowded_fraction, neighbours
+        self.crowding_ema = crowding_ema
         self.discovery: dict[str, Any] = {}
         self.rank, self.world_size = rank, world_size
         self.utts_of = [np.flatnonzero(speakers == s) for s in range(n)]
@@ -216,6 +224,8 @@ class AdaptiveSpeakerSampler:
         self.seen = np.zeros(n, dtype=bool)
         self.cohorts = np.full(n, -1, dtype=np.int64)
         self.flagged = np.zeros(n, dtype=bool)
+        self.crowding_score = np.zeros(n)  # crowding_adaptive's running score
+        self.crowding_refreshes = 0
         # (first step it applies to, probabilities), oldest first; uniform from step 0.
         self.schedule: list[tuple[int, np.ndarray]] = [(0, np.full(n, 1.0 / n))]
 
@@ -289,7 +299,14 @@ class AdaptiveSpeakerSampler:
         # A speaker without an embedded utterance (none, when every speaker has one) is
         # never flagged.
         score = crowding(means, min(self.neighbours, self.n_speakers - 1))
-        score[np.bincount(speaker, minlength=self.n_speakers) == 0] = -np.inf
+        missing = np.bincount(speaker, minlength=self.n_speakers) == 0
+        if self.crowding_ema > 0:
+            z = (score - score[~missing].mean()) / max(float(score[~missing].std()), 1e-12)
+            a = self.crowding_ema if self.crowding_refreshes else 0.0
+            self.crowding_score = a * self.crowding_score + (1 - a) * np.where(missing, 0.0, z)
+            score = self.crowding_score.copy()
+        self.crowding_refreshes += 1
+        score[missing] = -np.inf
         slots = int(np.ceil(self.P * self.cohort_share))
         p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
                                                  self.cohort_share, at_least=slots)  # fmt: skip
@@ -342,6 +359,8 @@ class AdaptiveSpeakerSampler:
             "seen": torch.from_numpy(self.seen.copy()),
             "cohorts": torch.from_numpy(self.cohorts.copy()),
             "flagged": torch.from_numpy(self.flagged.copy()),
+            "crowding_score": torch.from_numpy(self.crowding_score.copy()),
+            "crowding_refreshes": self.crowding_refreshes,
             "schedule_steps": [int(s) for s, _ in self.schedule],
             "schedule": torch.from_numpy(np.stack([p for _, p in self.schedule])),
         }
@@ -362,5 +381,8 @@ class AdaptiveSpeakerSampler:
         self.cohorts = np.asarray(state["cohorts"], dtype=np.int64).copy()
         if "flagged" in state:
             self.flagged = np.asarray(state["flagged"], dtype=bool).copy()
+        if "crowding_score" in state:
+            self.crowding_score = np.asarray(state["crowding_score"], dtype=np.float64).copy()
+            self.crowding_refreshes = int(state["crowding_refreshes"])
         table = np.asarray(state["schedule"], dtype=np.float64)
         self.schedule = [(int(s), table[i].copy()) for i, s in enumerate(state["schedule_steps"])]

@@ -448,6 +448,7 @@ def _adaptive_sampler(
         cohort_share=dc.cohort_share,
         crowded_fraction=dc.crowded_fraction,
         neighbours=dc.cohort_neighbours,
+        crowding_ema=dc.crowding_ema,
         embedding_dim=cfg.model.embedding_dim,
         rank=dist_ctx.rank,
         world_size=dist_ctx.world_size,

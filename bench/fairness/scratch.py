@@ -68,6 +68,19 @@ SCRATCH_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
             "data.adaptive_refresh_steps=300",
         ),
     ),  # fmt: skip
+    # S7: the plain rule oscillates (oversampling the crowded spreads them out, so the next
+    # refresh drops them); a running score over the refreshes (decay 0.7) keeps them.
+    "crowding_ema": (
+        "bench_cohort_oversample",
+        (
+            "data.sampling=crowding_adaptive",
+            "data.crowded_fraction=0.1",
+            "data.crowding_ema=0.7",
+            "data.cohort_utterances_per_speaker=4",
+            "data.adaptive_start_step=300",
+            "data.adaptive_refresh_steps=300",
+        ),
+    ),  # fmt: skip
     # ARW-PW as published (MLP adversary after a 100-step warm-up, clusters refreshed every
     # 100 steps), its stabilised variants, and GroupDRO over the same refreshed clusters.
     "arw_pw": ("bench_arw_pw", ()),
