@@ -310,7 +310,6 @@ class AdaptiveSpeakerSampler:
         slots = int(np.ceil(self.P * self.cohort_share))
         p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
                                                  self.cohort_share, at_least=slots)  # fmt: skip
-        self.discovery = {"crowding_flagged": float(np.mean(score[self.flagged]))}
         return p
 
     def distribution_at(self, step: int) -> np.ndarray:
