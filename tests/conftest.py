@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +71,14 @@ def tiny_config(out_dir: Path, train_manifest: Path, *overrides: str):
 def gloo_group(rank: int, world: int, init_file: str):
     """A gloo process group for a spawned test worker, torn down without racing the peer.
 
-    A rank that destroys its group while the other still talks to it can take gloo down
-    with ``terminate called without an active exception`` (SIGABRT): so every rank waits
-    at a barrier first when its body succeeded. A short timeout keeps a failed peer from
-    hanging CI for gloo's default 30 minutes.
+    A rank that destroys its group, or exits, while another still talks to it can take gloo
+    down with ``terminate called without an active exception`` (SIGABRT; seen once in CI
+    even after a barrier). So, when the body succeeded: every rank waits at a barrier,
+    destroys its group, waits on the file system until every rank has destroyed its group,
+    and then ends its process with ``os._exit(0)``, skipping the interpreter finalisation
+    in which gloo's worker threads can still abort. A failing body only destroys the group
+    and raises, so ``mp.spawn`` reports its traceback. A short timeout keeps a failed peer
+    from hanging CI for gloo's default 30 minutes.
     """
     torch.set_num_threads(1)
     torch.distributed.init_process_group(
@@ -84,5 +91,16 @@ def gloo_group(rank: int, world: int, init_file: str):
     try:
         yield
         torch.distributed.barrier()
-    finally:
+    except BaseException:
         torch.distributed.destroy_process_group()
+        raise
+    torch.distributed.destroy_process_group()
+    Path(f"{init_file}.down{rank}").touch()
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{init_file}.down{r}").exists() for r in range(world)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank}: a peer never tore its gloo group down")
+        time.sleep(0.05)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
