@@ -159,6 +159,10 @@ class DataConfig:
     # the `crowded_fraction` most crowded speakers (mean cosine to their `cohort_neighbours`
     # nearest others) fill `cohort_share` of the draws; with `crowding_ema` > 0, ranked by a
     # running (exponential) mean of the standardised crowding over the refreshes.
+    # "heldout_knn" (ours): every `adaptive_refresh_steps`, each held-out speaker's error at
+    # the held-out EER threshold, (FNMR + FMR) / 2, under the current model; a training
+    # speaker's score is the mean error of its `cohort_neighbours` most similar held-out
+    # speakers, and the `crowded_fraction` highest-scored fill `cohort_share` of the draws.
     # All of them are uniform before `adaptive_start_step`; a new distribution applies
     # `adaptive_delay` steps after it is computed (at least the loader's prefetch depth).
     adaptive_refresh_steps: int = 100
@@ -433,6 +437,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "cohort_balanced",
         "heldout_adaptive",
         "crowding_adaptive",
+        "heldout_knn",
     ),
     "model.preset": ("tiny", "c256", "c512", "c1024"),
     "adversary.formulation": ("erm", "aps", "pl", "pw", "groupdro", "vrex"),

@@ -232,7 +232,7 @@ def heldout_embedder(cfg: Config, manifest: Manifest, learner, device):
 
 
 def training_embedder(cfg: Config, manifest: Manifest, learner, device):
-    """For ``crowding_adaptive`` sampling: the same over a fixed, seeded choice of at most
+    """For ``crowding_adaptive`` and ``heldout_knn``: the same over a fixed, seeded choice of at most
     ``data.cohort_utterances_per_speaker`` utterances of every *training* speaker; the
     speaker index is the training manifest's.
     """

@@ -235,6 +235,84 @@ def test_crowding_adaptive_flags_the_crowded_speakers_and_follows_the_model(rng)
         sampler.probabilities(6)
 
 
+def test_heldout_speaker_errors_match_a_direct_count(rng):
+    """(FNMR_s + FMR_s) / 2 at the EER threshold of the held-out trials, against a loop
+    over the same trials with scikit-learn's ROC for the threshold-free check."""
+    from arw_sv.data.cohort_sampling import _heldout_pairs, heldout_speaker_errors
+    from arw_sv.metrics.rates import eer
+
+    spk = np.repeat(np.arange(6), 4)
+    emb = rng.standard_normal((6, 5))[spk] + 0.8 * rng.standard_normal((spk.size, 5))
+    errors = heldout_speaker_errors(emb, spk, max_nontargets=150, seed=3)
+    a, b, labels = _heldout_pairs(spk, 150, 3)
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    scores = (x[a] * x[b]).sum(axis=1)
+    threshold = eer(scores, labels)[1]
+    for s in range(6):
+        rates = []
+        for kind in (1, 0):
+            wrong = total = 0
+            for i in range(len(a)):
+                if labels[i] != kind:
+                    continue
+                touches = int(spk[a[i]] == s) + int(spk[b[i]] == s)
+                accepted = scores[i] >= threshold
+                total += touches
+                wrong += touches * int(accepted != bool(kind))
+            rates.append(wrong / total if total else 0.0)
+        assert errors[s] == pytest.approx(sum(rates) / 2)
+    assert errors.max() > 0
+
+
+def test_neighbour_errors_average_the_nearest_heldout_speakers():
+    from arw_sv.data.cohort_sampling import neighbour_errors
+
+    held = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.7, 0.7]])
+    errors = np.array([0.1, 0.3, 0.5, 0.2])
+    train = np.array([[2.0, 0.1], [0.1, 3.0], [-1.0, -0.2]])
+    # nearest 2 by cosine: train 0 -> held 0, 3; train 1 -> held 1, 3; train 2 -> held 2, 1
+    np.testing.assert_allclose(neighbour_errors(train, held, errors, 2), [0.15, 0.25, 0.4])
+    np.testing.assert_allclose(neighbour_errors(train, held, errors, 1), [0.1, 0.3, 0.5])
+    np.testing.assert_allclose(neighbour_errors(train, held, errors, 9), errors.mean())
+
+
+def test_heldout_knn_flags_the_speakers_nearest_bad_heldout_speakers(rng):
+    """Held-out speakers in 4 clusters, one of them barely separable (its speakers nearly
+    coincide: high per-speaker error); the training speakers near that cluster (their 6
+    nearest held-out speakers: the cluster) are the
+    highest-scored and fill the share, from the current embedders at each refresh."""
+    d, n_train = 8, 40
+    centres = np.eye(d)[:4] * 3.0
+
+    def speakers_of(cluster_of, per, bad):
+        spread = np.where(np.arange(4) == bad, 0.02, 1.0 if bad >= 0 else 0.3)
+        ids = np.repeat(np.arange(len(cluster_of)), per)
+        own = rng.standard_normal((len(cluster_of), d)) * spread[cluster_of][:, None]
+        return centres[cluster_of][ids] + own[ids] + 0.3 * rng.standard_normal((ids.size, d)), ids
+
+    held_cluster = np.repeat(np.arange(4), 6)
+    train_cluster = np.arange(n_train) % 4
+    state = {"bad": 3}
+    sampler = AdaptiveSpeakerSampler(np.repeat(np.arange(n_train), 2), 8, 2, rule="heldout_knn",
+                                     refresh_steps=1, start_step=1, delay=0, cohort_share=0.5,
+                                     crowded_fraction=0.25, neighbours=6, embedding_dim=d)  # fmt: skip
+    sampler.heldout_embeddings = lambda: speakers_of(held_cluster, 4, state["bad"])
+    sampler.training_embeddings = lambda: speakers_of(train_cluster, 2, -1)
+    sampler.observe(0, np.arange(8), np.ones(8))
+    assert sampler.flagged.sum() == 10 and sampler.flagged[train_cluster == 3].all()
+    p = sampler.distribution_at(1)
+    np.testing.assert_allclose(p[train_cluster == 3], 0.5 / 10)
+    np.testing.assert_allclose(p[train_cluster != 3], 0.5 / 30)
+    state["bad"] = 0  # the model changed: another region of held-out speakers is now bad
+    sampler.observe(1, np.arange(8), np.ones(8))
+    assert (
+        sampler.flagged[train_cluster == 0].all() and not sampler.flagged[train_cluster == 3].any()
+    )
+    sampler.training_embeddings = None
+    with pytest.raises(RuntimeError, match="embedders"):
+        sampler.probabilities(3)
+
+
 def test_crowding_ema_ranks_by_a_running_standardised_score(rng):
     """With crowding_ema = a, the ranking score is a r + (1 - a) z over refreshes (z: this
     refresh's crowding standardised over the speakers), checked against a hand computation
@@ -308,7 +386,14 @@ def test_sample_log_counts_match_a_direct_count(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "sampling",
-    ["loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive", "vrex"],
+    [
+        "loss_weighted",
+        "cohort_balanced",
+        "heldout_adaptive",
+        "crowding_adaptive",
+        "heldout_knn",
+        "vrex",
+    ],
 )
 def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
     """Resume mid-run continues the method's state exactly: the running losses and cohorts
@@ -328,9 +413,9 @@ def test_adaptive_run_resumes_exactly(tiny_manifests, tmp_path, sampling):
         "train.steps=6", "train.checkpoint_every=3", "train.log_every=1",
         "train.sample_log_every=2",
     )  # fmt: skip
-    if sampling == "heldout_adaptive":
+    if sampling in ("heldout_adaptive", "heldout_knn"):
         args += (f"data.heldout_manifest={test}", "data.cohort_oversample_top=1",
-                 "data.cohort_utterances_per_speaker=2")  # fmt: skip
+                 "data.cohort_utterances_per_speaker=2", "data.crowded_fraction=0.25")  # fmt: skip
     if sampling == "crowding_adaptive":
         args += ("data.crowded_fraction=0.25", "data.cohort_utterances_per_speaker=2",
                  "data.crowding_ema=0.5")  # fmt: skip

@@ -42,6 +42,18 @@ Two rules turn what training has seen so far into a probability per training spe
   at the next refresh and oscillates (fairness-log S7); the running score keeps a group
   that has been crowded for several refreshes.
 
+- ``heldout_knn`` (ours, issue 29, fairness-log D3): at each refresh the held-out speakers
+  *and* a few utterances of every training speaker are embedded with the current model;
+  each held-out speaker's error ``e_h = (FNMR_h + FMR_h) / 2`` at the EER threshold of the
+  held-out trials (:func:`arw_sv.data.cohort_sampling.heldout_speaker_errors`); a training
+  speaker's score is the mean ``e_h`` of its ``neighbours`` most similar held-out speakers,
+  and the ``crowded_fraction`` highest-scored fill ``cohort_share`` of the draws, as in
+  ``crowding_adaptive``. A soft, per-speaker form of ``heldout_adaptive``: no k-means cut
+  decides which training speakers a bad held-out region stands for. Held-out speakers are
+  never trained on, so oversampling a group lowers its score only by helping the
+  representation generalise for it (crowding of *training* speakers falls as soon as they
+  are fitted, S7).
+
 Before ``start_step`` every rule is uniform. A new distribution computed at the end of step
 ``r`` takes effect at step ``r + 1 + delay``, so a loader that prefetches up to ``delay``
 batches still draws every batch from the distribution an uninterrupted run with no
@@ -62,7 +74,9 @@ import numpy as np
 
 from arw_sv.data.sampler import _seed, check_batch_shape
 
-RULES = ("loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive")
+RULES = (
+    "loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive", "heldout_knn"
+)  # fmt: skip
 
 
 def loss_probabilities(
@@ -160,8 +174,9 @@ class AdaptiveSpeakerSampler:
         n_cohorts: of ``cohort_balanced`` and ``heldout_adaptive``.
         cohort_top, cohort_share: ``heldout_adaptive``'s bottom cohorts and their share
             (``cohort_share``: also the share of ``crowding_adaptive``'s crowded speakers).
-        crowded_fraction, neighbours: ``crowding_adaptive``'s flagged fraction of the
-            speakers and the nearest speakers its crowding averages over.
+        crowded_fraction, neighbours: ``crowding_adaptive``'s (``heldout_knn``'s) flagged
+            fraction of the speakers and the nearest speakers (held-out speakers) its
+            score averages over.
         crowding_ema: decay of ``crowding_adaptive``'s running score (0: this refresh's).
         embedding_dim: D of the running mean embeddings (``cohort_balanced``).
         rank, world_size: this rank's slice of whole speakers under DDP.
@@ -208,7 +223,7 @@ class AdaptiveSpeakerSampler:
         #: ``heldout_adaptive``: returns (held-out embeddings (U', D), their speaker index
         #: (U',)) under the current model; set by the trainer.
         self.heldout_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
-        #: ``crowding_adaptive``: returns (embeddings (U', D) of a fixed subset of the
+        #: ``crowding_adaptive``, ``heldout_knn``: returns (embeddings (U', D) of a fixed subset of the
         #: training utterances, their speaker index (U',)) under the current model.
         self.training_embeddings: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
         self.crowded_fraction, self.neighbours = crowded_fraction, neighbours
@@ -261,6 +276,8 @@ class AdaptiveSpeakerSampler:
             return self._heldout_probabilities(step)
         if self.rule == "crowding_adaptive":
             return self._crowding_probabilities()
+        if self.rule == "heldout_knn":
+            return self._heldout_knn_probabilities(step)
         self.cohorts = speaker_cohorts(
             self.mean_embedding, self.seen, self.n_cohorts, _seed(self.seed, step, 11)
         )
@@ -307,6 +324,27 @@ class AdaptiveSpeakerSampler:
             score = self.crowding_score.copy()
         self.crowding_refreshes += 1
         score[missing] = -np.inf
+        slots = int(np.ceil(self.P * self.cohort_share))
+        p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
+                                                 self.cohort_share, at_least=slots)  # fmt: skip
+        return p
+
+    def _heldout_knn_probabilities(self, step: int) -> np.ndarray:
+        from arw_sv.data.cohort_sampling import heldout_speaker_errors, neighbour_errors
+        from arw_sv.metrics.cohorts import speaker_means
+
+        if self.heldout_embeddings is None or self.training_embeddings is None:
+            raise RuntimeError("heldout_knn sampling needs the trainer's held-out and speaker "
+                               "embedders")  # fmt: skip
+        held, held_speaker = self.heldout_embeddings()
+        emb, speaker = self.training_embeddings()
+        errors = heldout_speaker_errors(
+            held, held_speaker, seed=_seed(self.seed, step, 13) % (2**31)
+        )
+        held_means = speaker_means(held, held_speaker, errors.shape[0])
+        means = speaker_means(emb, speaker, self.n_speakers)
+        score = neighbour_errors(means, held_means, errors, self.neighbours)
+        score[np.bincount(speaker, minlength=self.n_speakers) == 0] = -np.inf  # never flagged
         slots = int(np.ceil(self.P * self.cohort_share))
         p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
                                                  self.cohort_share, at_least=slots)  # fmt: skip

@@ -148,6 +148,49 @@ def _heldout_pairs(
     return enroll, test, labels.astype(np.int64)
 
 
+def heldout_speaker_errors(
+    embeddings: np.ndarray, speaker_of_utt: np.ndarray, max_nontargets: int = 200_000,
+    seed: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """Each held-out speaker's error, ``(FNMR_s + FMR_s) / 2``, at the EER threshold of the
+    held-out trials (every same-speaker pair, ``max_nontargets`` others drawn with ``seed``;
+    a trial counts for both of its speakers). 0 for a speaker in no trial of a kind.
+
+    Shape:
+        embeddings (U, D), speaker_of_utt (U,) with indices 0..n-1 -> (n,).
+    """
+    from arw_sv.metrics.rates import eer
+
+    spk = np.asarray(speaker_of_utt)
+    n = int(spk.max()) + 1
+    x = _unit(np.asarray(embeddings, dtype=np.float64))
+    a, b, labels = _heldout_pairs(spk, max_nontargets, seed)
+    scores = np.einsum("nd,nd->n", x[a], x[b])
+    threshold = eer(scores, labels)[1]
+    errors = np.zeros(n)
+    for wrong, kind in (((labels == 1) & (scores < threshold), labels == 1),
+                        ((labels == 0) & (scores >= threshold), labels == 0)):  # fmt: skip
+        bad = np.bincount(spk[a][wrong], minlength=n) + np.bincount(spk[b][wrong], minlength=n)
+        total = np.bincount(spk[a][kind], minlength=n) + np.bincount(spk[b][kind], minlength=n)
+        errors += np.divide(bad, total, out=np.zeros(n), where=total > 0) / 2
+    return errors
+
+
+def neighbour_errors(
+    train_means: np.ndarray, heldout_means: np.ndarray, errors: np.ndarray, neighbours: int
+) -> np.ndarray:
+    """Each training speaker's mean held-out error over its ``neighbours`` most similar
+    held-out speakers (cosine of speaker means; ties by held-out index).
+
+    Shape:
+        train_means (n, D), heldout_means (m, D), errors (m,) -> (n,).
+    """
+    k = min(neighbours, heldout_means.shape[0])
+    similarity = _unit(train_means) @ _unit(heldout_means).T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return errors[nearest].mean(axis=1)
+
+
 def heldout_cohorts(
     train_embeddings: np.ndarray,
     train_speaker_of_utt: np.ndarray,

@@ -163,9 +163,10 @@ def fit(
             cfg, manifest.speakers, device=device, world_size=dist_ctx.world_size, sampler=sampler
         )
         learner, adversary = state.learner, state.adversary
-        if isinstance(sampler, AdaptiveSpeakerSampler) and sampler.rule == "heldout_adaptive":
+        rule = sampler.rule if isinstance(sampler, AdaptiveSpeakerSampler) else ""
+        if rule in ("heldout_adaptive", "heldout_knn"):
             sampler.heldout_embeddings = heldout_embedder(cfg, manifest, learner, device)
-        if isinstance(sampler, AdaptiveSpeakerSampler) and sampler.rule == "crowding_adaptive":
+        if rule in ("crowding_adaptive", "heldout_knn"):
             sampler.training_embeddings = training_embedder(cfg, manifest, learner, device)
         n_speakers = len(manifest.speakers)
         state.sample_log = SampleLog(out_dir / SAMPLE_LOG, n_speakers, tc.sample_log_every)

@@ -173,14 +173,14 @@ def cohort_purity(train_dir: Path, values: np.ndarray) -> list[dict]:
 
     config = Path(train_dir) / "config.yaml"
     sampling = yaml.safe_load(config.read_text())["data"]["sampling"] if config.is_file() else ""
-    if sampling not in ("cohort_balanced", "heldout_adaptive", "crowding_adaptive"):
+    if sampling not in ("cohort_balanced", "heldout_adaptive", "crowding_adaptive", "heldout_knn"):
         return []  # no adaptive cohorts: no checkpoint to open
     out = []
     for ckpt in sorted((Path(train_dir) / "checkpoints").glob("step_*.pt"),
                        key=lambda p: int(p.stem.split("_")[1])):  # fmt: skip
         sampler = torch.load(ckpt, map_location="cpu", weights_only=True).get("sampler", {})
         if (
-            sampler.get("rule") in ("heldout_adaptive", "crowding_adaptive")
+            sampler.get("rule") in ("heldout_adaptive", "crowding_adaptive", "heldout_knn")
             and "flagged" in sampler
         ):
             flagged = np.asarray(sampler["flagged"], dtype=bool)

@@ -64,7 +64,8 @@ def shares_markdown(runs: list[dict], methods: list[str]) -> list[str]:
         value = group.split("=", 1)[1]
         lines += ["", "Adaptive samplers at each kept checkpoint: for cohort_balanced, purity "
                   "(share of speakers in their cohort's majority nationality) / the largest "
-                  f"share of {value} in one cohort; for heldout_adaptive and crowding_adaptive, the "
+                  f"share of {value} in one cohort; for heldout_adaptive, crowding_adaptive and "
+                  "heldout_knn, the "
                   "training speakers "
                   f"it flags and {value}'s share of them.", ""]  # fmt: skip
         for method, seed, points in purity:
