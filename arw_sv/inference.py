@@ -360,8 +360,9 @@ class SpeakerEncoder:
 
 def _windows(paths: list, spans: Sequence[tuple[float, float]] | None) -> list[tuple[int, int]]:
     """Each file's window as (first sample, samples) in its own rate; first -1: the whole
-    file. A segment that starts inside the file and runs past its end is refused, naming the
-    file (0.05 s is forgiven, as the Kaldi reader forgives it).
+    file, also for a span of unknown duration (0) from the start, as a manifest row without
+    a duration has. A segment that starts inside the file and runs past its end is refused,
+    naming the file (0.05 s is forgiven, as the Kaldi reader forgives it).
     """
     from arw_sv.audio import AudioError
 
@@ -376,7 +377,7 @@ def _windows(paths: list, spans: Sequence[tuple[float, float]] | None) -> list[t
         start, duration = spans[i]
         first, count = int(round(start * rate)), int(round(duration * rate))
         slack = int(0.05 * rate)
-        if first == 0 and count >= frames - slack:  # a whole file (its duration rounded)
+        if first == 0 and (count == 0 or count >= frames - slack):  # a whole file
             out.append((-1, frames))
         elif first + count > frames + slack:
             raise AudioError(

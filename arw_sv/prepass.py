@@ -69,15 +69,11 @@ def embed_training_set(
 
 
 def _paths_and_spans(utts: list) -> tuple[list[str], list[tuple[float, float]]]:
-    """Each utterance's file and ``(start, duration)``: a Kaldi segment reads its own part
-    of the file, a whole-file row the whole file (as ``arw-sv embed`` does; a row of
-    unknown duration, 0 from the start, also the whole file).
+    """Each utterance's file and ``(start, duration)``, read as ``arw-sv embed`` reads them
+    (:meth:`arw_sv.inference.SpeakerEncoder.embed_files`): a Kaldi segment its own part, a
+    whole-file row (or one of unknown duration, 0, from the start) the whole file.
     """
-    from arw_sv.data.manifest import MAX_SECONDS
-
-    return [u.path for u in utts], [
-        (u.start, u.duration if u.duration > 0 or u.start > 0 else MAX_SECONDS) for u in utts
-    ]
+    return [u.path for u in utts], [(u.start, u.duration) for u in utts]
 
 
 def capped_rows(speakers: np.ndarray, cap: int, seed: int) -> np.ndarray:

@@ -77,3 +77,19 @@ def test_embed_file_matches_call_and_from_checkpoint(tiny_manifests, tmp_path):
     # The encoder carries the extractor only: no AAM head, no adversary.
     names = [n for n, _ in enc._extractor.named_parameters()]
     assert names and not any(n.startswith(("aam", "pair", "adversary")) for n in names)
+
+
+def test_windows_read_a_span_of_unknown_duration_from_the_start_as_the_whole_file(tmp_path):
+    """A manifest row without a duration (0) from the start is the whole file, in `arw-sv
+    embed` and the samplers' pre-passes alike; a segment is its own part; past the end fails."""
+    from arw_sv.audio import AudioError
+    from arw_sv.inference import _windows
+
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(16000 * 3, dtype=np.float32), 16000)
+    paths = [str(path)] * 4
+    spans = [(0.0, 0.0), (0.0, 3.0), (1.0, 1.5), (0.0, 2.0)]
+    assert _windows(paths, spans) == [(-1, 48000), (-1, 48000), (16000, 24000), (0, 32000)]
+    assert _windows(paths[:1], None) == [(-1, 48000)]
+    with pytest.raises(AudioError, match="runs past"):
+        _windows(paths[:1], [(2.0, 2.0)])
