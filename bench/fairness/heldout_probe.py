@@ -15,6 +15,8 @@ checkpoint of a scratch-protocol corpus:
    10%; and how often a minority training speaker's nearest held-out speaker is a minority
    one (the mapping the soft score relies on).
 
+The score is ``heldout_knn``'s (:mod:`arw_sv.data.adaptive`), computed once on ERM's checkpoint.
+
     python -m bench.fairness.heldout_probe runs/scratch/representation/corpus100 300
 """
 
@@ -23,29 +25,15 @@ import json
 
 import numpy as np
 
-from arw_sv.data.cohort_sampling import _heldout_pairs, crowding, heldout_cohorts
+from arw_sv.data.cohort_sampling import (
+    crowding,
+    heldout_cohorts,
+    heldout_speaker_errors,
+    neighbour_errors,
+)
 from arw_sv.data.manifest import read_manifest
 from arw_sv.metrics.cohorts import speaker_means
-from arw_sv.metrics.rates import eer
 from arw_sv.prepass import embed_training_set
-
-
-def speaker_errors(emb: np.ndarray, spk: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Each speaker's ``(FNMR_s + FMR_s) / 2`` at the EER threshold of its held-out trials.
-
-    Shape: emb (U, D) L2-normalised, spk (U,) -> (n,).
-    """
-    a, b, labels = _heldout_pairs(spk, 200_000, seed)
-    scores = np.einsum("nd,nd->n", emb[a], emb[b])
-    threshold = eer(scores, labels)[1]
-    miss = (labels == 1) & (scores < threshold)
-    false_accept = (labels == 0) & (scores >= threshold)
-    err = np.zeros(n)
-    for flags, mask in ((miss, labels == 1), (false_accept, labels == 0)):
-        wrong = np.bincount(spk[a][flags], minlength=n) + np.bincount(spk[b][flags], minlength=n)
-        total = np.bincount(spk[a][mask], minlength=n) + np.bincount(spk[b][mask], minlength=n)
-        err += np.divide(wrong, total, out=np.zeros(n), where=total > 0) / 2
-    return err
 
 
 def probe(corpus: str, step: int, minority: str = "India", seed: int = 0) -> dict:
@@ -59,7 +47,7 @@ def probe(corpus: str, step: int, minority: str = "India", seed: int = 0) -> dic
     nat = {u.speaker: u.nationality for u in [*train, *held]}
     t_min = np.array([nat[s] == minority for s in train.speakers])
     h_min = np.array([nat[s] == minority for s in held.speakers])
-    err = speaker_errors(h_emb, h_spk, len(held.speakers))
+    err = heldout_speaker_errors(h_emb, h_spk)
     sim = t_means @ h_means.T
     nearest = np.argsort(-sim, axis=1)
     out = {
@@ -75,7 +63,7 @@ def probe(corpus: str, step: int, minority: str = "India", seed: int = 0) -> dic
     }
     n = len(train.speakers)
     for k in (1, 3, 5, 10):
-        score = err[nearest[:, :k]].mean(axis=1)
+        score = neighbour_errors(t_means, h_means, err, k)
         order = np.argsort(-score, kind="stable")
         out[f"soft k={k}"] = {f"top{q}%": round(float(t_min[order[: round(n * q / 100)]].mean()), 3)
                               for q in (5, 10, 20)}  # fmt: skip
