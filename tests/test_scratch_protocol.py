@@ -107,6 +107,28 @@ def test_every_method_gets_the_same_budget_and_early_ones_start_from_erms_checkp
     assert "representation/corpus100/runs/jtt/seed0" in log and "arw-sv train" in log
 
 
+def test_the_pooled_heldout_results_hold_every_finished_seed(tmp_path, recorded, monkeypatch):
+    """A held-out corpus finished one seed per call: the pooled results.* hold the earlier
+    calls' runs of the asked methods too, not only this call's."""
+    pooled = {}
+    monkeypatch.setattr(summary, "write_results",
+                        lambda out, setup, results: pooled.update({out.name: results}) or {})  # fmt: skip
+    monkeypatch.setattr(
+        scratch, "_with_shares", lambda path, manifest: json.loads(path.read_text())
+    )
+    for method, seed in (("erm", 7), ("jtt", 7)):  # an earlier call's runs on corpus 0
+        run = tmp_path / "representation" / "corpus0" / "runs" / method / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"method": method, "seed": seed}))
+    protocol = _protocol(skip_validation=True, seeds=(0,), methods=("erm", "erm_balanced"))
+    scratch.run_scratch_benchmark(tmp_path, protocol)
+    assert {(r["method"], r["seed"]) for r in pooled["heldout"]} == {
+        ("erm", 0),
+        ("erm", 7),
+        ("erm_balanced", 0),
+    }
+
+
 def test_an_early_method_without_erms_checkpoint_is_refused(tmp_path, recorded):
     recorded["worst"] = {(c, "erm_balanced"): 0.1 for c in ("corpus100", "corpus101")}
     with pytest.raises(RuntimeError, match="step_200.pt, which erm's run did not keep"):

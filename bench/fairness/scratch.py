@@ -221,8 +221,11 @@ def run_scratch_benchmark(
         heldout = []
         for c in protocol.test_corpora:
             corpus = _Corpus(out, mechanism, c, protocol, workers, progress)
-            done = corpus.run(methods, protocol.seeds, jobs, threads, command)
-            heldout += [{**r, "seed": 1000 * c + r["seed"]} for r in done]
+            corpus.run(methods, protocol.seeds, jobs, threads, command)
+            # Every finished run of these methods on this corpus, earlier calls' seeds too
+            # (a corpus is often finished one seed per call).
+            heldout += [{**r, "seed": 1000 * c + r["seed"]}
+                        for (name, _), r in sorted(corpus.results.items()) if name in methods]  # fmt: skip
         if heldout:
             from bench.fairness.summary import write_results
 
