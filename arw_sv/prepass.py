@@ -215,6 +215,16 @@ def heldout_manifest(cfg: Config, manifest: Manifest) -> Manifest:
             f"{d.heldout_manifest}: {len(overlap)} held-out speaker(s) are training speakers, "
             f"e.g. {', '.join(overlap[:3])}; held-out speakers must be disjoint from training"
         )
+    # Held-out trials need two speakers and a same-speaker pair (after the per-speaker cap).
+    counts = np.bincount(np.asarray(held.speaker_indices()))
+    cap = d.cohort_utterances_per_speaker
+    usable = np.minimum(counts, cap) if cap > 0 else counts
+    if len(held.speakers) < 2 or usable.max() < 2:
+        raise ValueError(
+            f"{d.heldout_manifest}: {len(held.speakers)} held-out speaker(s), at most "
+            f"{int(usable.max())} utterance(s) each (data.cohort_utterances_per_speaker="
+            f"{cap}): held-out trials need two speakers and one with two utterances"
+        )
     return held
 
 

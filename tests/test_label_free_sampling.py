@@ -329,6 +329,26 @@ def test_heldout_speakers_that_are_training_speakers_are_refused(tiny_manifests,
         prepass._heldout(cfg, read_manifest(train), None, None, 0, "cpu")
 
 
+def test_heldout_speakers_without_a_same_speaker_trial_are_refused(tiny_manifests, tmp_path):
+    """Held-out trials need a same-speaker pair: one utterance per speaker (or a cap of 1)
+    is refused up front, naming the manifest, not at the first refresh mid-run."""
+    from conftest import tiny_config
+
+    from arw_sv import prepass
+    from arw_sv.data.manifest import read_manifest
+
+    train, test = tiny_manifests
+    for sampling in ("heldout_knn", "heldout_adaptive"):
+        ok = tiny_config(
+            tmp_path, train, f"data.sampling={sampling}", f"data.heldout_manifest={test}"
+        )
+        assert len(prepass.heldout_manifest(ok, read_manifest(train)).speakers) > 1
+        capped = tiny_config(tmp_path, train, f"data.sampling={sampling}",
+                             f"data.heldout_manifest={test}", "data.cohort_utterances_per_speaker=1")  # fmt: skip
+        with pytest.raises(ValueError, match=f"{test}.*two utterances"):
+            prepass.heldout_manifest(capped, read_manifest(train))
+
+
 @pytest.mark.slow
 def test_heldout_cohort_discovery_trains_from_the_test_speakers_of_another_split(
     tiny_manifests, tmp_path
