@@ -237,7 +237,7 @@ def test_crowding_adaptive_flags_the_crowded_speakers_and_follows_the_model(rng)
 
 def test_heldout_speaker_errors_match_a_direct_count(rng):
     """(FNMR_s + FMR_s) / 2 at the EER threshold of the held-out trials, against a loop
-    over the same trials with scikit-learn's ROC for the threshold-free check."""
+    over the same trials that counts each speaker's errors one trial at a time."""
     from arw_sv.data.cohort_sampling import _heldout_pairs, heldout_speaker_errors
     from arw_sv.metrics.rates import eer
 

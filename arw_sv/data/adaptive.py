@@ -74,9 +74,9 @@ import numpy as np
 
 from arw_sv.data.sampler import _seed, check_batch_shape
 
-RULES = (
-    "loss_weighted", "cohort_balanced", "heldout_adaptive", "crowding_adaptive", "heldout_knn"
-)  # fmt: skip
+#: The rules whose state is a set of flagged speakers (``flagged`` in the checkpoint).
+FLAGGING_RULES = ("heldout_adaptive", "crowding_adaptive", "heldout_knn")
+RULES = ("loss_weighted", "cohort_balanced", *FLAGGING_RULES)
 
 
 def loss_probabilities(
@@ -323,7 +323,13 @@ class AdaptiveSpeakerSampler:
             self.crowding_score = a * self.crowding_score + (1 - a) * np.where(missing, 0.0, z)
             score = self.crowding_score.copy()
         self.crowding_refreshes += 1
-        score[missing] = -np.inf
+        return self._flag_highest(score, missing)
+
+    def _flag_highest(self, score: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """The ``crowded_fraction`` highest-scored speakers (never one in ``missing``: no
+        embedded utterance) fill ``cohort_share`` of the draws; sets ``flagged``.
+        """
+        score = np.where(missing, -np.inf, score)
         slots = int(np.ceil(self.P * self.cohort_share))
         p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
                                                  self.cohort_share, at_least=slots)  # fmt: skip
@@ -344,11 +350,7 @@ class AdaptiveSpeakerSampler:
         held_means = speaker_means(held, held_speaker, errors.shape[0])
         means = speaker_means(emb, speaker, self.n_speakers)
         score = neighbour_errors(means, held_means, errors, self.neighbours)
-        score[np.bincount(speaker, minlength=self.n_speakers) == 0] = -np.inf  # never flagged
-        slots = int(np.ceil(self.P * self.cohort_share))
-        p, self.flagged = crowding_probabilities(score, self.crowded_fraction,
-                                                 self.cohort_share, at_least=slots)  # fmt: skip
-        return p
+        return self._flag_highest(score, np.bincount(speaker, minlength=self.n_speakers) == 0)
 
     def distribution_at(self, step: int) -> np.ndarray:
         """The speaker distribution batch ``step`` is drawn from."""

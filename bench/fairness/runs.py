@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arw_sv.atomic import atomic_write_text
+from arw_sv.data.adaptive import FLAGGING_RULES
 
 
 @dataclass(frozen=True)
@@ -173,16 +174,13 @@ def cohort_purity(train_dir: Path, values: np.ndarray) -> list[dict]:
 
     config = Path(train_dir) / "config.yaml"
     sampling = yaml.safe_load(config.read_text())["data"]["sampling"] if config.is_file() else ""
-    if sampling not in ("cohort_balanced", "heldout_adaptive", "crowding_adaptive", "heldout_knn"):
+    if sampling not in ("cohort_balanced", *FLAGGING_RULES):
         return []  # no adaptive cohorts: no checkpoint to open
     out = []
     for ckpt in sorted((Path(train_dir) / "checkpoints").glob("step_*.pt"),
                        key=lambda p: int(p.stem.split("_")[1])):  # fmt: skip
         sampler = torch.load(ckpt, map_location="cpu", weights_only=True).get("sampler", {})
-        if (
-            sampler.get("rule") in ("heldout_adaptive", "crowding_adaptive", "heldout_knn")
-            and "flagged" in sampler
-        ):
+        if sampler.get("rule") in FLAGGING_RULES and "flagged" in sampler:
             flagged = np.asarray(sampler["flagged"], dtype=bool)
             if flagged.any():
                 labels, counts = np.unique(values[flagged], return_counts=True)

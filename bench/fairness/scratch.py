@@ -38,6 +38,15 @@ SCRATCH_GATE = 0.20
 #: checkpoint at ``ScratchProtocol.early_step``.
 EARLY = "@early"
 
+#: ``heldout_knn``'s settings but the flagged fraction (fairness-log S10).
+HELDOUT_KNN = (
+    "data.sampling=heldout_knn",
+    "data.heldout_manifest=@heldout",
+    "data.cohort_neighbours=10",
+    "data.adaptive_start_step=300",
+    "data.adaptive_refresh_steps=300",
+)
+
 #: method -> (shipped config, extra overrides). From step 0 unless it names @early.
 SCRATCH_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "erm": ("bench_erm", ()),
@@ -84,28 +93,8 @@ SCRATCH_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     # Ours (D3, on the ERM trajectory of validation corpus 100: a training speaker's 10
     # nearest held-out speakers' mean error puts India at 25-33% of the top 10% and 38-50%
     # of the top 5%, the k-means cut at 16-26%): the top 10% (5%) fill half of the draws.
-    "heldout_knn": (
-        "bench_cohort_oversample",
-        (
-            "data.sampling=heldout_knn",
-            "data.heldout_manifest=@heldout",
-            "data.cohort_neighbours=10",
-            "data.crowded_fraction=0.1",
-            "data.adaptive_start_step=300",
-            "data.adaptive_refresh_steps=300",
-        ),
-    ),  # fmt: skip
-    "heldout_knn_top5": (
-        "bench_cohort_oversample",
-        (
-            "data.sampling=heldout_knn",
-            "data.heldout_manifest=@heldout",
-            "data.cohort_neighbours=10",
-            "data.crowded_fraction=0.05",
-            "data.adaptive_start_step=300",
-            "data.adaptive_refresh_steps=300",
-        ),
-    ),  # fmt: skip
+    "heldout_knn": ("bench_cohort_oversample", (*HELDOUT_KNN, "data.crowded_fraction=0.1")),
+    "heldout_knn_top5": ("bench_cohort_oversample", (*HELDOUT_KNN, "data.crowded_fraction=0.05")),
     # ARW-PW as published (MLP adversary after a 100-step warm-up, clusters refreshed every
     # 100 steps), its stabilised variants, and GroupDRO over the same refreshed clusters.
     "arw_pw": ("bench_arw_pw", ()),
