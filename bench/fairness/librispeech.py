@@ -9,13 +9,15 @@ FMR 1%, with speaker-bootstrap intervals (``arw-sv eval --group-by gender --boot
 The method needs no labels: ``heldout_adaptive`` (docs/method.md §3.4) discovers cohorts on
 the 60 held-out speakers (the ``cal`` split, disjoint from training and test) with the
 current model every 300 steps and oversamples the training speakers nearest its worst
-ones. ERM is the calibration benchmark's model when it is in ``--out`` already (same
+ones; ``heldout_knn`` scores each training speaker by the held-out error of its 10
+nearest held-out speakers and oversamples the top 10% (the scratch protocol's settings).
+ERM is the calibration benchmark's model when it is in ``--out`` already (same
 split, seed and steps), so both benchmarks share one run.
 
 Usage::
 
     python -m bench.fairness.librispeech --out runs/librispeech [--steps 1500] [--threads 1]
-        [--methods erm heldout_adaptive]
+        [--methods erm heldout_adaptive heldout_knn]
 
 Writes ``fairness.md`` (the table), ``fairness.json`` and ``fairness_gender.png`` under
 ``--out``; every step is skipped when its output exists, so a rerun resumes.
@@ -45,6 +47,20 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
             "data.cohort_oversample_top=2",
             "data.cohort_share=0.5",
             "data.cohort_neighbours=5",
+        ),
+    ),
+    # The scratch protocol's ``heldout_knn`` (bench/fairness/scratch.py), settings unchanged.
+    "heldout_knn": (
+        "train_heldout_knn",
+        (
+            "data.sampling=heldout_knn",
+            "data.heldout_manifest=@manifest",
+            "data.heldout_split=cal",
+            "data.adaptive_start_step=300",
+            "data.adaptive_refresh_steps=300",
+            "data.cohort_neighbours=10",
+            "data.crowded_fraction=0.1",
+            "data.cohort_share=0.5",
         ),
     ),
 }
