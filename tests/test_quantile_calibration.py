@@ -312,3 +312,84 @@ def test_score_with_the_cache_gives_the_same_llrs(monkeypatch, tmp_path, rng):
     with pytest.raises(CalibrationError, match="none.npz: 1 trial sides name utterances"):
         calibrate_trials(tmp_path / "c.json", tmp_path / "none.npz", bad, raw[:1], (ids, test),
                          cal, model_check=False)  # fmt: skip
+
+
+# ---- maps fitted on within-region pairs (quantile_pairs="within") -------------------------
+
+
+def _unequal_regions(rng, sizes=(36, 6, 18), per_speaker=10, dim=8):
+    """``_regions`` with regions of unequal size (region 1, the crowded one, the smallest)."""
+    centres = np.eye(dim)[:3] * 6.0
+    region = np.repeat(np.repeat(np.arange(3), sizes), per_speaker)
+    speaker = np.repeat(np.arange(sum(sizes)), per_speaker)
+    emb = centres[region] + rng.normal(size=(region.size, dim))
+    return emb, region, np.array([f"s{k:03d}" for k in speaker])
+
+
+def _with_cross_pairs(rng, region, n_non, n_tar, n_cross):
+    """``_trials`` plus ``n_cross`` different-region non-targets that score low (random
+    pairs: a small region's pairs are mostly these)."""
+    scores, labels, enroll, test = _trials(rng, region, n_non, n_tar)
+    a = rng.integers(0, region.size, n_cross)
+    b = rng.integers(0, region.size, n_cross)
+    keep = region[a] != region[b]
+    a, b = a[keep], b[keep]
+    cross = -0.1 + 0.05 * rng.standard_normal(a.size)
+    return (np.r_[scores, cross], np.r_[labels, np.zeros(a.size, bool)], np.r_[enroll, a],
+            np.r_[test, b])  # fmt: skip
+
+
+def _within_ratio(scores, labels, enroll, test, region, fmr):
+    """max/min within-region FMR (both sides in the region, as ``arw-sv eval`` counts a
+    group's trials) at the threshold of overall FMR ``fmr``."""
+    thr = np.quantile(scores[~labels], 1.0 - fmr)
+    same = region[enroll] == region[test]
+    rates = [np.mean(scores[~labels & same & (region[enroll] == g)] > thr) for g in range(3)]
+    return max(rates) / min(rates) if min(rates) > 0 else np.inf
+
+
+@pytest.mark.parametrize("method", ["quantile", "oracle_quantile"])
+def test_within_pairs_equalise_the_within_region_fmr(method):
+    rng = np.random.default_rng(11)
+    emb, region, speakers = _unequal_regions(rng)
+    cal_trials = _with_cross_pairs(rng, region, 100_000, 20_000, 300_000)
+    emb2, region2, _ = _unequal_regions(rng)
+    scores, labels, enroll, test = _with_cross_pairs(rng, region2, 200_000, 20_000, 300_000)
+    names = np.array(["a", "b", "c"])
+    kw = dict(clusters=3, seed=0, utterance_speakers=speakers)
+    side = {}
+    if method == "oracle_quantile":
+        kw, side = dict(groups=names[region], utterance_speakers=speakers), {"groups": names[region2]}
+    ratios = {}
+    for pairs in ("touching", "within"):
+        cal = fit_calibrator(method, *cal_trials, emb, quantile_pairs=pairs, **kw)
+        llr = cal.transform_indexed(scores, enroll, test, emb2, **side)
+        ratios[pairs] = [_within_ratio(llr, labels, enroll, test, region2, f)
+                         for f in (0.005, 0.02, 0.1)]  # fmt: skip
+    # Touching pairs are mostly the low cross-region ones: the crowded region's map is
+    # fitted on the wrong distribution and its within-region FMR stays high.
+    assert min(ratios["touching"]) > 1.5, ratios
+    assert max(ratios["within"]) < 1.15, ratios
+
+
+def test_within_pairs_round_trip_and_refusals(tmp_path):
+    from arw_sv.calibration import CalibrationError
+
+    rng = np.random.default_rng(12)
+    emb, region, speakers = _regions(rng, n_speakers=30)
+    trials = _trials(rng, region, 20_000, 4_000)
+    cal = fit_calibrator("quantile", *trials, emb, clusters=3, utterance_speakers=speakers,
+                         quantile_pairs="within")  # fmt: skip
+    assert cal.settings["quantile_pairs"] == "within"
+    save_calibrator(cal, tmp_path / "w.json")
+    again = load_calibrator(tmp_path / "w.json")
+    np.testing.assert_array_equal(
+        again.transform_indexed(*trials[::3][:1], trials[2], trials[3], emb),
+        cal.transform_indexed(*trials[::3][:1], trials[2], trials[3], emb),
+    )
+    with pytest.raises(CalibrationError, match="unknown quantile_pairs 'both'"):
+        fit_calibrator("quantile", *trials, emb, clusters=3, quantile_pairs="both")
+    text = (tmp_path / "w.json").read_text().replace('"within"', '"sideways"')
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(CalibrationError, match="settings.quantile_pairs"):
+        load_calibrator(tmp_path / "bad.json")

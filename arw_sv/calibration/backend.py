@@ -69,13 +69,15 @@ def fit_on_speakers(
     seed: int = 0,
     fingerprint: str | None = None,
     prior_speakers: float | None = None,
+    groups: Sequence[str] | None = None,
+    quantile_pairs: str = "touching",
 ) -> tuple[Calibrator, int, int]:
     """Fit a calibrator on calibration utterances labelled by speaker only.
 
     Args:
         speakers: each utterance's speaker.
         embeddings: their embeddings.
-        method: one of :data:`~arw_sv.calibration.METHODS` but the oracles.
+        method: one of :data:`~arw_sv.calibration.METHODS` (the oracles need ``groups``).
         clusters: k-means clusters (``fsn``, ``faircal``, ``softcal``, ``quantile``); None:
             :func:`auto_clusters` of the fitting speakers, or the global fall-back below
             :data:`MIN_REGION_SPEAKERS` calibration speakers.
@@ -94,6 +96,10 @@ def fit_on_speakers(
         fingerprint: the embedding model's, recorded for the model check.
         prior_speakers: the regions' shrinkage prior (``fsn``, ``quantile``); None: the
             method's :data:`PRIOR_SPEAKERS` default.
+        groups: each utterance's group, for the label oracles (``oracle``,
+            ``oracle_quantile``: benchmarks' ceilings, AS-norm included when asked).
+        quantile_pairs: which non-target pairs fit a region's quantile map (see
+            :func:`~arw_sv.calibration.fit_calibrator`).
 
     Returns:
         ``(calibrator, pairs fitted on, same-speaker pairs among them)``.
@@ -155,6 +161,8 @@ def fit_on_speakers(
         target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
         speakers=tuple(sorted(set(speakers))), fingerprint=fingerprint, cohort=cohort,
         top_n=top_n, prior_speakers=prior_speakers, utterance_speakers=np.asarray(fitting),
+        groups=None if groups is None else np.asarray(groups)[rows],
+        quantile_pairs=quantile_pairs,
     )  # fmt: skip
     if fallback:
         calibrator.settings["fallback"] = fallback

@@ -301,6 +301,10 @@ class Calibrator:
 # ---- fitting ---------------------------------------------------------------------------
 
 
+#: ``fit_calibrator``'s ``quantile_pairs`` choices.
+QUANTILE_PAIRS = ("touching", "within")
+
+
 def _touching(k: int, enroll_region: np.ndarray, test_region: np.ndarray) -> list[np.ndarray]:
     """For each cluster, the pairs with at least one side in it (``S_k``)."""
     out = []
@@ -329,6 +333,7 @@ def fit_calibrator(
     top_n: int = 300,
     prior_speakers: float = 0.0,
     utterance_speakers: np.ndarray | None = None,
+    quantile_pairs: str = "touching",
 ) -> Calibrator:
     """Fit a calibrator on calibration pairs.
 
@@ -354,6 +359,11 @@ def fit_calibrator(
         prior_speakers: ``quantile`` and ``fsn``: shrink region c's correction by
             ``n_c / (n_c + prior_speakers)``, n_c its speakers (0: no shrinkage).
         utterance_speakers: each utterance's speaker (needed for the shrinkage).
+        quantile_pairs: ``quantile`` and ``oracle_quantile``: the non-target pairs a
+            region's map is fitted on. ``touching`` (default): every pair with a side in
+            the region. ``within``: only pairs with both sides in it, the trials a
+            within-group FMR counts (the map is then exact for them; cross-region pairs
+            still take the mean of their two sides' maps).
 
     Raises:
         CalibrationError: an unknown method, or too few pairs for a cluster (named, with
@@ -368,6 +378,10 @@ def fit_calibrator(
         )
     if method == "softcal":
         check_softcal_settings(top, temperature)
+    if quantile_pairs not in QUANTILE_PAIRS:
+        raise CalibrationError(
+            f"unknown quantile_pairs {quantile_pairs!r}; one of {', '.join(QUANTILE_PAIRS)}"
+        )
     if cohort is not None:
         from arw_sv.metrics.asnorm import as_norm
 
@@ -379,6 +393,7 @@ def fit_calibrator(
             target_fmr=target_fmr, top=top, temperature=temperature, seed=seed,
             groups=groups, speakers=speakers, fingerprint=fingerprint,
             prior_speakers=prior_speakers, utterance_speakers=utterance_speakers,
+            quantile_pairs=quantile_pairs,
         )  # fmt: skip
         settings = {**plain.settings, "score_norm": "asnorm", "top_n": top_n}
         return dataclasses.replace(plain, cohort=cohort, settings=settings)
@@ -411,9 +426,11 @@ def fit_calibrator(
         ka, kb = region[enroll], region[test]
         if method == "oracle_quantile":
             maps, counts, fallback, w = _fit_quantile(
-                s, y, ka, kb, region, utterance_speakers, prior_speakers
+                s, y, ka, kb, region, utterance_speakers, prior_speakers, pairs=quantile_pairs
             )
             settings.update(prior_speakers=prior_speakers, weights=w.tolist())
+            if quantile_pairs != "touching":
+                settings.update(quantile_pairs=quantile_pairs)
         elif method == "oracle":
             settings.update(target_fmr=target_fmr)
             offsets, counts = _fsn_offsets(s, y, ka, kb, len(names), target_fmr, names)
@@ -434,9 +451,11 @@ def fit_calibrator(
     if method == "quantile":
         maps, counts, fallback, w = _fit_quantile(
             s, y, region[enroll], region[test], region, utterance_speakers, prior_speakers,
-            clusters,
+            clusters, pairs=quantile_pairs,
         )  # fmt: skip
         settings.update(prior_speakers=prior_speakers, weights=w.tolist())
+        if quantile_pairs != "touching":
+            settings.update(quantile_pairs=quantile_pairs)
         return Calibrator(
             method, centroids=centroids, maps=maps, counts=counts, fallback=fallback,
             settings=settings, **common,
@@ -490,12 +509,16 @@ def _shrink_weights(region, utterance_speakers, prior_speakers, k) -> np.ndarray
     return n / (n + prior_speakers)
 
 
-def _fit_quantile(s, y, ka, kb, region, utterance_speakers, prior_speakers, k=None):
+def _fit_quantile(s, y, ka, kb, region, utterance_speakers, prior_speakers, k=None,
+                  pairs="touching"):  # fmt: skip
     """Quantile maps (C, 2 O), pair counts, the global linear map on the mapped scores, and
-    the shrinkage weights.
+    the shrinkage weights. ``pairs``: see ``fit_calibrator``'s ``quantile_pairs``.
     """
     k = int(region.max()) + 1 if k is None else k
-    touching = _touching(k, ka, kb)
+    if pairs == "within":
+        touching = [np.flatnonzero((ka == c) & (kb == c)) for c in range(k)]
+    else:
+        touching = _touching(k, ka, kb)
     shrink = _shrink_weights(region, utterance_speakers, prior_speakers, k)
     knots, w = fit_quantile_maps(s, ~y, touching, shrink)
     mapped = 0.5 * (apply_quantile_maps(knots, s, ka) + apply_quantile_maps(knots, s, kb))

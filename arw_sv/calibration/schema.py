@@ -23,7 +23,8 @@ oracle_quant.  (0, D)       (C, 2O)  (C,)     (2,)      (C,)     seed prior_spea
 O is the number of quantile knots (``arw_sv.calibration.quantile.LEVELS``); ``weights`` are
 the regions' shrinkage factors in [0, 1]. Optional settings: ``fsn`` may add
 ``prior_speakers`` and ``weights`` (shrinkage), ``global`` a ``fallback`` note (why a
-requested back-end fell back to it).
+requested back-end fell back to it), ``quantile`` and ``oracle_quantile``
+``quantile_pairs: within`` (maps fitted on within-region pairs; absent: ``touching``).
 
 With AS-norm the settings add ``score_norm: asnorm`` and ``top_n`` (2 to E), and
 ``cohort`` holds (E, D) finite, non-zero, not all identical float32 rows; without it,
@@ -69,7 +70,8 @@ _SETTINGS = {
     "quantile": ("seed", "clusters", "prior_speakers", "weights"),
     "oracle_quantile": ("seed", "prior_speakers", "weights"),
 }
-_OPTIONAL = {"fsn": ("prior_speakers", "weights"), "global": ("fallback",)}
+_OPTIONAL = {"fsn": ("prior_speakers", "weights"), "global": ("fallback",),
+             "quantile": ("quantile_pairs",), "oracle_quantile": ("quantile_pairs",)}  # fmt: skip
 MAX_NOTE = 1000  # characters of the fallback note
 
 
@@ -220,6 +222,9 @@ def _settings(f: _Field, method: str, settings: Any, clusters: int, cohort_rows:
         note = settings["fallback"]
         if not (isinstance(note, str) and 0 < len(note) <= MAX_NOTE):
             raise f.fail("settings.fallback", f"expected a note of 1-{MAX_NOTE} characters")
+    if "quantile_pairs" in want and settings["quantile_pairs"] not in ("touching", "within"):
+        raise f.fail("settings.quantile_pairs",
+                     f"expected 'touching' or 'within', got {shorten(settings['quantile_pairs'])}")  # fmt: skip
     if "temperature" in want:
         t = settings["temperature"]
         if not (_is_number(t) and 0 < t <= 1e6):

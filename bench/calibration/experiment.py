@@ -89,6 +89,10 @@ def main() -> None:
     p.add_argument("--oracle-key", default="nationality",
                    help="the speaker attribute of --meta the label oracles calibrate per group "
                    "(the planted one: nationality, gender, age_band, ...)")  # fmt: skip
+    p.add_argument("--paired", type=int, default=0, metavar="R",
+                   help="also judge the default back-end (all speakers and each --curve size) "
+                   "against raw cosine with a paired speaker bootstrap of R resamples "
+                   "(bench/calibration/paired.py): paired.json, paired.md")  # fmt: skip
     p.add_argument(
         "--plot-fmr",
         nargs="*",
@@ -162,11 +166,15 @@ def main() -> None:
     # (The product's fit_on_speakers, with the whole half as the cohort: no size cap.)
     cohort = cal_matrix[split_cohort(cal_speakers, 0.5, seed=args.seed)]
 
+    cal_groups = np.array([group_of[s] for s in cal_speakers])
+
     def asnorm_scores(method: str, **kw) -> np.ndarray:
+        oracle = method.startswith("oracle")
         cal, _, _ = fit_on_speakers(cal_speakers, cal_matrix, method=method,
                                     cohort_size=len(cal_matrix), max_pairs=args.max_pairs,
-                                    seed=args.seed, **kw)  # fmt: skip
-        return cal.transform_indexed(raw, e, t, test_matrix)
+                                    seed=args.seed, groups=cal_groups if oracle else None,
+                                    **kw)  # fmt: skip
+        return cal.transform_indexed(raw, e, t, test_matrix, groups=test_groups if oracle else None)
 
     def asnorm_then(method: str | None, **kw) -> dict:
         from arw_sv.metrics import as_norm
@@ -183,6 +191,14 @@ def main() -> None:
     # and its label oracle.
     cell("asnorm_half_quantile_k16", lambda: asnorm_then("quantile", clusters=16))
     cell("oracle_quantile", lambda: evaluate(fit_and_score("oracle_quantile", everyone)))
+    # The ceilings of both in their own form: AS-norm, then the true groups as the regions.
+    cell("asnorm_half_oracle", lambda: asnorm_then("oracle"))
+    cell("asnorm_half_oracle_quantile", lambda: asnorm_then("oracle_quantile"))
+    # Maps fitted on within-region pairs, the trials a group's FMR counts (calibration-log Q4).
+    cell("asnorm_half_oracle_quantile_within",
+         lambda: asnorm_then("oracle_quantile", quantile_pairs="within"))  # fmt: skip
+    cell("asnorm_half_quantile_within_k16",
+         lambda: asnorm_then("quantile", clusters=16, quantile_pairs="within"))  # fmt: skip
     cell("global", lambda: evaluate(fit_and_score("global", everyone)))
     for method in ("oracle", "oracle_faircal"):
         cell(method, lambda m=method: evaluate(fit_and_score(m, everyone)))
@@ -240,6 +256,15 @@ def main() -> None:
                 curves, trials.labels, nat, same, args.out / f"fmr_vs_threshold{suffix}.png"
             )
 
+    if args.paired and not (args.out / "paired.json").is_file():
+        sets = {"raw": raw, "default": recommended(everyone),
+                "default_quantile": recommended(everyone, method="quantile")}  # fmt: skip
+        for n in args.curve:
+            chosen = set(order[:n])
+            keep = np.array([i for i, s in enumerate(cal_speakers) if s in chosen])
+            sets[f"curve_recommended_n{n}"] = recommended(keep)
+        write_paired(sets, trials, meta, groupings, args.paired, args.seed, args.out)
+
     lines = [
         "| method | EER % | minDCF 0.01 | Cllr | nat. FMR max/min @0.1% | @1% | @EER thr. | "
         "nat. GARBE @1% | gender FMR max/min @0.1% | @1% | @EER thr. |",
@@ -293,6 +318,53 @@ def main() -> None:
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.out / "curve.png")
+
+
+def write_paired(sets, trials, meta, groupings, n_resamples, seed, out: Path) -> dict:
+    """``paired.json`` / ``paired.md``: each score set against raw, paired speaker bootstrap."""
+    from arw_sv.metrics.groups import Grouping
+    from bench.calibration.paired import paired_changes
+
+    names = sorted({speaker_of(u) for u in (*trials.enroll, *trials.test)})
+    index = {s: i for i, s in enumerate(names)}
+    enroll = np.array([index[speaker_of(u)] for u in trials.enroll])
+    test = np.array([index[speaker_of(u)] for u in trials.test])
+    grouping = {g: Grouping.from_values(g, [meta[s].attribute(g) for s in names])
+                for g in groupings}  # fmt: skip
+    result = paired_changes(sets, trials.labels, enroll, test, grouping,
+                            n_resamples=n_resamples, seed=seed)  # fmt: skip
+    atomic_write_text(out / "paired.json", json.dumps(result, indent=1))
+    keys = ["min_dcf"] + [f"{g}@{t}" for g in groupings for t in ("0.001", "0.01", "eer")]
+
+    def fmt(row):
+        if row["change"] is None:
+            return "n/a"
+        mark = " **worse**" if row["worse_beyond_noise"] else ""
+        return f"{row['change']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]{mark}"
+
+    lines = [
+        f"Change against raw cosine, paired speaker bootstrap ({n_resamples} resamples, 95% "
+        "percentile intervals; **worse**: the interval's lower end is above 0).",
+        "",
+        "| back-end | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for name, rows in result.items():
+        if name != "ratios":
+            lines.append(f"| {name} | " + " | ".join(fmt(rows[k]) for k in keys) + " |")
+    ratio_keys = keys[1:]
+    lines += ["", "Each back-end's own max/min FMR ratio with its interval:", "",
+              "| back-end | " + " | ".join(ratio_keys) + " |", "|---" * len(keys) + "|"]  # fmt: skip
+
+    def fmt_ratio(r):
+        return "n/a" if r["value"] is None or r["low"] is None else (
+            f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]")  # fmt: skip
+
+    for name, rows in result["ratios"].items():
+        lines.append(f"| {name} | " + " | ".join(fmt_ratio(rows[k]) for k in ratio_keys) + " |")
+    atomic_write_text(out / "paired.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
 
 
 def plot_fmr_curves(curves: dict, labels, group, within, path: Path) -> None:
