@@ -359,7 +359,10 @@ def test_within_pairs_equalise_the_within_region_fmr(method):
     kw = dict(clusters=3, seed=0, utterance_speakers=speakers)
     side = {}
     if method == "oracle_quantile":
-        kw, side = dict(groups=names[region], utterance_speakers=speakers), {"groups": names[region2]}
+        kw, side = (
+            dict(groups=names[region], utterance_speakers=speakers),
+            {"groups": names[region2]},
+        )
     ratios = {}
     for pairs in ("touching", "within"):
         cal = fit_calibrator(method, *cal_trials, emb, quantile_pairs=pairs, **kw)
