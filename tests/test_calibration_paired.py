@@ -92,3 +92,19 @@ def test_each_sets_own_ratio_and_its_interval():
     assert raw["low"] <= raw["value"] <= raw["high"]
     assert cal == raw  # a shift of every score changes no rate
     assert both["cal"]["g@0.01"]["change"] == 0.0
+
+
+def test_null_floor_is_near_one_with_many_speakers_and_wider_with_few():
+    from bench.calibration.paired import null_ratio_floor
+
+    def floor(n_spk):
+        s, y, e, t, _ = _trials(seed=5, n_spk=n_spk, per_pair=4)
+        s = s.copy()
+        s[(e % 2 == 1) & (t % 2 == 1) & ~y] -= 0.3  # no planted group difference
+        strata = np.arange(n_spk) % 2
+        return null_ratio_floor(s, y, e, t, strata, 2, n_splits=30)["eer"]
+
+    small, large = floor(12), floor(60)
+    assert 1.0 <= large["median"] < 1.15
+    assert small["median"] > large["median"]
+    assert small["p90"] >= small["median"]

@@ -323,7 +323,8 @@ def main() -> None:
 def write_paired(sets, trials, meta, groupings, n_resamples, seed, out: Path) -> dict:
     """``paired.json`` / ``paired.md``: each score set against raw, paired speaker bootstrap."""
     from arw_sv.metrics.groups import Grouping
-    from bench.calibration.paired import paired_changes
+    from arw_sv.metrics.report import default_strata
+    from bench.calibration.paired import null_ratio_floor, paired_changes
 
     names = sorted({speaker_of(u) for u in (*trials.enroll, *trials.test)})
     index = {s: i for i, s in enumerate(names)}
@@ -333,6 +334,14 @@ def write_paired(sets, trials, meta, groupings, n_resamples, seed, out: Path) ->
                 for g in groupings}  # fmt: skip
     result = paired_changes(sets, trials.labels, enroll, test, grouping,
                             n_resamples=n_resamples, seed=seed)  # fmt: skip
+    # The ratio speaker sampling alone gives, with as many pseudo-groups as each grouping has.
+    strata = default_strata(list(grouping.values()), len(names))
+    result["null_floor"] = {
+        g: {name: null_ratio_floor(sets[name], trials.labels, enroll, test, strata,
+                                   len(grouping[g].groups), seed=seed)
+            for name in ("raw", "default") if name in sets}
+        for g in groupings
+    }  # fmt: skip
     atomic_write_text(out / "paired.json", json.dumps(result, indent=1))
     keys = ["min_dcf"] + [f"{g}@{t}" for g in groupings for t in ("0.001", "0.01", "eer")]
 
@@ -350,7 +359,7 @@ def write_paired(sets, trials, meta, groupings, n_resamples, seed, out: Path) ->
         "|---" * (len(keys) + 1) + "|",
     ]
     for name, rows in result.items():
-        if name != "ratios":
+        if name not in ("ratios", "null_floor"):
             lines.append(f"| {name} | " + " | ".join(fmt(rows[k]) for k in keys) + " |")
     ratio_keys = keys[1:]
     lines += ["", "Each back-end's own max/min FMR ratio with its interval:", "",
@@ -362,6 +371,16 @@ def write_paired(sets, trials, meta, groupings, n_resamples, seed, out: Path) ->
 
     for name, rows in result["ratios"].items():
         lines.append(f"| {name} | " + " | ".join(fmt_ratio(rows[k]) for k in ratio_keys) + " |")
+    lines += ["", "The max/min ratio of random pseudo-groups of equal composition (speaker "
+              "sampling alone; median [90th percentile] of 100 deals):", "",
+              "| scores | " + " | ".join(ratio_keys) + " |", "|---" * len(keys) + "|"]  # fmt: skip
+    for name in ("raw", "default"):
+        cells = []
+        for k in ratio_keys:
+            g, _, t = k.partition("@")
+            f = result["null_floor"][g].get(name, {}).get(t)
+            cells.append("n/a" if f is None else f"{f['median']:.2f} [{f['p90']:.2f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     atomic_write_text(out / "paired.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result

@@ -146,3 +146,59 @@ def _row(point, diffs: np.ndarray, confidence: float) -> dict:
     ci = _interval(diffs, confidence)
     return {"change": point, **ci,
             "worse_beyond_noise": bool(ci["low"] is not None and ci["low"] > 0)}  # fmt: skip
+
+
+def null_ratio_floor(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    enroll_spk: np.ndarray,
+    test_spk: np.ndarray,
+    strata: np.ndarray,
+    n_groups: int,
+    *,
+    n_splits: int = 100,
+    seed: int = 0,
+) -> dict:
+    """The max/min FMR ratio that speaker sampling alone produces: the speakers are dealt at
+    random into ``n_groups`` pseudo-groups of equal composition (each stratum, e.g. each
+    nationality x gender cell, spread evenly over them), so every pseudo-group has the same
+    expected FMR, and the ratio across them is measured as a real grouping's is (trials with
+    both sides in the pseudo-group, at the full sample's global thresholds).
+
+    Returns:
+        ``{threshold key: {"median", "p90"}}`` over ``n_splits`` deals (None where a deal
+        left a pseudo-group without a false accept).
+
+    Shape:
+        scores, labels, enroll_spk, test_spk: (N,); strata: (P,) every speaker's stratum.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    order = np.argsort(s, kind="stable")
+    points = points_from_sorted(s[order], y[order])
+    thresholds = {
+        key: (eer_from_points(points)[1] if f is None else threshold_at_far(points, f))
+        for key, f in THRESHOLDS.items()
+    }
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    values: dict[str, list] = {key: [] for key in thresholds}
+    non = ~y
+    for _ in range(n_splits):
+        pseudo = np.empty(strata.size, dtype=np.int64)
+        start = rng.integers(n_groups)  # which pseudo-group a stratum's remainder starts at
+        for stratum in np.unique(strata):
+            members = rng.permutation(np.flatnonzero(strata == stratum))
+            pseudo[members] = (np.arange(members.size) + start) % n_groups
+            start = (start + members.size) % n_groups
+        ga, gb = pseudo[enroll_spk], pseudo[test_spk]
+        same = ga == gb
+        for key, thr in thresholds.items():
+            fmr = [np.mean(s[non & same & (ga == g)] >= thr) for g in range(n_groups)]
+            values[key].append(max_min_ratio(fmr))
+    out = {}
+    for key, v in values.items():
+        finite = np.array([x for x in v if x is not None])
+        out[key] = ({"median": float(np.median(finite)), "p90": float(np.percentile(finite, 90))}
+                    if finite.size == len(v) else None)  # fmt: skip
+    return out

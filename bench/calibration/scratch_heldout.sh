@@ -52,7 +52,7 @@ for s in $SEEDS; do
   [ -f "$R/cal.npz" ] || $A embed "$CK" --manifest "$C/all.csv" --split cal --out "$R/cal.npz" --quiet
   [ -f "$R/calibration/fmr_vs_threshold.png" ] || $PY -m bench.calibration.experiment --test "$R/test.npz" --cal "$R/cal.npz" --trials "$C/trials.txt" \
     --meta "$C/all.csv" --out "$R/calibration" --clusters 16 --oracle-key "$KEY" --curve 30 60 120 200 300 \
-    --plot-fmr asnorm_half_fsn_k16 asnorm_half_quantile_k16 > "$R/calibration.log" 2>&1
+    --plot-fmr asnorm_half_fsn_k16 asnorm_half_quantile_k16 --paired 200 > "$R/calibration.log" 2>&1
   date; echo "seed $s done"
 done
 if ls "$C"/erm/seed*/calibration/results.json > /dev/null 2>&1; then
