@@ -135,6 +135,35 @@ def test_an_early_method_without_erms_checkpoint_is_refused(tmp_path, recorded):
         scratch.run_scratch_benchmark(tmp_path, _protocol(test_corpora=(), early_step=200))
 
 
+def test_a_heldout_method_on_a_corpus_without_heldout_speakers_is_refused_up_front(
+    tmp_path, recorded
+):
+    """Before any run (ERM included), one line naming the corpus and the synth flag."""
+    protocol = _protocol(skip_validation=True, seeds=(0,), methods=("erm", "heldout_knn"))
+    with pytest.raises(SystemExit, match="heldout_knn need held-out speakers.*"
+                       "calibration_speakers_per_cell=12"):  # fmt: skip
+        scratch.run_scratch_benchmark(tmp_path, protocol)
+    assert recorded["tasks"] == []
+
+
+def test_a_heldout_method_runs_where_the_corpus_has_heldout_speakers(
+    tmp_path, recorded, monkeypatch
+):
+    def with_heldout(folder, preset, synth, workers, progress):
+        names = ("train_manifest", "test_manifest", "trials", "meta", "heldout_manifest")
+        return {k: str(folder / k) for k in names}
+
+    monkeypatch.setattr(runs, "prepare_data", with_heldout)
+    protocol = _protocol(skip_validation=True, seeds=(0,), methods=("erm", "heldout_knn"))
+    scratch.run_scratch_benchmark(tmp_path, protocol)
+    knn = [t for t in recorded["tasks"] if t.method == "heldout_knn"]
+    assert len(knn) == 1  # resolved by run_one from the task's manifest
+    assert knn[0].heldout_manifest == str(
+        tmp_path / "representation" / "corpus0" / "heldout_manifest"
+    )
+    assert "data.heldout_manifest=@heldout" in knn[0].overrides
+
+
 @pytest.mark.slow
 def test_share_monitor_matches_a_direct_count_of_the_batches(tiny_manifests, tmp_path):
     """A tiny ERM run's logged draws equal a replay of its sampler, and the share the bench

@@ -190,6 +190,8 @@ def run_scratch_benchmark(
         first = {n: m for n, m in methods.items() if n in (BASELINE, ORACLE)}
         rest = {n: m for n, m in methods.items() if n not in first}
         corpora = {c: _Corpus(out, mechanism, c, protocol, workers, progress) for c in val}
+        for corpus in corpora.values():
+            corpus.check_heldout(methods)
         results = {c: corpus.run(first, protocol.val_seeds, jobs, threads, command)
                    for c, corpus in corpora.items()}  # fmt: skip
         passed = True
@@ -210,6 +212,7 @@ def run_scratch_benchmark(
         heldout = []
         for c in protocol.test_corpora:
             corpus = _Corpus(out, mechanism, c, protocol, workers, progress)
+            corpus.check_heldout(methods)
             corpus.run(methods, protocol.seeds, jobs, threads, command)
             # Every finished run of these methods on this corpus, earlier calls' seeds too
             # (a corpus is often finished one seed per call).
@@ -246,6 +249,20 @@ class _Corpus:
         self.paths = prepare_data(self.folder, f"bench_{mechanism}", self.synth, workers, progress)
         self.results: dict[tuple[str, int], dict] = {}
         self.out = out
+
+    def check_heldout(self, methods: dict) -> None:
+        """Refuse, before any run, methods that need held-out speakers on a corpus without
+        them (one line, naming the corpus and the fix)."""
+        from bench.fairness.runs import HELDOUT
+
+        need = [n for n, (_, extra) in methods.items()
+                if any(o.endswith(f"={HELDOUT}") for o in extra)]  # fmt: skip
+        if need and "heldout_manifest" not in self.paths:
+            raise SystemExit(
+                f"{self.folder / 'corpus'}: {', '.join(need)} need held-out speakers and this "
+                "corpus has none; add --synth calibration_speakers_per_cell=12 (a cal split of "
+                "added speakers: every training and test speaker stays as it is)"
+            )
 
     def run(self, methods: dict, seeds, jobs: int, threads: int, command: str,
             order: dict | None = None) -> list[dict]:  # fmt: skip
