@@ -516,13 +516,13 @@ def _fit_quantile(s, y, ka, kb, region, utterance_speakers, prior_speakers, k=No
     """
     k = int(region.max()) + 1 if k is None else k
     if pairs == "within":
-        touching = [np.flatnonzero((ka == c) & (kb == c)) for c in range(k)]
+        fitting = [np.flatnonzero((ka == c) & (kb == c)) for c in range(k)]
     else:
-        touching = _touching(k, ka, kb)
+        fitting = _touching(k, ka, kb)
     shrink = _shrink_weights(region, utterance_speakers, prior_speakers, k)
-    knots, w = fit_quantile_maps(s, ~y, touching, shrink)
+    knots, w = fit_quantile_maps(s, ~y, fitting, shrink)
     mapped = 0.5 * (apply_quantile_maps(knots, s, ka) + apply_quantile_maps(knots, s, kb))
-    counts = np.array([p.size for p in touching], dtype=np.float64)
+    counts = np.array([p.size for p in fitting], dtype=np.float64)
     return knots.reshape(k, -1), counts, fit_linear(mapped, y), w
 
 
