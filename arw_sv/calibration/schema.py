@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from arw_sv.calibration.methods import CalibrationError
+from arw_sv.calibration.methods import QUANTILE_PAIRS, CalibrationError
 from arw_sv.calibration.quantile import LEVELS
 from arw_sv.safe_yaml import shorten
 
@@ -222,9 +222,9 @@ def _settings(f: _Field, method: str, settings: Any, clusters: int, cohort_rows:
         note = settings["fallback"]
         if not (isinstance(note, str) and 0 < len(note) <= MAX_NOTE):
             raise f.fail("settings.fallback", f"expected a note of 1-{MAX_NOTE} characters")
-    if "quantile_pairs" in want and settings["quantile_pairs"] not in ("touching", "within"):
-        raise f.fail("settings.quantile_pairs",
-                     f"expected 'touching' or 'within', got {shorten(settings['quantile_pairs'])}")  # fmt: skip
+    if "quantile_pairs" in want and settings["quantile_pairs"] not in QUANTILE_PAIRS:
+        raise f.fail("settings.quantile_pairs", f"expected one of {', '.join(QUANTILE_PAIRS)}, "
+                     f"got {shorten(settings['quantile_pairs'])}")  # fmt: skip
     if "temperature" in want:
         t = settings["temperature"]
         if not (_is_number(t) and 0 < t <= 1e6):
