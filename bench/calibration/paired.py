@@ -33,6 +33,13 @@ from arw_sv.metrics.report import default_strata
 THRESHOLDS = {"0.001": 0.001, "0.01": 0.01, "eer": None}
 
 
+def _global_thresholds(points) -> dict[str, float]:
+    """The full sample's global threshold at each of :data:`THRESHOLDS`, as the report sets
+    them (``threshold_at_far``; the EER threshold of ``eer_from_points``)."""
+    return {key: (eer_from_points(points)[1] if f is None else threshold_at_far(points, f))
+            for key, f in THRESHOLDS.items()}  # fmt: skip
+
+
 def _ratios(fmr: np.ndarray) -> np.ndarray:
     """Per-resample max/min over groups; NaN where a group has no false accept or no
     non-target. Shape: fmr (G, R) -> (R,)."""
@@ -51,10 +58,7 @@ class _ScoreSet:
         lab = np.asarray(labels, dtype=bool)[order]
         enroll, test = enroll_spk[order], test_spk[order]
         points = points_from_sorted(self.sorted, lab)
-        self.thresholds = {
-            key: (eer_from_points(points)[1] if f is None else threshold_at_far(points, f))
-            for key, f in THRESHOLDS.items()
-        }
+        self.thresholds = _global_thresholds(points)
         boot = SpeakerBootstrap(self.sorted, lab, enroll, test, mult, (0.01,))
         self.min_dcf = min_dcf_from_points(points, 0.01)[0]
         self.min_dcf_r = boot.evaluate()[1][:, 0]
@@ -175,11 +179,7 @@ def null_ratio_floor(
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
     order = np.argsort(s, kind="stable")
-    points = points_from_sorted(s[order], y[order])
-    thresholds = {
-        key: (eer_from_points(points)[1] if f is None else threshold_at_far(points, f))
-        for key, f in THRESHOLDS.items()
-    }
+    thresholds = _global_thresholds(points_from_sorted(s[order], y[order]))
     strata = np.asarray(strata)
     rng = np.random.default_rng(seed)
     values: dict[str, list] = {key: [] for key in thresholds}
