@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from bench.fairness.share_audit import audit
 
 
@@ -40,3 +42,22 @@ def test_audit_by_hand(tmp_path):
     assert cells[4].startswith("nationality=India 30% / 10%, gender=f 70% / 50%")
     assert cells[5] == "25, 0"
     assert cells[6] == "-10.0%" and cells[7] == "-25.0%"
+
+
+def test_correlation_over_runs_and_no_purity_for_another_attribute(tmp_path):
+    runs = tmp_path / "representation" / "corpus3" / "runs"
+    early, changes = [0.1, 0.2, 0.4], []
+    for seed, share in enumerate(early):
+        windows = [{"step": 300, "crop_share": share}, {"step": 1200, "crop_share": share}]
+        women = [{"step": 300, "crop_share": 0.5}, {"step": 1200, "crop_share": 0.5}]
+        erm_eer, eer = 0.2, 0.2 - 0.1 * share + 0.01 * seed**2
+        changes.append(eer / erm_eer - 1)
+        _result(runs / "erm" / f"seed{seed}", erm_eer, windows, women)
+        # purity recorded by gender only: none to show for the India minority
+        _result(runs / "sampler" / f"seed{seed}", eer, windows, women,
+                [{"step": 300, "flagged_share": {"f": 0.6}}])  # fmt: skip
+    text = audit(tmp_path, "representation", "sampler", [3], split=600)
+    rows = [line for line in text.splitlines() if line.startswith("| 3 |")]
+    assert all(row.split("|")[6].strip() == "n/a" for row in rows)
+    expected = np.corrcoef(early, changes)[0, 1]
+    assert text.splitlines()[-1].endswith(f"over 3 runs: {expected:+.2f}")

@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from bench.fairness.shares import minority
 
 
@@ -27,6 +29,7 @@ def audit(out: Path, mechanism: str, method: str, corpora: list[int], split: int
     lines = ["| corpus | seed | minority share of draws, to step " + str(split) + " | after | "
              "over-drawn groups after (share / speakers) | minority share of each flagged set "
              "| minority EER change | oracle's |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    pairs = []  # (early share, EER change) per run
     for c in corpora:
         runs = out / mechanism / f"corpus{c}" / "runs"
         for path in sorted((runs / method).glob("seed*/result.json")):
@@ -47,16 +50,24 @@ def audit(out: Path, mechanism: str, method: str, corpora: list[int], split: int
                 ((g, _mean(v["windows"], split, 10**9), v["speaker_share"]) for g, v in groups.items()),
                 key=lambda t: t[2] - t[1],
             )[:2]  # fmt: skip
-            flagged = [
-                p["flagged_share"].get(value, 0.0) for p in r["shares"].get("cohort_purity") or []
-            ]
+            purity = r["shares"].get("cohort_purity") or []
+            # The flagged sets' purity is recorded by one attribute (nationality): for a
+            # minority of another attribute there is none to show.
+            recorded = any(value in p["flagged_share"] for p in purity)
+            flagged = [p["flagged_share"].get(value, 0.0) for p in purity] if recorded else []
+            early = _mean(groups[low]["windows"], 0, split)
+            pairs.append((early, change))
             lines.append(
-                f"| {c} | {seed.removeprefix('seed')} | {100 * _mean(groups[low]['windows'], 0, split):.1f}% "
+                f"| {c} | {seed.removeprefix('seed')} | {100 * early:.1f}% "
                 f"| {100 * _mean(groups[low]['windows'], split, 10**9):.1f}% | "
                 + ", ".join(f"{g} {100 * s:.0f}% / {100 * n:.0f}%" for g, s, n in over)
                 + f" | {', '.join(f'{100 * f:.0f}' for f in flagged) or 'n/a'} | {100 * change:+.1f}% | "
                 + ("" if och is None else f"{100 * och:+.1f}%") + " |"
             )  # fmt: skip
+    if len(pairs) >= 3:
+        r_early = np.corrcoef(np.array(pairs).T)[0, 1]
+        lines += ["", f"Correlation of the minority's early share with its EER change over "
+                      f"{len(pairs)} runs: {r_early:+.2f}"]  # fmt: skip
     return "\n".join(lines)
 
 
