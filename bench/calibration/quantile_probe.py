@@ -1,4 +1,4 @@
-"""The probes behind calibration-log Q4, kept so that their numbers can be reproduced.
+"""The probes behind calibration-log Q4 and Q5, kept so that their numbers can be reproduced.
 
 ``within``: AS-norm + quantile maps (label-free with 16 regions, and the label oracle)
 fitted three ways: on every pair touching a region (the shipped default), on within-region
@@ -12,11 +12,31 @@ per unordered pair of regions fitted on that cell's non-targets, mapped to all n
 (``target=all``) or, for same-region cells only, to the same-region non-targets
 (``target=diag``; other cells keep the identity).
 
+``bound``: how much overall accuracy exact FMR parity at *every* threshold costs at the
+least, measured on the test trials themselves with the labels. Parity at every threshold
+fixes each group's map of its within-group trials up to one map common to all (each group's
+within-group non-target CDF; ``arw-sv eval`` counts a group's FMR on its within-group
+trials), so the pooled ranking of within-group trials is unique; only cross-group trials
+(all non-targets) are free. With them pushed below every other trial (``cross=bottom``, a
+labels-only advantage) the EER is a lower bound for any back-end that maps a given score
+(cosine or AS-norm) per group to exact parity; ``cross=mean`` maps them by the mean of
+their two sides' maps, as the shipped region maps do. In-sample and with labels: a ceiling,
+never a method.
+
+``cross``: label-free within-region quantile maps (``quantile_pairs="within"``) followed
+by two linear LLR maps instead of one: one for same-region trials and one for cross-region
+trials, each class-balanced and shifted by the log-ratio of how often targets and
+non-targets fall in that kind of trial (so the pair's kind counts as evidence, as the Bayes
+LLR of score and kind would). ``bound`` says why: exact parity costs no EER only if
+cross-group impostors are pushed down.
+
 Usage (the folders ``bench/calibration/scratch_heldout.sh`` writes: CORPUS holds
 ``all.csv`` and ``trials.txt``, MODEL ``test.npz`` and ``cal.npz``)::
 
     python -m bench.calibration.quantile_probe within CORPUS MODEL [--key nationality]
     python -m bench.calibration.quantile_probe cells CORPUS MODEL [--k 2 4 8]
+    python -m bench.calibration.quantile_probe bound CORPUS MODEL [--key nationality]
+    python -m bench.calibration.quantile_probe cross CORPUS MODEL [--k 16]
 """
 
 from __future__ import annotations
@@ -103,24 +123,33 @@ def within(m: _Model, key: str) -> None:
         methods._fit_quantile = original
 
 
-def cells(m: _Model, ks: list[int]) -> None:
-    from sklearn.cluster import KMeans
-
+def _asnorm_pairs(m: _Model):
+    """Half the calibration speakers as AS-norm cohort, 10^6 pairs of the other half:
+    (fitting embeddings, pair rows, labels, their AS-norm scores, the test trials')."""
     in_cohort = split_cohort(list(m.cal_speakers), 0.5, 0)
     cohort, rows = m.cal[in_cohort], np.flatnonzero(~in_cohort)
     fitting = m.cal[rows]
     pe, pt, y = sample_pairs(list(m.cal_speakers[rows]), 1_000_000, 0)
-    y = np.asarray(y, bool)
     s_cal = as_norm(cosine_scores(fitting, pe, pt), pe, pt, fitting, cohort, top_n=300)
     s_test = as_norm(m.raw, m.e, m.t, m.test, cohort, top_n=300)
+    return fitting, pe, pt, np.asarray(y, bool), s_cal, s_test
+
+
+def _regions(fitting: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means regions (cosine) of the fitting embeddings, and the test's nearest ones."""
+    from sklearn.cluster import KMeans
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
+    centres = unit(KMeans(k, n_init=4, random_state=0).fit(unit(fitting)).cluster_centers_)
+    return np.argmax(unit(fitting) @ centres.T, 1), np.argmax(unit(test) @ centres.T, 1)
+
+
+def cells(m: _Model, ks: list[int]) -> None:
+    fitting, pe, pt, y, s_cal, s_test = _asnorm_pairs(m)
     for k in ks:
-        centres = unit(KMeans(k, n_init=4, random_state=0).fit(unit(fitting)).cluster_centers_)
-        rc = np.argmax(unit(fitting) @ centres.T, 1)
-        rt = np.argmax(unit(m.test) @ centres.T, 1)
+        rc, rt = _regions(fitting, m.test, k)
         cc = np.minimum(rc[pe], rc[pt]) * k + np.maximum(rc[pe], rc[pt])
         ct = np.minimum(rt[m.e], rt[m.t]) * k + np.maximum(rt[m.e], rt[m.t])
         pairs = [np.flatnonzero(cc == c) for c in range(k * k)]
@@ -132,17 +161,107 @@ def cells(m: _Model, ks: list[int]) -> None:
                   lin[0] * apply_quantile_maps(knots, s_test, ct) + lin[1])  # fmt: skip
 
 
+def kind_llr(mapped: np.ndarray, y: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per kind of pair (same-region, cross-region): class-balanced linear map plus the
+    log-ratio of the kind's share of targets and of non-targets (counts smoothed by 1/2).
+    Returns ((a, c) same, (a, c) cross); a kind with fewer than 10 targets takes the other
+    kind's slope and intercept, keeping its own share term."""
+    out = []
+    for kind in (same, ~same):
+        n_tar, n_non = int(y[kind].sum()), int((~y[kind]).sum())
+        prior = np.log((n_tar + 0.5) / (y.sum() + 1.0)) - np.log((n_non + 0.5) / ((~y).sum() + 1.0))
+        lin = fit_linear(mapped[kind], y[kind]) if n_tar >= 10 and n_non >= 10 else None
+        out.append((lin, prior))
+    fallback = next(lin for lin, _ in out if lin is not None)
+    return tuple(np.array([(lin if lin is not None else fallback)[0],
+                           (lin if lin is not None else fallback)[1] + prior])
+                 for lin, prior in out)  # fmt: skip
+
+
+def cross(m: _Model, ks: list[int]) -> None:
+    fitting, pe, pt, y, s_cal, s_test = _asnorm_pairs(m)
+    m.row("raw", m.raw)
+    for k in ks:
+        rc, rt = _regions(fitting, m.test, k)
+        ka, kb, ta, tb = rc[pe], rc[pt], rt[m.e], rt[m.t]
+        pairs = [np.flatnonzero((ka == c) & (kb == c)) for c in range(k)]
+        knots, _ = fit_quantile_maps(s_cal, ~y, pairs, np.ones(k))
+        mc = 0.5 * (apply_quantile_maps(knots, s_cal, ka) + apply_quantile_maps(knots, s_cal, kb))
+        mt = 0.5 * (apply_quantile_maps(knots, s_test, ta) + apply_quantile_maps(knots, s_test, tb))
+        one = fit_linear(mc, y)
+        m.row(f"within k={k}, one linear map", one[0] * mt + one[1])
+        same, other = kind_llr(mc, y, ka == kb)
+        print(f"  same-region {same.round(3)}, cross-region {other.round(3)}; "
+              f"cross-region share of targets {np.mean(ka[y] != kb[y]):.3f}, "
+              f"of non-targets {np.mean(ka[~y] != kb[~y]):.3f}", flush=True)  # fmt: skip
+        llr = np.where(ta == tb, same[0] * mt + same[1], other[0] * mt + other[1])
+        m.row(f"within k={k}, a map per kind of pair", llr)
+
+
+def parity_map(
+    scores: np.ndarray, labels: np.ndarray, ga: np.ndarray, gb: np.ndarray, cross: str = "bottom"
+) -> np.ndarray:
+    """Each within-group trial's score as its group's within-group non-target CDF (mid-rank),
+    cross-group trials at -1 (``bottom``) or the mean of both sides' CDFs (``mean``): the
+    unique exact-parity ranking (module docstring). Shape: all (N,)."""
+    out = np.empty(scores.size, dtype=np.float64)
+    same = ga == gb
+    cdf = {}
+    for g in np.unique(np.concatenate([ga, gb])):
+        ref = np.sort(scores[same & (ga == g) & (labels == 0)])
+        if ref.size == 0:
+            raise ValueError(f"group {g!r} has no within-group non-target trial")
+        cdf[g] = ref
+
+    def at(g, s: np.ndarray) -> np.ndarray:
+        ref = cdf[g]
+        return 0.5 * (np.searchsorted(ref, s, "left") + np.searchsorted(ref, s, "right")) / ref.size
+
+    for g in cdf:
+        rows = same & (ga == g)
+        out[rows] = at(g, scores[rows])
+    rows = np.flatnonzero(~same)
+    if cross == "bottom":
+        out[rows] = -1.0
+    else:
+        a, b = ga[rows], gb[rows]
+        out[rows] = 0.0
+        for g in cdf:
+            for side in (a, b):
+                pick = rows[side == g]
+                out[pick] += 0.5 * at(g, scores[pick])
+    return out
+
+
+def bound(m: _Model, key: str) -> None:
+    group = {s: str(m.meta[s].attribute(key)) for s in m.meta}
+    ga = np.array([group[speaker_of(u)] for u in m.trials.enroll])
+    gb = np.array([group[speaker_of(u)] for u in m.trials.test])
+    labels = np.asarray(m.trials.labels)
+    in_cohort = split_cohort(list(m.cal_speakers), 0.5, 0)
+    norm = as_norm(m.raw, m.e, m.t, m.test, m.cal[in_cohort], top_n=300)
+    print(f"{key}: {int((ga == gb).sum())} within-group and {int((ga != gb).sum())} "
+          "cross-group trials", flush=True)  # fmt: skip
+    for name, s in (("cosine", m.raw), ("as-norm", norm)):
+        m.row(f"{name}", s)
+        for cross in ("bottom", "mean"):
+            m.row(f"{name} exact parity, cross={cross}", parity_map(s, labels, ga, gb, cross))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("probe", choices=("within", "cells"))
+    p.add_argument("probe", choices=("within", "cells", "bound", "cross"))
     p.add_argument("corpus", type=Path)
     p.add_argument("model", type=Path)
-    p.add_argument("--key", default="nationality", help="the oracle's attribute (within)")
-    p.add_argument("--k", type=int, nargs="+", default=[2, 4, 8], help="regions (cells)")
+    p.add_argument("--key", default="nationality", help="the oracle's attribute (within, bound)")
+    p.add_argument("--k", type=int, nargs="+", default=[2, 4, 8], help="regions (cells, cross)")
     args = p.parse_args()
     model = _Model(args.corpus, args.model)
-    within(model, args.key) if args.probe == "within" else cells(model, args.k)
+    if args.probe in ("cells", "cross"):
+        (cells if args.probe == "cells" else cross)(model, args.k)
+    else:
+        (within if args.probe == "within" else bound)(model, args.key)
 
 
 if __name__ == "__main__":
