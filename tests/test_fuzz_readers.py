@@ -11,6 +11,7 @@ reproducible); ``-m slow`` runs the same properties on many more.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import io
 import json
@@ -54,7 +55,8 @@ FAST, LONG = 60, 2000  # examples per reader in the default and the slow tier
 SECONDS = 10.0  # the most one input may take (generous: the machine may be loaded)
 MEMORY_KB = 1 << 20  # the most one input may add to the peak resident memory (1 GB)
 
-_ASSETS = Path(tempfile.mkdtemp(prefix="arw_sv_fuzz_"))
+_ASSETS = Path(tempfile.mkdtemp(prefix="arw_sv_fuzz_"))  # built at import: hypothesis needs them
+atexit.register(shutil.rmtree, _ASSETS, ignore_errors=True)  # and gone with the test process
 AUDIO = _ASSETS / "one_second.wav"
 sf.write(AUDIO, 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
 
