@@ -123,15 +123,22 @@ def within(m: _Model, key: str) -> None:
         methods._fit_quantile = original
 
 
-def _asnorm_pairs(m: _Model):
-    """Half the calibration speakers as AS-norm cohort, 10^6 pairs of the other half:
-    (fitting embeddings, pair rows, labels, their AS-norm scores, the test trials')."""
+def _cohort_split(m: _Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half the calibration speakers as AS-norm cohort: (cohort, the other half's rows,
+    the test trials' AS-norm scores against the cohort)."""
     in_cohort = split_cohort(list(m.cal_speakers), 0.5, 0)
-    cohort, rows = m.cal[in_cohort], np.flatnonzero(~in_cohort)
+    cohort = m.cal[in_cohort]
+    s_test = as_norm(m.raw, m.e, m.t, m.test, cohort, top_n=300)
+    return cohort, np.flatnonzero(~in_cohort), s_test
+
+
+def _asnorm_pairs(m: _Model):
+    """:func:`_cohort_split`, and 10^6 pairs of the non-cohort half: (fitting embeddings,
+    pair rows, labels, their AS-norm scores, the test trials')."""
+    cohort, rows, s_test = _cohort_split(m)
     fitting = m.cal[rows]
     pe, pt, y = sample_pairs(list(m.cal_speakers[rows]), 1_000_000, 0)
     s_cal = as_norm(cosine_scores(fitting, pe, pt), pe, pt, fitting, cohort, top_n=300)
-    s_test = as_norm(m.raw, m.e, m.t, m.test, cohort, top_n=300)
     return fitting, pe, pt, np.asarray(y, bool), s_cal, s_test
 
 
@@ -166,16 +173,18 @@ def kind_llr(mapped: np.ndarray, y: np.ndarray, same: np.ndarray) -> tuple[np.nd
     log-ratio of the kind's share of targets and of non-targets (counts smoothed by 1/2).
     Returns ((a, c) same, (a, c) cross); a kind with fewer than 10 targets takes the other
     kind's slope and intercept, keeping its own share term."""
-    out = []
-    for kind in (same, ~same):
-        n_tar, n_non = int(y[kind].sum()), int((~y[kind]).sum())
-        prior = np.log((n_tar + 0.5) / (y.sum() + 1.0)) - np.log((n_non + 0.5) / ((~y).sum() + 1.0))
-        lin = fit_linear(mapped[kind], y[kind]) if n_tar >= 10 and n_non >= 10 else None
-        out.append((lin, prior))
-    fallback = next(lin for lin, _ in out if lin is not None)
-    return tuple(np.array([(lin if lin is not None else fallback)[0],
-                           (lin if lin is not None else fallback)[1] + prior])
-                 for lin, prior in out)  # fmt: skip
+    kinds = (same, ~same)
+    n_tar, n_non = int(y.sum()), int((~y).sum())
+    fits, priors = [], []
+    for kind in kinds:
+        k_tar, k_non = int(y[kind].sum()), int((~y[kind]).sum())
+        priors.append(np.log((k_tar + 0.5) / (n_tar + 1.0)) - np.log((k_non + 0.5) / (n_non + 1.0)))
+        fits.append(fit_linear(mapped[kind], y[kind]) if min(k_tar, k_non) >= 10 else None)
+    fallback = next(f for f in fits if f is not None)
+    return tuple(
+        (f if f is not None else fallback) + np.array([0.0, prior])
+        for f, prior in zip(fits, priors, strict=True)
+    )
 
 
 def cross(m: _Model, ks: list[int]) -> None:
@@ -238,8 +247,7 @@ def bound(m: _Model, key: str) -> None:
     ga = np.array([group[speaker_of(u)] for u in m.trials.enroll])
     gb = np.array([group[speaker_of(u)] for u in m.trials.test])
     labels = np.asarray(m.trials.labels)
-    in_cohort = split_cohort(list(m.cal_speakers), 0.5, 0)
-    norm = as_norm(m.raw, m.e, m.t, m.test, m.cal[in_cohort], top_n=300)
+    norm = _cohort_split(m)[2]
     print(f"{key}: {int((ga == gb).sum())} within-group and {int((ga != gb).sum())} "
           "cross-group trials", flush=True)  # fmt: skip
     for name, s in (("cosine", m.raw), ("as-norm", norm)):
